@@ -1,0 +1,44 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# A CPU build of torch; an already importable torch (any >=2.4) is kept as it is.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv install install-dev demo test lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(PY)
+
+# torch first: anything that depends on torch would otherwise pull a multi-GB CUDA build.
+$(VENV)/.torch: | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null && echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')" \
+	  || $(PIP) install --quiet "$(TORCH_SPEC)"
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/edgetune demo
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check edgetune tests benchmarks
+
+test: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check edgetune tests benchmarks
+	MLFLOW_DISABLE_TELEMETRY=true RAY_AUTH_MODE=disabled $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) .edgetune-cache build *.egg-info

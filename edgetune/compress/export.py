@@ -1,0 +1,97 @@
+"""ONNX export (single file, no ``.onnx.data``) with an onnxruntime parity check.
+
+Uses torch's default (dynamo) exporter, which folds BatchNorm into Conv and records each node's module
+path in the ``pkg.torch.onnx.name_scopes`` metadata (see :func:`node_module_paths`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgetune._logging import get_logger
+from edgetune.errors import ExportError
+
+log = get_logger(__name__)
+
+__all__ = ["ExportReport", "export_onnx", "parity", "node_module_paths", "INPUT_NAME", "OUTPUT_NAME"]
+
+INPUT_NAME, OUTPUT_NAME = "images", "output"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    bytes: int
+    max_abs_diff: float
+    tolerance: float
+
+
+def parity(model, onnx_path: Path, *, input_size: int, seed: int = 0) -> tuple[float, float]:
+    """(max |ORT - torch|, the tolerance it is held to) on a seeded random input in [0, 1]."""
+    import onnxruntime as ort
+    import torch
+
+    x = np.random.default_rng(seed).random((1, 3, input_size, input_size), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).numpy()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    if out.shape != ref.shape:
+        raise ExportError(f"exported model's output shape {out.shape} differs from torch's {ref.shape}.")
+    diff = float(np.abs(out - ref).max())
+    return diff, 1e-4 + 1e-4 * float(np.abs(ref).max())
+
+
+def export_onnx(model, path: str | Path, *, input_size: int, check: bool = True, opset: int = 18) -> ExportReport:
+    """Export ``model`` (eval mode) to one self-contained ONNX file and check it against torch.
+
+    Raises ExportError when export fails, writes external data, or the onnxruntime output differs from
+    torch by more than ``1e-4 + 1e-4 * max|output|``.
+    """
+    import onnx
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    x = torch.zeros(1, 3, input_size, input_size)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
+    except Exception as exc:  # the exporter raises many types; all mean the same to the user
+        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {exc}") from exc
+    data_file = path.with_name(path.name + ".data")
+    if data_file.exists():
+        raise ExportError(f"export wrote external data '{data_file}'; edgetune ships single-file ONNX only.")
+    onnx.checker.check_model(str(path))
+    diff, tol = parity(model, path, input_size=input_size) if check else (float("nan"), float("nan"))
+    if check and not diff <= tol:
+        raise ExportError(
+            f"ONNX export of {type(model).__name__} does not match torch: max |onnxruntime - torch| = {diff:.3g} "
+            f"> tolerance {tol:.3g}. An op is exported wrongly; run with --debug and report the model."
+        )
+    log.info("exported %s (%d bytes), max |ORT - torch| = %.3g", path, path.stat().st_size, diff)
+    return ExportReport(path, path.stat().st_size, diff, tol)
+
+
+def node_module_paths(model_proto) -> dict[str, str]:
+    """ONNX node name -> torch module path (``stage2.1.cv1.conv``) from the dynamo exporter's metadata."""
+    out: dict[str, str] = {}
+    for node in model_proto.graph.node:
+        for p in node.metadata_props:
+            if p.key == "pkg.torch.onnx.name_scopes":
+                scopes = [s.strip(" '\"") for s in p.value.strip("[]").split(",")]
+                if len(scopes) >= 2:
+                    out[node.name] = scopes[-2]
+    return out

@@ -1,0 +1,152 @@
+"""Typed configuration: YAML is parsed once, here, into strict pydantic models.
+
+Unknown keys and wrong types are rejected with the YAML path of the field (``data.val_images``).
+Sections owned by other packages (``space``, ``recovery``, ...) are defined next to their code and
+assembled into :class:`SweepConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgetune.errors import ConfigError
+
+__all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "parse_model_ref",
+           "parse_data_ref", "format_validation_error"]
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """Where the trained model comes from.
+
+    - ``builtin``: ``name`` (det-s, ...), weights shipped with edgetune;
+    - ``python``: ``factory`` = ``pkg.module:fn`` returning an ``nn.Module`` (called with ``kwargs``),
+      ``weights`` = a state-dict file;
+    - ``onnx``: ``path`` to an ONNX file (no pruning, precision search only).
+    ``task`` and ``input_size`` are needed for ``python`` and ``onnx`` sources.
+    """
+
+    source: Literal["builtin", "python", "onnx", "ultralytics"] = "builtin"
+    name: str | None = None
+    factory: str | None = None
+    weights: str | None = None
+    path: str | None = None
+    task: Literal["detect", "classify"] | None = None
+    input_size: int | None = Field(default=None, ge=32, le=4096)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs(self) -> ModelSpec:
+        need = {"builtin": ["name"], "python": ["factory", "input_size", "task"], "onnx": ["path", "task"],
+                "ultralytics": ["path"]}[self.source]
+        missing = [k for k in need if getattr(self, k) in (None, "")]
+        if missing:
+            raise ValueError(f"model source '{self.source}' needs {', '.join(missing)}")
+        return self
+
+
+class DataSpec(Strict):
+    """The validation / calibration / fine-tuning data.
+
+    - ``builtin``: ``name: shapes`` (generated, deterministic from ``seed``);
+    - ``coco``: ``annotations`` (instances json) + ``images`` (folder); optional ``train_annotations`` /
+      ``train_images`` for fine-tuning; otherwise val and calib are split off the one set;
+    - ``yolo``: ``path`` to a ``data.yaml``;
+    - ``imagefolder``: ``path`` to a folder of ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``.
+    """
+
+    source: Literal["builtin", "coco", "yolo", "imagefolder"] = "builtin"
+    name: str | None = None
+    path: str | None = None
+    annotations: str | None = None
+    images: str | None = None
+    train_annotations: str | None = None
+    train_images: str | None = None
+    val_images: int = Field(default=500, ge=1)
+    calib_images: int = Field(default=64, ge=1)
+    train_size: int = Field(default=5000, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _needs(self) -> DataSpec:
+        need = {"builtin": ["name"], "coco": ["annotations", "images"], "yolo": ["path"],
+                "imagefolder": ["path"]}[self.source]
+        missing = [k for k in need if getattr(self, k) in (None, "")]
+        if missing:
+            raise ValueError(f"data source '{self.source}' needs {', '.join(missing)}")
+        return self
+
+
+class SweepConfig(Strict):
+    """A whole sweep file. (Sections beyond model/data are added by the issues that own them.)"""
+
+    name: str = Field(default="sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: ModelSpec
+    data: DataSpec
+
+
+def format_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        lines.append(f"`{loc}`: {msg}" + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden"
+                                          and not isinstance(err.get("input"), dict) else ""))
+    return "; ".join(lines)
+
+
+def load_sweep_config(path: str | Path, model_cls: type[BaseModel] | None = None) -> BaseModel:
+    """Read and validate a sweep YAML; ConfigError names the file and the field paths at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist. Pass the path of a sweep YAML (see configs/).")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must be a YAML mapping of sections (model:, data:, ...).")
+    cls = model_cls or _sweep_config_class()
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config '{path}': {format_validation_error(exc)}") from exc
+
+
+def _sweep_config_class() -> type[BaseModel]:
+    return SweepConfig
+
+
+def parse_model_ref(ref: str) -> ModelSpec:
+    """CLI shorthand: ``builtin:det-s`` | ``onnx:PATH`` -> ModelSpec."""
+    source, _, rest = ref.partition(":")
+    if source == "builtin" and rest:
+        return ModelSpec(source="builtin", name=rest)
+    if source == "onnx" and rest:
+        return ModelSpec(source="onnx", path=rest, task="detect")
+    raise ConfigError(f"--model {ref!r} is not understood; use builtin:NAME (e.g. builtin:det-s) or onnx:PATH.")
+
+
+def parse_data_ref(ref: str) -> DataSpec:
+    """CLI shorthand: ``builtin:shapes`` | ``yolo:PATH/data.yaml`` | ``imagefolder:DIR`` -> DataSpec."""
+    source, _, rest = ref.partition(":")
+    if source == "builtin" and rest:
+        return DataSpec(source="builtin", name=rest)
+    if source in ("yolo", "imagefolder") and rest:
+        return DataSpec(source=source, path=rest)
+    raise ConfigError(
+        f"--data {ref!r} is not understood; use builtin:shapes, yolo:PATH/data.yaml or imagefolder:DIR "
+        "(COCO json needs a config file: data: {source: coco, annotations: ..., images: ...})."
+    )

@@ -1,0 +1,70 @@
+"""One exception hierarchy for edgetune.
+
+Every error a user can cause says the rule, the offending value and the fix. The CLI prints
+``str(error)`` on one line (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EdgetuneError",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "ExportError",
+    "CompressionError",
+    "AgentError",
+    "AgentUnavailable",
+    "AuthError",
+    "ProtocolMismatch",
+    "MeasurementFailed",
+    "MissingDependency",
+]
+
+
+class EdgetuneError(Exception):
+    """Root of every error edgetune raises on purpose."""
+
+
+class ConfigError(EdgetuneError, ValueError):
+    """A sweep file, CLI option or compression config is invalid."""
+
+
+class DataError(EdgetuneError):
+    """A dataset cannot be read: missing or corrupt files, bad annotations, wrong paths."""
+
+
+class ModelError(EdgetuneError):
+    """A model source cannot be loaded: bad factory path, weights that do not fit, unknown name."""
+
+
+class ExportError(EdgetuneError):
+    """ONNX export failed or does not match the torch model."""
+
+
+class CompressionError(EdgetuneError):
+    """A compression config cannot be applied to a model."""
+
+
+class AgentError(EdgetuneError):
+    """The device agent answered with an error."""
+
+
+class AgentUnavailable(AgentError):
+    """The device agent cannot be reached (connection refused, timeout, died mid-request)."""
+
+
+class AuthError(AgentError):
+    """The device agent refused the token."""
+
+
+class ProtocolMismatch(AgentError):
+    """Controller and agent speak incompatible protocol versions."""
+
+
+class MeasurementFailed(AgentError):
+    """The agent could not measure an artifact (the runtime's error text is in the message)."""
+
+
+class MissingDependency(EdgetuneError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

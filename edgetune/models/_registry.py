@@ -1,0 +1,80 @@
+"""Model sources: a registry of how a trained model is loaded (builtin, python factory, onnx, ...).
+
+A source turns a :class:`~edgetune.config.ModelSpec` plus the dataset's classes into a
+:class:`LoadedModel`. Sources register with :func:`register_source`; an unknown name lists the valid
+ones. An ``ultralytics`` source fits the same interface (it returns its ``nn.Module`` and a head spec).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetune.errors import ModelError
+from edgetune.models.heads import ClassifyHead, DetectHead
+
+__all__ = ["LoadedModel", "ModelSource", "register_source", "get_source", "available_sources", "load_model"]
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to compress or evaluate.
+
+    ``module`` is the torch ``nn.Module`` (eval mode), or None for sources that only have an ONNX file
+    (``onnx_path``), which can be quantized but not pruned. ``source_hash`` is the sha256 of the weights
+    (or ONNX) file: the artifact hash depends on it.
+    """
+
+    name: str
+    module: Any | None
+    head: DetectHead | ClassifyHead
+    input_size: int
+    source_hash: str
+    onnx_path: Path | None = None
+
+    @property
+    def task(self) -> str:
+        return self.head.kind
+
+
+class ModelSource(ABC):
+    """Loads one kind of model. Implementations are stateless; ``load`` may be called from any thread."""
+
+    name: str = ""
+
+    @abstractmethod
+    def load(self, spec, *, class_names: tuple[str, ...], category_ids: tuple[int, ...]) -> LoadedModel:
+        """Load the model described by ``spec`` for a dataset with these classes."""
+
+
+_SOURCES: dict[str, type[ModelSource]] = {}
+
+
+def register_source(name: str) -> Callable[[type[ModelSource]], type[ModelSource]]:
+    def deco(cls: type[ModelSource]) -> type[ModelSource]:
+        cls.name = name
+        _SOURCES[name] = cls
+        return cls
+
+    return deco
+
+
+def available_sources() -> list[str]:
+    from edgetune.models import sources  # noqa: F401  (registers the builtin sources)
+
+    return sorted(_SOURCES)
+
+
+def get_source(name: str) -> ModelSource:
+    valid = available_sources()
+    if name not in _SOURCES:
+        raise ModelError(f"unknown model source {name!r}; valid sources: {', '.join(valid)}.")
+    return _SOURCES[name]()
+
+
+def load_model(spec, *, class_names: tuple[str, ...], category_ids: tuple[int, ...]) -> LoadedModel:
+    """Load the model of a ModelSpec for a dataset with the given classes."""
+    return get_source(spec.source).load(spec, class_names=class_names, category_ids=category_ids)

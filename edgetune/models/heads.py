@@ -1,0 +1,123 @@
+"""Task heads in numpy: detection decode + NMS, classification top-k.
+
+Shared by the controller and the device agents (no torch, no torchvision). The model's detection
+output layout is the one Ultralytics uses: ``(N, 4 + C, A)``, boxes as cx, cy, w, h in input pixels
+followed by per-class scores in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgetune.errors import ModelError
+
+__all__ = ["DetectHead", "ClassifyHead", "head_from_dict", "nms", "decode_detections", "topk"]
+
+
+@dataclass(frozen=True)
+class DetectHead:
+    """How to turn a detector's raw output into detections.
+
+    ``category_ids[k]`` is the dataset category id written for class ``k``. The thresholds are the
+    evaluation defaults of the field (low score threshold so mAP is not understated).
+    """
+
+    num_classes: int
+    category_ids: tuple[int, ...]
+    layout: str = "xywh_scores"
+    score_threshold: float = 0.001
+    iou_threshold: float = 0.6
+    max_det: int = 100
+    pre_nms_topk: int = 3000
+    multi_label: bool = False
+    kind: str = "detect"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["category_ids"] = list(self.category_ids)
+        return d
+
+
+@dataclass(frozen=True)
+class ClassifyHead:
+    """Classification: logits or probabilities ``(N, C)``; ``category_ids`` maps index -> label id."""
+
+    num_classes: int
+    category_ids: tuple[int, ...]
+    kind: str = "classify"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["category_ids"] = list(self.category_ids)
+        return d
+
+
+def head_from_dict(d: dict) -> DetectHead | ClassifyHead:
+    d = dict(d)
+    kind = d.get("kind")
+    d["category_ids"] = tuple(d.get("category_ids", ()))
+    if kind == "detect":
+        return DetectHead(**d)
+    if kind == "classify":
+        return ClassifyHead(**d)
+    raise ModelError(f"unknown head kind {kind!r} in a head spec; expected 'detect' or 'classify'.")
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression on xyxy boxes; returns kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        xx1 = np.maximum(x1[i], x1[rest])
+        yy1 = np.maximum(y1[i], y1[rest])
+        xx2 = np.minimum(x2[i], x2[rest])
+        yy2 = np.minimum(y2[i], y2[rest])
+        inter = np.maximum(xx2 - xx1, 0) * np.maximum(yy2 - yy1, 0)
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, np.int64)
+
+
+def decode_detections(output: np.ndarray, head: DetectHead) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's raw output ``(4 + C, A)`` -> (boxes xyxy in input pixels, scores, class indices)."""
+    if output.ndim != 2 or output.shape[0] != 4 + head.num_classes:
+        raise ModelError(
+            f"detector output has shape {output.shape}, expected (4 + {head.num_classes}, anchors) per image "
+            "(Ultralytics layout). Check the model's head or the head spec."
+        )
+    pred = output.T.astype(np.float32, copy=False)
+    cls_scores = pred[:, 4:]
+    if head.multi_label:
+        a_idx, c_idx = np.nonzero(cls_scores > head.score_threshold)
+        scores = cls_scores[a_idx, c_idx]
+    else:
+        c_idx = cls_scores.argmax(1)
+        scores = cls_scores[np.arange(len(c_idx)), c_idx]
+        a_idx = np.nonzero(scores > head.score_threshold)[0]
+        c_idx, scores = c_idx[a_idx], scores[a_idx]
+    if scores.size > head.pre_nms_topk:
+        top = np.argpartition(-scores, head.pre_nms_topk)[: head.pre_nms_topk]
+        a_idx, c_idx, scores = a_idx[top], c_idx[top], scores[top]
+    xywh = pred[a_idx, :4]
+    boxes = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
+    if scores.size == 0:
+        return boxes, scores, c_idx.astype(np.int64)
+    # class-aware NMS with the coordinate-offset trick
+    offset = c_idx[:, None].astype(np.float32) * (float(boxes.max()) + 1.0)
+    keep = nms(boxes + offset, scores, head.iou_threshold)[: head.max_det]
+    return boxes[keep], scores[keep], c_idx[keep].astype(np.int64)
+
+
+def topk(logits: np.ndarray, k: int = 5) -> np.ndarray:
+    """Indices of the ``k`` largest scores per row, best first: (N, k)."""
+    k = min(k, logits.shape[1])
+    idx = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(logits, idx, 1).argsort(1)[:, ::-1]
+    return np.take_along_axis(idx, order, 1)

@@ -1,0 +1,144 @@
+"""The model sources shipped with edgetune: ``builtin``, ``python``, ``onnx``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+
+from edgetune.errors import ModelError
+from edgetune.models._registry import LoadedModel, ModelSource, register_source
+from edgetune.models.heads import ClassifyHead, DetectHead
+
+__all__ = ["BUILTIN_MODELS", "builtin_weights_path", "sha256_file"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+# name -> (architecture size, input size, classes, sha256 of the committed weights)
+BUILTIN_MODELS: dict[str, dict] = {
+    "det-s": {"arch": "det-s", "input_size": 256, "dataset": "shapes", "num_classes": 6,
+              "sha256": "PENDING"},
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def builtin_weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.pt"
+
+
+def _head(task: str, class_names, category_ids) -> DetectHead | ClassifyHead:
+    cls = DetectHead if task == "detect" else ClassifyHead
+    return cls(num_classes=len(class_names), category_ids=tuple(category_ids))
+
+
+def _load_state_dict(module, weights: Path, what: str) -> None:
+    import torch
+
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"weights file '{weights}' cannot be read as a torch state dict ({exc}).") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:4]
+        raise ModelError(
+            f"weights '{weights}' do not fit {what}: {' '.join(first)} Check that the factory builds the "
+            "architecture the weights were trained with (same sizes and number of classes)."
+        ) from exc
+
+
+@register_source("builtin")
+class BuiltinSource(ModelSource):
+    def load(self, spec, *, class_names, category_ids) -> LoadedModel:
+        from edgetune.models.builtin.det import build_detector
+
+        if spec.name not in BUILTIN_MODELS:
+            raise ModelError(f"unknown builtin model {spec.name!r}; builtin models: {', '.join(BUILTIN_MODELS)}.")
+        info = BUILTIN_MODELS[spec.name]
+        if len(class_names) != info["num_classes"]:
+            raise ModelError(
+                f"builtin model '{spec.name}' was trained on {info['num_classes']} classes (builtin "
+                f"'{info['dataset']}'), but the dataset has {len(class_names)}. Use data: {{source: builtin, "
+                f"name: {info['dataset']}}} or bring your own model (source: python)."
+            )
+        weights = builtin_weights_path(spec.name)
+        if not weights.is_file():
+            raise ModelError(f"weights of builtin model '{spec.name}' are missing at '{weights}'. Reinstall "
+                             f"edgetune or retrain them: edgetune train-builtin --name {spec.name}")
+        digest = sha256_file(weights)
+        if digest != info["sha256"]:
+            raise ModelError(
+                f"weights of builtin model '{spec.name}' at '{weights}' have sha256 {digest[:16]}..., expected "
+                f"{info['sha256'][:16]}...: the file is corrupt or was replaced. Restore it from git."
+            )
+        module = build_detector(info["arch"], num_classes=info["num_classes"], input_size=info["input_size"])
+        _load_state_dict(module, weights, f"builtin '{spec.name}'")
+        return LoadedModel(spec.name, module.eval(), _head("detect", class_names, category_ids),
+                           spec.input_size or info["input_size"], digest)
+
+
+@register_source("python")
+class PythonSource(ModelSource):
+    """``factory: pkg.module:fn`` returns an ``nn.Module``; ``weights`` is a state-dict file."""
+
+    def load(self, spec, *, class_names, category_ids) -> LoadedModel:
+        mod_name, _, fn_name = spec.factory.partition(":")
+        if not mod_name or not fn_name:
+            raise ModelError(f"`model.factory` {spec.factory!r} must look like 'package.module:function'.")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ModelError(
+                f"`model.factory` {spec.factory!r}: module '{mod_name}' does not import ({exc}). Make it "
+                "importable (pip install -e your package, or set PYTHONPATH)."
+            ) from exc
+        fn = getattr(mod, fn_name, None)
+        if not callable(fn):
+            raise ModelError(f"`model.factory` {spec.factory!r}: '{mod_name}' has no callable '{fn_name}'.")
+        try:
+            module = fn(**spec.kwargs)
+        except Exception as exc:
+            raise ModelError(f"`model.factory` {spec.factory!r} raised {type(exc).__name__}: {exc}") from exc
+        digest = hashlib.sha256(spec.factory.encode()).hexdigest()
+        if spec.weights:
+            weights = Path(spec.weights)
+            if not weights.is_file():
+                raise ModelError(f"`model.weights` '{weights}' does not exist. Fix the path.")
+            _load_state_dict(module, weights, f"factory '{spec.factory}'")
+            digest = sha256_file(weights)
+        return LoadedModel(spec.factory, module.eval(), _head(spec.task, class_names, category_ids),
+                           spec.input_size, digest)
+
+
+@register_source("onnx")
+class OnnxSource(ModelSource):
+    """An ONNX file: precision search only (it cannot be pruned)."""
+
+    def load(self, spec, *, class_names, category_ids) -> LoadedModel:
+        import onnx
+
+        path = Path(spec.path)
+        if not path.is_file():
+            raise ModelError(f"`model.path` '{path}' does not exist. Fix the path.")
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise ModelError(f"'{path}' is not a readable ONNX model ({exc}).") from exc
+        size = spec.input_size
+        if size is None:
+            dims = proto.graph.input[0].type.tensor_type.shape.dim
+            size = dims[-1].dim_value if len(dims) == 4 and dims[-1].dim_value else None
+        if not size:
+            raise ModelError(f"cannot read the input size of '{path}'; set `model.input_size`.")
+        return LoadedModel(path.stem, None, _head(spec.task, class_names, category_ids), int(size),
+                           sha256_file(path), onnx_path=path)
