@@ -1,0 +1,100 @@
+"""The ``edgetune`` command line (typer + rich).
+
+Errors print one clear line (``--debug`` shows the traceback). This module imports nothing heavy at
+import time: ``edgetune agent serve`` must start on a Raspberry Pi without torch. Each package adds its
+commands through a ``register(app)`` function in its ``_cli`` module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from edgetune import __version__
+from edgetune.errors import EdgetuneError
+
+app = typer.Typer(name="edgetune", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Find the best compression of a vision model for an edge device, measured on the device.")
+console = Console()
+err_console = Console(stderr=True)
+_STATE = {"debug": False}
+
+# Modules whose register(app) adds commands; a module that is missing (not written yet) is skipped.
+COMMAND_MODULES = (
+    "edgetune._cli_core",
+    "edgetune.device_agents._cli",
+    "edgetune.spaces._cli",
+    "edgetune.compress._cli",
+    "edgetune.search._cli",
+    "edgetune.deploy._cli",
+)
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show info logs."),
+) -> None:
+    _STATE["debug"] = debug
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logger = logging.getLogger("edgetune")
+    logger.setLevel(level)
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=err_console, show_path=False, markup=False))
+
+
+@app.command()
+def version() -> None:
+    """Print the edgetune version."""
+    console.print(__version__)
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        mod.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EdgetuneError as exc:
+        if _STATE["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, (click.exceptions.Exit,)):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if _STATE["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

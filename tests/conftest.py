@@ -1,0 +1,54 @@
+"""Shared fixtures: a stable dataset cache, small shapes splits, the builtin detector and its ONNX.
+
+The cache lives in ``<repo>/.edgetune-cache/tests`` (git-ignored) so generated data is reused between
+runs; CI starts from a clean checkout and generates it once per run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("EDGETUNE_CACHE", str(ROOT / ".edgetune-cache" / "tests"))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+VAL_IMAGES = 120
+CALIB_IMAGES = 32
+
+
+@pytest.fixture(scope="session")
+def shapes_val():
+    from edgetune.data.shapes import shapes_split
+
+    return shapes_split("val", VAL_IMAGES)
+
+
+@pytest.fixture(scope="session")
+def shapes_calib():
+    from edgetune.data.shapes import shapes_split
+
+    return shapes_split("calib", CALIB_IMAGES)
+
+
+@pytest.fixture(scope="session")
+def det_s(shapes_val):
+    """The builtin det-s as a LoadedModel (torch module in eval mode)."""
+    from edgetune.config import ModelSpec
+    from edgetune.models import load_model
+
+    return load_model(ModelSpec(source="builtin", name="det-s"), class_names=shapes_val.class_names,
+                      category_ids=shapes_val.category_ids)
+
+
+@pytest.fixture(scope="session")
+def det_s_onnx(det_s, tmp_path_factory) -> Path:
+    """det-s exported to fp32 ONNX (parity-checked)."""
+    from edgetune.compress.export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "det-s.onnx"
+    export_onnx(det_s.module, path, input_size=det_s.input_size)
+    return path
