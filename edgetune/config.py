@@ -13,7 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgetune.compress._spec import RecoverySpec
 from edgetune.errors import ConfigError
+from edgetune.spaces._spec import SpaceSpec
 
 __all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "parse_model_ref",
            "parse_data_ref", "format_validation_error"]
@@ -92,6 +94,8 @@ class SweepConfig(Strict):
     name: str = Field(default="sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: ModelSpec
     data: DataSpec
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec)
 
 
 def format_validation_error(exc: ValidationError, *, prefix: str = "") -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ def export_onnx(model, path: str | Path, *, input_size: int, check: bool = True,
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     x = torch.zeros(1, 3, input_size, input_size)
+    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" etc.
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -71,6 +75,8 @@ def export_onnx(model, path: str | Path, *, input_size: int, check: bool = True,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
     except Exception as exc:  # the exporter raises many types; all mean the same to the user
         raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {exc}") from exc
+    finally:
+        noisy.setLevel(level)
     data_file = path.with_name(path.name + ".data")
     if data_file.exists():
         raise ExportError(f"export wrote external data '{data_file}'; edgetune ships single-file ONNX only.")

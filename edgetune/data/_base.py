@@ -13,7 +13,10 @@ import numpy as np
 
 from edgetune.errors import DataError
 
-__all__ = ["Task", "ImageRecord", "Dataset", "Splits", "read_image"]
+__all__ = ["Task", "ImageRecord", "Dataset", "Splits", "IMAGE_EXTENSIONS", "read_image", "read_image_size",
+           "split_indices", "plan_splits"]
+
+IMAGE_EXTENSIONS = frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})
 
 Task = str  # "detect" | "classify"
 
@@ -41,6 +44,21 @@ def read_image(path: str) -> np.ndarray:
             f"image file '{path}' does not exist. Check the dataset path (`data.path`) and that the "
             "annotation file names match the files on disk."
         ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(
+            f"image file '{path}' is corrupt or not an image ({exc}). Replace or remove it from the dataset."
+        ) from exc
+
+
+def read_image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image from its header only (cheap), or raise DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError as exc:
+        raise DataError(f"image file '{path}' does not exist. Check the dataset path (`data.path`).") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(
             f"image file '{path}' is corrupt or not an image ({exc}). Replace or remove it from the dataset."
@@ -134,3 +152,38 @@ def split_indices(n: int, *, seed: int, val: int, calib: int) -> tuple[list[int]
         )
     order = np.random.default_rng(seed).permutation(n).tolist()
     return order[val + calib :], sorted(order[:val]), sorted(order[val : val + calib])
+
+
+def plan_splits(n_val: int, n_train: int, *, val: int, calib: int, seed: int) -> tuple[list[int], list[int], list[int]]:
+    """The split rule of the file-based sources: (val, calib, train) index lists, deterministic in ``seed``.
+
+    - Two sets (``n_train > 0``): ``val`` indexes the val set: ``val`` images of it chosen by ``seed``
+      (all of them when it has fewer). ``calib`` and ``train`` index the train set: ``min(calib, n_train // 2)``
+      (at least 1) images of it chosen by ``seed``, and the rest is ``train``. Val never feeds calibration
+      or fine-tuning.
+    - One set (``n_train == 0``): all three index the val set, split disjointly by :func:`split_indices`
+      with calib = ``min(calib, n // 2)`` and val = ``min(val, n - calib)``; what is left is ``train``.
+    """
+    if n_val < 1:
+        raise DataError("the validation set has no images. Point the data source at a folder / annotation file "
+                        "that lists some.")
+    if n_train > 0:
+        val_idx = _seeded_subset(n_val, val, seed)
+        calib_idx = _seeded_subset(n_train, min(calib, max(1, n_train // 2)), seed)
+        chosen = set(calib_idx)
+        return val_idx, calib_idx, [i for i in range(n_train) if i not in chosen]
+    if n_val < 2:
+        raise DataError(
+            f"the dataset has {n_val} image(s) and no training set, but validation and calibration need at "
+            "least one image each, disjoint. Add images or a training set."
+        )
+    calib = min(calib, n_val // 2)
+    train_idx, val_idx, calib_idx = split_indices(n_val, seed=seed, val=min(val, n_val - calib), calib=calib)
+    return val_idx, calib_idx, train_idx
+
+
+def _seeded_subset(n: int, k: int, seed: int) -> list[int]:
+    """``k`` of ``range(n)`` chosen by ``seed`` (all when ``k >= n``), ascending."""
+    if k >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).permutation(n)[:k].tolist())

@@ -13,13 +13,25 @@ PAD_VALUE = 114
 
 @dataclass(frozen=True)
 class LetterboxMeta:
-    """How an image was fitted into the square input: ``input = orig * scale + pad``."""
+    """How an image was fitted into the square input: ``input_x = orig_x * scale_x + pad_x`` (same for y).
+
+    ``scale`` is the aspect-preserving factor; the resized image has whole pixels, so its exact per-axis
+    factors ``scale_x`` / ``scale_y`` differ from it by up to half an input pixel over the image.
+    """
 
     scale: float
     pad_x: float
     pad_y: float
     orig_w: int
     orig_h: int
+
+    @property
+    def scale_x(self) -> float:
+        return max(1, round(self.orig_w * self.scale)) / self.orig_w
+
+    @property
+    def scale_y(self) -> float:
+        return max(1, round(self.orig_h * self.scale)) / self.orig_h
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxMeta]:
@@ -45,8 +57,8 @@ def to_input(batch_u8: np.ndarray) -> np.ndarray:
 def unletterbox(boxes_xyxy: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
     """Map boxes from input pixels back to original-image pixels, clipped to the image."""
     out = boxes_xyxy.astype(np.float32).copy()
-    out[:, [0, 2]] = (out[:, [0, 2]] - meta.pad_x) / meta.scale
-    out[:, [1, 3]] = (out[:, [1, 3]] - meta.pad_y) / meta.scale
+    out[:, [0, 2]] = (out[:, [0, 2]] - meta.pad_x) / meta.scale_x
+    out[:, [1, 3]] = (out[:, [1, 3]] - meta.pad_y) / meta.scale_y
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, meta.orig_w)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, meta.orig_h)
     return out

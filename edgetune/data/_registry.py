@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgetune.data._base import Splits, split_indices
+from edgetune.data._base import Dataset, Splits, plan_splits
 from edgetune.errors import DataError
 
-__all__ = ["register_data_source", "load_data", "available_data_sources"]
+__all__ = ["register_data_source", "load_data", "available_data_sources", "make_splits"]
 
 _LOADERS: dict[str, Callable] = {}
 
@@ -51,16 +51,30 @@ def _coco(spec, *, need_train: bool) -> Splits:
     train = None
     if spec.train_annotations:
         train = load_coco(spec.train_annotations, spec.train_images or spec.images, name="coco-train")
-        val_n = min(spec.val_images, len(pool))
-        calib_idx = split_indices(len(train), seed=spec.seed, val=0, calib=min(spec.calib_images, len(train)))[2]
-        calib = train.subset(calib_idx, name="coco-calib")
-        train = train.subset([i for i in range(len(train)) if i not in set(calib_idx)], name="coco-train")
-        val = pool.subset(range(val_n), name="coco-val")
-        return Splits(train=train if need_train else None, val=val, calib=calib)
-    tr, va, ca = split_indices(len(pool), seed=spec.seed, val=min(spec.val_images, len(pool) - spec.calib_images),
-                               calib=spec.calib_images)
-    train = pool.subset(tr, name="coco-train") if tr else None
-    if need_train and train is None:
-        raise DataError("fine-tuning needs training images, but the COCO set is used up by val + calib. "
-                        "Set `data.train_annotations` or lower `data.val_images`.")
-    return Splits(train=train, val=pool.subset(va, name="coco-val"), calib=pool.subset(ca, name="coco-calib"))
+    return make_splits(
+        spec, need_train=need_train, name="coco", n_val=len(pool),
+        val_set=lambda idx, name: pool.subset(idx, name=name),
+        n_train=len(train) if train is not None else 0,
+        train_set=(lambda idx, name: train.subset(idx, name=name)) if train is not None else None,
+    )
+
+
+def make_splits(spec, *, need_train: bool, name: str, n_val: int, val_set: Callable[[list[int], str], Dataset],
+                n_train: int = 0, train_set: Callable[[list[int], str], Dataset] | None = None) -> Splits:
+    """Splits of a file-based source by the rule of :func:`plan_splits`.
+
+    ``val_set(indices, name)`` / ``train_set(indices, name)`` build a Dataset from the listed images of the
+    val / train set, so a source only reads what a split uses (label files, image headers).
+    """
+    val_idx, calib_idx, train_idx = plan_splits(n_val, n_train, val=spec.val_images, calib=spec.calib_images,
+                                                seed=spec.seed)
+    pool = train_set if n_train and train_set is not None else val_set
+    if need_train and not train_idx:
+        raise DataError(
+            f"fine-tuning needs training images, but dataset '{name}' has none left after {len(val_idx)} val "
+            f"and {len(calib_idx)} calibration images. Add a training set (COCO: `data.train_annotations`; "
+            "YOLO: `train:` in data.yaml; ImageFolder: a `train/` folder) or lower `data.val_images` / "
+            "`data.calib_images`."
+        )
+    return Splits(train=pool(train_idx, f"{name}-train") if need_train else None,
+                  val=val_set(val_idx, f"{name}-val"), calib=pool(calib_idx, f"{name}-calib"))

@@ -2,7 +2,7 @@
 
 Six classes of filled or outlined, rotated, aspect-jittered shapes from ~10 px to ~120 px on 256x256
 images with textured backgrounds (gradients, low- and high-frequency noise, stripes), line and dot
-distractors, partial overlaps and slight blur. Every image is drawn from its own RNG seeded by
+distractors, partial overlaps (no object hides more than 35% of another) and slight blur. Every image is drawn from its own RNG seeded by
 (seed, split, index), so any split of any size is reproducible, and it is written once to the cache
 dir as JPEG files + ``instances_<split>.json`` so the COCO loader is what reads it.
 """
@@ -24,11 +24,12 @@ __all__ = ["CLASSES", "IMAGE_SIZE", "generate_split", "shapes_split"]
 
 log = get_logger(__name__)
 
-VERSION = 1
+VERSION = 2
 IMAGE_SIZE = 256
 CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 SPLIT_SALT = {"train": 11, "val": 22, "calib": 33}
-MIN_SIZE, MAX_SIZE = 10.0, 120.0
+MIN_SIZE, MAX_SIZE = 12.0, 120.0
+MAX_COVER = 0.35  # an object may hide at most this fraction of another's box (none is painted over)
 
 
 def _unit_polygon(cls: str) -> np.ndarray:
@@ -88,12 +89,13 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def _cover(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest fraction of either box that the other one overlaps."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / max(union, 1e-9)
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return inter / max(smaller, 1e-9)
 
 
 def _contrasting_colour(rng: np.random.Generator, ref: np.ndarray) -> tuple[int, int, int]:
@@ -137,7 +139,7 @@ def draw_image(rng: np.random.Generator, size: int = IMAGE_SIZE) -> tuple[np.nda
             box = np.array([*pts.min(0), *pts.max(0)]).clip(0, size)
             if box[2] - box[0] < 4 or box[3] - box[1] < 4:
                 continue
-            if any(_iou(box, b) > 0.3 for b in boxes):
+            if any(_cover(box, b) > MAX_COVER for b in boxes):
                 continue
             break
         else:
@@ -146,8 +148,8 @@ def draw_image(rng: np.random.Generator, size: int = IMAGE_SIZE) -> tuple[np.nda
         ref = np.asarray(im)[max(y0, 0) : max(y1, y0 + 1), max(x0, 0) : max(x1, x0 + 1)].reshape(-1, 3).mean(0)
         colour = _contrasting_colour(rng, ref)
         flat = [tuple(p) for p in pts]
-        if rng.uniform() < 0.3:  # outlined
-            w = max(1, int(round(s / rng.uniform(12, 25))))
+        if s >= 24 and rng.uniform() < 0.3:  # outlined (tiny shapes are always filled)
+            w = max(2, int(round(s / rng.uniform(10, 20))))
             draw.line(flat + [flat[0]], fill=colour, width=w, joint="curve")
         else:
             draw.polygon(flat, fill=colour)

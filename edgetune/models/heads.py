@@ -110,7 +110,8 @@ def decode_detections(output: np.ndarray, head: DetectHead) -> tuple[np.ndarray,
     if scores.size == 0:
         return boxes, scores, c_idx.astype(np.int64)
     # class-aware NMS with the coordinate-offset trick
-    offset = c_idx[:, None].astype(np.float32) * (float(boxes.max()) + 1.0)
+    span = float(boxes.max() - boxes.min()) + 1.0  # boxes may start below 0: offset by the full span
+    offset = c_idx[:, None].astype(np.float32) * span
     keep = nms(boxes + offset, scores, head.iou_threshold)[: head.max_det]
     return boxes[keep], scores[keep], c_idx[keep].astype(np.int64)
 

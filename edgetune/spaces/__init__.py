@@ -1,1 +1,21 @@
-"""spaces"""
+"""Search spaces: layer discovery, coupling groups, device rules, ``SearchSpace``, ``CompressionConfig``.
+
+Importing this package does not import torch (``edgetune.config`` imports its ``space:`` section);
+:func:`build_space` imports torch and Torch-Pruning when called.
+"""
+
+from edgetune.spaces._build import build_space, select_layers, space_from_layers
+from edgetune.spaces._config import BASELINES, CompressionConfig, Sparsity, baseline
+from edgetune.spaces._layers import Group, Layer, kept_channels, two_four_eligible
+from edgetune.spaces._rules import DEVICE_KINDS, RULES, KindRule, QuantSettings, offered, quant_for_kinds, rule_for
+from edgetune.spaces._space import Dimension, SearchSpace
+from edgetune.spaces._spec import KeepSpec, SpaceSpec, SparsitySpec
+
+__all__ = [
+    "build_space", "space_from_layers", "select_layers",
+    "CompressionConfig", "Sparsity", "BASELINES", "baseline",
+    "Layer", "Group", "kept_channels", "two_four_eligible",
+    "RULES", "DEVICE_KINDS", "KindRule", "QuantSettings", "rule_for", "offered", "quant_for_kinds",
+    "SearchSpace", "Dimension",
+    "SpaceSpec", "SparsitySpec", "KeepSpec",
+]

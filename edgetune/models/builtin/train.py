@@ -29,13 +29,13 @@ __all__ = ["TrainConfig", "detection_loss", "train_detector", "load_train_arrays
 
 @dataclass(frozen=True)
 class TrainConfig:
-    iters: int = 4000
+    iters: int = 4500
     batch: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.05
     warmup: int = 300
     crop: int = 192
-    full_size_iters: int = 400
+    full_size_iters: int = 450
     ema_decay: float = 0.999
     seed: int = 0
     threads: int = 2
@@ -218,7 +218,8 @@ def train_detector(model: nn.Module, train: Dataset, cfg: TrainConfig, *,
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         ema.update(model)
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
         if on_progress:
             on_progress(it + 1, running)
         if (it + 1) % 50 == 0:

@@ -1,0 +1,93 @@
+"""Surgery: cut channels out of coupling groups (Torch-Pruning) and mask weights (unstructured, 2:4).
+
+The channels to remove come from a scoring criterion (``_importance``) and the counts from the plan
+(``_schedule``). Masks from ``torch.nn.utils.prune`` stay attached during recovery (so fine-tuning
+cannot regrow pruned weights) and :func:`make_permanent` folds them into the weights before export.
+"""
+
+from __future__ import annotations
+
+from edgetune._logging import get_logger
+from edgetune.compress._schedule import PrunePlan
+from edgetune.errors import CompressionError
+
+log = get_logger(__name__)
+
+__all__ = ["prune_channels", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
+
+
+def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[int, int]]:
+    """Remove the least important channels of each planned group; returns group -> (before, after)."""
+    import torch
+    import torch_pruning as tp
+    from torch import nn
+
+    from edgetune.spaces._discover import layer_modules
+
+    mods = layer_modules(module)
+    done: dict[str, tuple[int, int]] = {}
+    for name, keep in plan.channels.items():
+        m = mods[name]
+        n = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
+        group = dg.get_pruning_group(m, fn, idxs=list(range(n)))
+        with torch.no_grad():
+            scores = importance(group)
+        if scores is None or len(scores) != n:
+            raise CompressionError(f"group {name!r}: the importance criterion gave no score per channel "
+                                   f"({None if scores is None else len(scores)} for {n}); try importance: magnitude.")
+        drop = torch.argsort(scores)[: n - keep].tolist()
+        group = dg.get_pruning_group(m, fn, idxs=sorted(drop))
+        if not dg.check_pruning_group(group):
+            raise CompressionError(f"group {name!r} cannot lose {n - keep} of its {n} channels (a layer would be "
+                                   "left with none); lower its ratio or pin it in `space.keep.sparsity`.")
+        group.prune()
+        done[name] = (n, keep)
+    return done
+
+
+def mask_unstructured(module, ratios: dict[str, float]) -> None:
+    """Zero the smallest-magnitude weights of each layer (L1, per layer), through a mask."""
+    from torch.nn.utils import prune
+
+    from edgetune.spaces._discover import layer_modules
+
+    mods = layer_modules(module)
+    for name, ratio in ratios.items():
+        prune.l1_unstructured(mods[name], "weight", amount=float(ratio))
+
+
+def two_four_mask(weight):
+    """Mask keeping the 2 largest |w| in every 4 consecutive input weights (dim 1) of a conv/linear."""
+    import torch
+
+    w = weight.detach()
+    cout, cin = w.shape[:2]
+    if cin % 4:
+        raise CompressionError(f"2:4 needs input channels divisible by 4, got {cin}.")
+    x = w.reshape(cout, cin, -1).permute(0, 2, 1).reshape(cout, -1, cin // 4, 4)  # (cout, k, cin/4, 4)
+    top = x.abs().topk(2, dim=-1).indices
+    mask = torch.zeros_like(x).scatter_(-1, top, 1.0)
+    return mask.reshape(cout, -1, cin).permute(0, 2, 1).reshape(w.shape)
+
+
+def mask_two_four(module, layers: tuple[str, ...] | list[str]) -> None:
+    from torch.nn.utils import prune
+
+    from edgetune.spaces._discover import layer_modules
+
+    mods = layer_modules(module)
+    for name in layers:
+        prune.custom_from_mask(mods[name], "weight", two_four_mask(mods[name].weight))
+
+
+def make_permanent(module) -> int:
+    """Fold every pruning mask into its weight (``prune.remove``); returns how many were folded."""
+    from torch.nn.utils import prune
+
+    n = 0
+    for m in module.modules():
+        if prune.is_pruned(m) and hasattr(m, "weight_mask"):
+            prune.remove(m, "weight")
+            n += 1
+    return n

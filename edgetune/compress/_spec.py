@@ -1,0 +1,44 @@
+"""The ``recovery:`` section of a sweep file (pydantic, no torch: ``edgetune.config`` imports it).
+
+```yaml
+recovery:                 # fine-tuning after pruning, on by default whenever a config prunes
+  steps: 300              # optimizer steps (the budget; 0 disables recovery)
+  lr: 0.002               # peak learning rate (AdamW, short warmup, cosine decay)
+  distill: true           # knowledge distillation from the uncompressed model
+  distill_weight: 1.0
+  batch: 32
+  train_images: 2000      # at most this many images of the train split (0: all)
+  seed: 0
+  budget_s: null          # optional wall-clock cap: NOT reproducible on a shared machine
+```
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from edgetune.spaces._rules import Strict
+
+__all__ = ["RecoverySpec", "DEFAULT_STEPS"]
+
+# ~90 s on a 2-core x86 machine for the builtin det-s (measured: see docs/compression.md)
+DEFAULT_STEPS = 300
+
+
+class RecoverySpec(Strict):
+    steps: int = Field(default=DEFAULT_STEPS, ge=0, le=1_000_000)
+    lr: float = Field(default=2e-3, gt=0.0, le=1.0)
+    distill: bool = True
+    distill_weight: float = Field(default=1.0, ge=0.0)
+    batch: int = Field(default=32, ge=1, le=1024)
+    train_images: int = Field(default=2000, ge=0)
+    seed: int = 0
+    budget_s: float | None = Field(default=None, gt=0.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.steps > 0
+
+    def identity(self) -> dict:
+        """What changes the recovered weights (part of the artifact hash)."""
+        return self.model_dump(mode="json")

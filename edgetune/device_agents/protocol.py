@@ -1,0 +1,275 @@
+"""The versioned wire protocol between the controller and a device agent.
+
+Request and response bodies are pydantic models shared by the server and :class:`AgentClient`.
+Every response carries ``protocol`` (also sent as the ``X-Edgetune-Protocol`` header). Minor versions
+only add optional fields: responses ignore fields they do not know, so an older controller can read a
+newer agent; a different **major** version is refused with :class:`~edgetune.errors.ProtocolMismatch`.
+Requests forbid unknown fields, so a typo in a latency spec is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgetune.errors import ProtocolMismatch
+
+__all__ = [
+    "PROTOCOL_VERSION", "PROTOCOL_HEADER", "SHA256_PATTERN", "check_protocol",
+    "LatencySpec", "MeasureRequest", "LatencyStats", "PowerStats", "RuntimeUsed", "Board", "CPUInfo",
+    "OSInfo", "RuntimeInfo", "AgentSettings", "DeviceInfo", "Measurement", "Health", "UploadResult",
+    "QueueStatus", "ErrorInfo", "ErrorBody",
+]
+
+PROTOCOL_VERSION = "1.0"
+PROTOCOL_HEADER = "X-Edgetune-Protocol"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+def _major(version: str) -> int | None:
+    try:
+        return int(str(version).split(".", 1)[0])
+    except ValueError:
+        return None
+
+
+def check_protocol(remote: str | None, *, where: str) -> None:
+    """Raise ProtocolMismatch when ``remote`` has a different major version than this edgetune."""
+    if remote is None:
+        raise ProtocolMismatch(
+            f"{where} did not say which edgetune protocol it speaks (no '{PROTOCOL_HEADER}' header): it is "
+            f"not an edgetune agent, or a very old one. This controller speaks protocol {PROTOCOL_VERSION}; "
+            'install the same edgetune version on the device: pip install -U "edgetune[agent]".'
+        )
+    if _major(remote) != _major(PROTOCOL_VERSION):
+        raise ProtocolMismatch(
+            f"{where} speaks edgetune protocol {remote}, but this side speaks {PROTOCOL_VERSION}; the major "
+            "versions must match. Install the same edgetune major version on the controller and the device "
+            '(pip install -U "edgetune[agent]" on the device).'
+        )
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class LatencySpec(_Request):
+    """How to time a model. Runs until both ``min_runs`` and ``min_seconds`` are reached (or ``max_runs``).
+
+    ``threads`` is the runtime's intra-op thread count (default: the agent's ``--threads``). ``batch`` is
+    the batch size timed (the model must accept it). ``end_to_end`` also times letterbox + run + decode/NMS
+    on real images.
+    """
+
+    warmup: int = Field(default=20, ge=0, le=100_000)
+    min_runs: int = Field(default=100, ge=1, le=1_000_000)
+    min_seconds: float = Field(default=1.0, ge=0.0, le=3600.0)
+    max_runs: int = Field(default=10_000, ge=1, le=1_000_000)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    batch: int = Field(default=1, ge=1, le=1024)
+    end_to_end: bool = True
+    keep_samples: bool = True
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LatencySpec:
+        if self.max_runs < self.min_runs:
+            raise ValueError(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+        return self
+
+
+class MeasureRequest(_Request):
+    """``POST /measure``: measure an uploaded artifact, optionally its accuracy on an uploaded dataset.
+
+    ``providers`` names onnxruntime execution providers in order of preference (default: the agent's
+    runtime default); a provider that is requested but not used is an error, never a silent fallback.
+    ``head`` is the task-head spec used for end-to-end timing when no dataset is given.
+    """
+
+    artifact: str = Field(pattern=SHA256_PATTERN)
+    dataset: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+    runtime: str | None = None
+    providers: tuple[str, ...] | None = None
+    head: dict[str, Any] | None = None
+    accuracy: bool = True
+    timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+
+
+# ---------------------------------------------------------------- results
+
+
+class LatencyStats(_Response):
+    """Latency statistics in milliseconds; ``ci95_*`` is the order-statistic (binomial) 95% CI of the
+    median, ``ci_coverage`` its exact coverage (below 0.95 only when ``n`` < 6)."""
+
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    ci95_low_ms: float
+    ci95_high_ms: float
+    ci_coverage: float
+    total_s: float
+    samples_ms: list[float] | None = None
+
+
+class PowerStats(_Response):
+    """Power while the model-only loop ran. ``source``: tegrastats | ina3221-hwmon | rapl."""
+
+    source: str
+    rails_mw: dict[str, float] = Field(default_factory=dict)
+    total_mw: float | None = None
+    total_rail: str | None = None
+    energy_per_inference_mj: float | None = None
+    samples: int = 0
+    duration_s: float = 0.0
+    note: str = ""
+
+
+class RuntimeUsed(_Response):
+    name: str
+    version: str
+    providers_requested: list[str] = Field(default_factory=list)
+    providers_used: list[str] = Field(default_factory=list)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Board(_Response):
+    """``vendor``: jetson | raspberry-pi | generic; ``model`` from the device tree (or DMI)."""
+
+    vendor: str
+    model: str
+    soc: str | None = None
+    compatible: list[str] = Field(default_factory=list)
+
+
+class CPUInfo(_Response):
+    model: str
+    arch: str
+    logical_cores: int
+    allowed_cpus: list[int] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)
+    dotprod: bool = False
+    i8mm: bool = False
+    vnni: bool = False
+    avx512: bool = False
+    governor: str | None = None
+
+
+class OSInfo(_Response):
+    name: str
+    kernel: str
+    python: str
+    l4t: str | None = None
+
+
+class RuntimeInfo(_Response):
+    name: str
+    version: str | None = None
+    available_providers: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class AgentSettings(_Response):
+    threads: int
+    cpus: list[int] = Field(default_factory=list)
+    queue_size: int
+    max_artifact_bytes: int
+    max_dataset_bytes: int
+    measure_timeout_s: float
+
+
+class DeviceInfo(_Response):
+    """``GET /info``: the device fingerprint. ``kind`` is what the operator declared (``--kind``) or,
+    if none, ``detected_kind``. Volatile parts (temperatures, throttling, power mode) are read per call."""
+
+    protocol: str = PROTOCOL_VERSION
+    name: str
+    kind: str
+    detected_kind: str
+    edgetune_version: str
+    board: Board
+    os: OSInfo
+    cpu: CPUInfo
+    memory_bytes: int
+    runtime: RuntimeInfo
+    agent: AgentSettings
+    power_mode: str | None = None
+    clocks_locked: bool | None = None
+    power_sensors: list[str] = Field(default_factory=list)
+    temperatures_c: dict[str, float] = Field(default_factory=dict)
+    throttling: dict[str, bool] | None = None
+
+
+class Measurement(_Response):
+    """One artifact measured on one device: latency (model-only and end-to-end), memory, power,
+    accuracy from this runtime's outputs, and the provenance of every number."""
+
+    protocol: str = PROTOCOL_VERSION
+    artifact: str
+    dataset: str | None = None
+    runtime: RuntimeUsed
+    threads: int
+    cpus: list[int] = Field(default_factory=list)
+    batch: int = 1
+    input_shape: list[int] = Field(default_factory=list)
+    latency: LatencyStats
+    end_to_end: LatencyStats | None = None
+    peak_rss_bytes: int | None = None
+    baseline_rss_bytes: int | None = None
+    power: PowerStats | None = None
+    accuracy: dict[str, float] | None = None
+    accuracy_images: int = 0
+    session_load_s: float = 0.0
+    device: DeviceInfo
+    temperatures_after_c: dict[str, float] = Field(default_factory=dict)
+    started_at: float
+    finished_at: float
+    wall_s: float
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Health(_Response):
+    protocol: str = PROTOCOL_VERSION
+    status: str = "ok"
+    name: str
+    kind: str
+    edgetune_version: str
+
+
+class UploadResult(_Response):
+    protocol: str = PROTOCOL_VERSION
+    sha256: str
+    bytes: int
+    created: bool
+
+
+class QueueStatus(_Response):
+    protocol: str = PROTOCOL_VERSION
+    running: bool
+    running_since: float | None = None
+    waiting: int
+    capacity: int
+    completed: int
+
+
+class ErrorInfo(_Response):
+    type: str
+    message: str
+
+
+class ErrorBody(_Response):
+    protocol: str = PROTOCOL_VERSION
+    error: ErrorInfo

@@ -1,0 +1,13 @@
+"""Device runtimes behind one small interface: onnxruntime (``ort``) and TensorRT (``tensorrt``)."""
+
+from edgetune.device_agents.runtimes import ort as _ort  # noqa: F401  (registers "ort")
+from edgetune.device_agents.runtimes import tensorrt as _tensorrt  # noqa: F401  (registers "tensorrt")
+from edgetune.device_agents.runtimes._base import (
+    ModelSession,
+    Runtime,
+    available_runtimes,
+    get_runtime,
+    register_runtime,
+)
+
+__all__ = ["ModelSession", "Runtime", "available_runtimes", "get_runtime", "register_runtime"]

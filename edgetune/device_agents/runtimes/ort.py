@@ -1,0 +1,104 @@
+"""onnxruntime: the CPU execution provider by default; CUDA / TensorRT / other EPs when requested and
+present. The providers a session really uses are checked: ORT silently drops an EP it cannot start."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetune._imports import require
+from edgetune.device_agents.protocol import RuntimeInfo
+from edgetune.device_agents.runtimes._base import ModelSession, Runtime, register_runtime
+from edgetune.errors import MeasurementFailed
+
+__all__ = ["OrtRuntime", "OrtSession", "session_options"]
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+             "tensor(int8)": np.int8, "tensor(double)": np.float64}
+
+
+def session_options(ort, *, threads: int):
+    """Options for single-stream latency: fixed intra-op threads, one inter-op thread, sequential."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+class OrtSession(ModelSession):
+    def __init__(self, sess, *, providers_used: list[str], detail: dict[str, Any]):
+        self._sess = sess
+        inp = sess.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in inp.shape)
+        self.input_dtype = np.dtype(_NP_TYPES.get(inp.type, np.float32))
+        self._outputs = [sess.get_outputs()[0].name]
+        self.providers_used = providers_used
+        self.detail = detail
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._sess.run(self._outputs, {self.input_name: x})[0]
+
+
+@register_runtime("ort")
+class OrtRuntime(Runtime):
+    """onnxruntime with fixed threads; ``providers`` e.g. ``["CUDAExecutionProvider"]``."""
+
+    def info(self) -> RuntimeInfo:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            return RuntimeInfo(name="ort", error=f"onnxruntime is not importable: {exc}")
+        return RuntimeInfo(name="ort", version=ort.__version__, available_providers=list(ort.get_available_providers()))
+
+    def default_providers(self) -> list[str]:
+        return ["CPUExecutionProvider"]
+
+    def load(self, path: Path, *, threads: int, providers: Sequence[str] | None = None,
+             cache_dir: Path | None = None, batch: int = 1) -> ModelSession:
+        ort = require("onnxruntime", extra="agent", purpose="The onnxruntime device runtime")
+        requested = list(providers or self.default_providers())
+        available = list(ort.get_available_providers())
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise MeasurementFailed(
+                f"execution provider(s) {', '.join(missing)} are not available in onnxruntime {ort.__version__} "
+                f"on this device (available: {', '.join(available)}). Install the onnxruntime build that has "
+                "them (e.g. onnxruntime-gpu) or request one of the available providers."
+            )
+        entries = [self._provider_entry(p, path, cache_dir) for p in requested]
+        if "CPUExecutionProvider" not in requested:
+            entries.append("CPUExecutionProvider")  # for the nodes an accelerator does not take
+        try:
+            sess = ort.InferenceSession(str(path), session_options(ort, threads=threads), providers=entries)
+        except Exception as exc:  # ORT raises Fail / InvalidGraph / InvalidProtobuf / RuntimeException
+            raise MeasurementFailed(f"onnxruntime {ort.__version__} could not load the model: {exc}") from exc
+        used = list(sess.get_providers())
+        dropped = [p for p in requested if p not in used]
+        if dropped:
+            raise MeasurementFailed(
+                f"requested execution provider(s) {', '.join(dropped)} but the session runs on {', '.join(used)}: "
+                "onnxruntime fell back silently (check the provider's libraries, e.g. CUDA / TensorRT versions)."
+            )
+        return OrtSession(sess, providers_used=used, detail={"threads": int(threads), "graph_optimization_level": 99})
+
+    @staticmethod
+    def _provider_entry(name: str, path: Path, cache_dir: Path | None):
+        if name != "TensorrtExecutionProvider":
+            return name
+        from edgetune.device_agents._onnx_check import scan_onnx
+
+        summary = scan_onnx(Path(path).read_bytes())
+        opts: dict[str, Any] = {"trt_int8_enable": summary.has_qdq, "trt_fp16_enable": summary.has_fp16}
+        if cache_dir is not None:
+            cache = Path(cache_dir) / "ort-trt"
+            cache.mkdir(parents=True, exist_ok=True)
+            opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache),
+                        trt_timing_cache_enable=True, trt_timing_cache_path=str(cache))
+        return (name, opts)

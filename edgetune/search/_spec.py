@@ -1,0 +1,90 @@
+"""Config sections owned by the search: ``objectives``, ``constraints`` (list of str), ``search``,
+``tracking``. torch-free; cross-section checks run in :func:`check_sweep`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from edgetune.config import Strict
+from edgetune.errors import ConfigError
+
+__all__ = ["ObjectiveSpec", "SearchSpec", "TrackingSpec", "check_sweep"]
+
+
+class ObjectiveSpec(Strict):
+    """One objective: a metric (see ``edgetune.objectives.METRICS``), the device it is measured on (for
+    on-device metrics; default: the first device), and the goal (default: the metric's own)."""
+
+    metric: str
+    device: str | None = None
+    goal: Literal["min", "max"] | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from edgetune.objectives.metrics import get_metric
+
+        try:
+            get_metric(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    def resolved_goal(self) -> str:
+        from edgetune.objectives.metrics import get_metric
+
+        return self.goal or get_metric(self.metric).goal
+
+
+class SearchSpec(Strict):
+    sampler: Literal["nsga2", "tpe", "gp", "random"] = "tpe"
+    trials: int = Field(default=40, ge=1, le=100000)
+    seed: int = 0
+    n_startup: int = Field(default=10, ge=1, description="random trials before the model-based sampler")
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, description="Ray cluster address (backend: ray); None starts a local Ray")
+    storage: str = "sqlite:///edgetune.db"
+    concurrency: int = Field(default=1, ge=1, le=256, description="trials compressed at once (Ray workers)")
+    overlap: Literal["auto", "on", "off"] = Field(
+        default="auto", description="compress the next trial while the current one is measured; 'auto' turns it "
+        "off when a device runs on this host (compression would disturb its timings)")
+    keep_artifacts: Literal["front", "all"] = "front"
+    latency_runs: int = Field(default=100, ge=5)
+    latency_warmup: int = Field(default=10, ge=0)
+    measure_timeout_s: float = Field(default=600, gt=0)
+
+
+class TrackingSpec(Strict):
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None  # default: the sweep name
+
+
+def check_sweep(cfg) -> None:
+    """Cross-section checks, before any work: objectives and constraints name known devices and metrics."""
+    from edgetune.objectives.constraints import parse_constraint
+    from edgetune.objectives.metrics import get_metric
+
+    names = [d.name for d in cfg.devices]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"`devices`: names must be unique, got {names}.")
+    if not cfg.objectives:
+        raise ConfigError("`objectives`: give at least one, e.g. [{metric: map50_95}, {metric: latency_p50_ms}].")
+    seen = set()
+    for i, obj in enumerate(cfg.objectives):
+        metric = get_metric(obj.metric)
+        if metric.on_device:
+            if not names:
+                raise ConfigError(f"`objectives.{i}` ({obj.metric}) is measured on a device, but `devices:` is empty.")
+            if obj.device is not None and obj.device not in names:
+                raise ConfigError(f"`objectives.{i}.device` {obj.device!r} is not in `devices:` "
+                                  f"({', '.join(names)}). Add the device or fix the name.")
+        elif obj.device is not None:
+            raise ConfigError(f"`objectives.{i}.device`: {obj.metric} does not depend on the device; remove `device`.")
+        key = (obj.metric, obj.device or (names[0] if metric.on_device else None))
+        if key in seen:
+            raise ConfigError(f"`objectives.{i}` repeats {obj.metric}" + (f"@{key[1]}" if key[1] else "") + ".")
+        seen.add(key)
+    for i, text in enumerate(cfg.constraints):
+        parse_constraint(text, devices=names, where=f"`constraints.{i}`")

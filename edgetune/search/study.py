@@ -1,0 +1,54 @@
+"""The Optuna side of a sweep: create or resume the study, enqueue baselines, reconcile dead trials.
+
+Optuna's storage is the source of truth of a sweep. A trial's full record (config, metrics, device
+fingerprints, error) is kept in its user attrs, so MLflow can always be rebuilt from it. A trial left
+RUNNING by a killed process is re-run under its own number on restart (``study.tell`` accepts any
+RUNNING trial), so a resumed sweep ends with exactly ``search.trials`` trials and none is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edgetune._logging import get_logger
+from edgetune.search.samplers import make_sampler
+
+log = get_logger(__name__)
+
+__all__ = ["open_study", "enqueue_baselines", "stale_trials", "BASELINE_ATTR"]
+
+BASELINE_ATTR = "baseline"
+
+
+def open_study(*, storage: str, name: str, goals: Sequence[str], sampler: str, seed: int, n_startup: int = 10):
+    """Create the study, or load it (same name and storage) to resume."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions = ["maximize" if g == "max" else "minimize" for g in goals]
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                sampler=make_sampler(sampler, seed=seed, n_startup=n_startup), load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != directions:
+        from edgetune.errors import ConfigError
+
+        raise ConfigError(
+            f"study {name!r} in {storage} was created with objectives {[d.name.lower() for d in study.directions]}, "
+            f"but the config now has {directions}. Give the sweep a new `name:` or use another `search.storage`.")
+    return study
+
+
+def enqueue_baselines(study, baselines: dict[str, dict[str, str]]) -> None:
+    """Enqueue each named baseline's parameters once (skipped when the study already has it)."""
+    have = {t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)}
+    waiting = {t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)
+               if t.state.name == "WAITING"}
+    for name, params in baselines.items():
+        if name not in have and name not in waiting:
+            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name}, skip_if_exists=False)
+
+
+def stale_trials(study) -> list:
+    """Trials left RUNNING (by a process that died): they are re-run on resume."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

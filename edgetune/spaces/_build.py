@@ -1,0 +1,160 @@
+"""Build a :class:`SearchSpace` from a model, the sweep's ``space:`` section and the target device kinds.
+
+:func:`space_from_layers` is the pure part (no torch): it applies the rule table, the pins and the
+tying to discovered layers and groups, so it can be tested on synthetic models of any size.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+from edgetune._logging import get_logger
+from edgetune.errors import CompressionError, ConfigError
+from edgetune.spaces._layers import Group, Layer, kept_channels, two_four_eligible
+from edgetune.spaces._rules import offered, quant_for_kinds
+from edgetune.spaces._space import Dimension, SearchSpace, _close
+from edgetune.spaces._spec import SpaceSpec
+
+log = get_logger(__name__)
+
+__all__ = ["build_space", "space_from_layers", "select_layers"]
+
+_WHY_DROPPED = {
+    "fp16": "fp16 pays off on GPU/TensorRT only (the onnxruntime CPU EP casts back to fp32); add a jetson-orin target",
+    "int8": "no target has int8 kernels",
+    "2:4": "2:4 sparsity needs NVIDIA sparse tensor cores (jetson-orin)",
+    "unstructured": "no target benefits",
+    "channel": "no target benefits",
+}
+
+
+def select_layers(selectors: Sequence[str], layers: Sequence[Layer], *, where: str) -> dict[str, str]:
+    """layer name -> the selector that matched it. Selectors: ``first``, ``last``, names, globs."""
+    names = [lay.name for lay in layers]
+    out: dict[str, str] = {}
+    for sel in selectors:
+        if sel in ("first", "last"):
+            hits = [lay.name for lay in layers if getattr(lay, sel)]
+        elif any(ch in sel for ch in "*?["):
+            hits = fnmatch.filter(names, sel)
+            if not hits:
+                raise ConfigError(f"`{where}` glob {sel!r} matches no layer.{_close(sel, names)}")
+        elif sel in names:
+            hits = [sel]
+        else:
+            raise ConfigError(f"`{where}` names unknown layer {sel!r}.{_close(sel, names)} Use first, last, a layer "
+                              "name or a glob (run `edgetune space --config ...` to list them).")
+        for h in hits:
+            out.setdefault(h, sel)
+    return out
+
+
+def _group_choices(g: Group, kinds: Sequence[str], ratios: Sequence[float], round_to: int,
+                   by_name: dict[str, Layer]) -> tuple[str, ...]:
+    out = ["dense"] if 0.0 in ratios else []
+    for kind in kinds:
+        if kind == "channel":
+            seen: set[int] = set()
+            for r in ratios:
+                k = kept_channels(g.channels, r, round_to)
+                if 0 < r and k < g.channels and k not in seen:  # ratios that change nothing are not offered
+                    seen.add(k)
+                    out.append(f"channel:{r:g}")
+        elif kind == "unstructured":
+            out.extend(f"unstructured:{r:g}" for r in ratios if r > 0)
+        elif kind == "2:4" and any(two_four_eligible(by_name[n]) for n in g.layers):
+            out.append("2:4")
+    return tuple(out) or ("dense",)
+
+
+def _dimensions(tie: str, layers: Sequence[Layer], groups: Sequence[Group], precision_choices: dict,
+                sparsity_choices: dict) -> tuple[Dimension, ...]:
+    by_name = {lay.name: lay for lay in layers}
+
+    def key(name: str) -> str:
+        return name if tie == "none" else getattr(by_name[name], tie)
+
+    dims: list[Dimension] = []
+    for kind, items, choices in (("precision", [lay.name for lay in layers], precision_choices),
+                                 ("sparsity", [g.name for g in groups], sparsity_choices)):
+        buckets: dict[str, list[str]] = {}
+        for n in items:
+            if len(choices[n]) > 1:
+                buckets.setdefault(key(n), []).append(n)
+        for k, members in buckets.items():
+            union = tuple(dict.fromkeys(c for m in members for c in choices[m]))
+            name = f"{kind}/{k}" if tie == "none" else f"{kind}/{tie}:{k}"
+            dims.append(Dimension(name, kind, union, tuple(members)))
+    return tuple(dims)
+
+
+def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: SpaceSpec | None = None, *,
+                      targets: Sequence[str] | None = None, input_size: int = 0) -> SearchSpace:
+    """The search space of already-discovered layers and groups (pure; see the module docstring)."""
+    spec = spec or SpaceSpec()
+    targets = tuple(targets or spec.targets)
+    ok_prec, ok_sparse = offered(targets)
+    notes = [f"{p} not offered: {_WHY_DROPPED[p]}" for p in spec.precision if p not in ok_prec]
+    notes += [f"{k} sparsity not offered: {_WHY_DROPPED[k]}" for k in spec.sparsity.kinds if k not in ok_sparse]
+    for n in notes:
+        log.info("space: %s", n)
+    precisions = tuple(p for p in spec.precision if p in ok_prec) or ("fp32",)
+    kinds = [k for k in spec.sparsity.kinds if k in ok_sparse]
+    pins: dict[str, str] = {}
+    precision_choices: dict[str, tuple[str, ...]] = {}
+    pinned_prec: dict[str, str] = {}
+    for prec, sels in spec.keep.precision.items():
+        for name, sel in select_layers(sels, layers, where=f"space.keep.precision.{prec}").items():
+            pinned_prec[name] = prec
+            pins[name] = f"keep.precision.{prec}: {sel}"
+    for lay in layers:
+        precision_choices[lay.name] = (pinned_prec[lay.name],) if lay.name in pinned_prec else precisions
+    dense_layers = select_layers(spec.keep.sparsity, layers, where="space.keep.sparsity")
+    by_name = {lay.name: lay for lay in layers}
+    sparsity_choices: dict[str, tuple[str, ...]] = {}
+    for g in groups:
+        hit = next((n for n in g.layers if n in dense_layers), None)
+        if hit is not None:
+            sparsity_choices[g.name] = ("dense",)
+            pins[g.name] = f"keep.sparsity: {dense_layers[hit]} ({hit})"
+        else:
+            sparsity_choices[g.name] = _group_choices(g, kinds, spec.sparsity.ratios, spec.sparsity.round_to, by_name)
+    dims = _dimensions(spec.tie, layers, groups, precision_choices, sparsity_choices)
+    return SearchSpace(layers=tuple(layers), groups=tuple(groups), precision_choices=precision_choices,
+                       sparsity_choices=sparsity_choices, dimensions=dims, targets=targets,
+                       quant=quant_for_kinds(targets, calibration=spec.calibration),
+                       importance=spec.sparsity.importance, round_to=spec.sparsity.round_to, pins=pins,
+                       notes=tuple(notes), input_size=input_size)
+
+
+def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] | None = None,
+                input_size: int | None = None) -> SearchSpace:
+    """Discover ``model``'s layers and groups (a LoadedModel or an ``nn.Module``) and build its space."""
+    from edgetune.spaces._discover import dependency_graph, discover_groups, discover_layers
+
+    spec = spec or SpaceSpec()
+    module = getattr(model, "module", model)
+    size = input_size or getattr(model, "input_size", None) or getattr(module, "input_size", None)
+    if module is None:
+        raise CompressionError(f"model {getattr(model, 'name', '?')!r} has no torch module (ONNX source): it "
+                               "cannot be analysed for pruning. Use a builtin or python model source.")
+    if not size:
+        raise ConfigError("the model's input size is unknown; set `model.input_size`.")
+    prunes = any(r > 0 for r in spec.sparsity.ratios)
+    try:
+        dg = dependency_graph(module, size)
+    except CompressionError:
+        if prunes:
+            raise
+        dg = None
+    if dg is None:  # precision-only space for a model Torch-Pruning cannot trace
+        layers = discover_layers(module, size, dg=_NoGraph())
+        return space_from_layers(layers, [], spec, targets=targets, input_size=size)
+    layers = discover_layers(module, size, dg=dg)
+    groups = discover_groups(module, size, layers, dg=dg)
+    return space_from_layers(layers, groups, spec, targets=targets, input_size=size)
+
+
+class _NoGraph:
+    module2node: dict = {}

@@ -1,0 +1,135 @@
+"""What each device kind can run and accelerate: the ONE rule table of edgetune.
+
+A search space only offers a choice when at least one target device benefits from it; the quantization
+recipe (activation type, symmetry, op types that get QDQ) follows the device kinds too. Every line of
+the table is a measurement or a documented runtime fact (see docs/compression.md):
+
+===============  ==============  ================  ==================  =====================================
+kind             runtime         precisions        sparsity kinds      int8 recipe
+===============  ==============  ================  ==================  =====================================
+``x86-cpu``      onnxruntime CPU fp32, int8        channel,            Conv only, uint8 activations
+                                                   unstructured        (asymmetric), per-channel int8 weights
+``local-cpu``    same as x86-cpu (the local agent on this machine)
+``rpi4``         onnxruntime CPU fp32, int8 [1]    channel,            as x86-cpu
+                 ARMv8.0                           unstructured
+``rpi5``         onnxruntime CPU fp32, int8        channel,            as x86-cpu
+                 ARMv8.2 dotprod                   unstructured
+``jetson-orin``  TensorRT        fp32, fp16, int8  channel,            Conv only, int8 activations,
+                                                   unstructured, 2:4   symmetric (TensorRT needs zero-point 0)
+===============  ==============  ================  ==================  =====================================
+
+[1] int8 on an ARMv8.0 core (no dot-product) is often slower than fp32; it stays offered because only
+    measurement on the device tells, but the table records the warning.
+
+- fp16 is never offered for CPU-only fleets: the onnxruntime CPU EP casts back to fp32 (no speed-up,
+  often a slow-down); only a GPU/TensorRT target benefits.
+- 2:4 sparsity needs NVIDIA sparse tensor cores (Ampere / Orin) and TensorRT; nothing else exploits it.
+- Unstructured sparsity speeds up no runtime; it is offered everywhere because it shrinks the
+  compressed (zstd) artifact, which is a real gain for over-the-air updates.
+- On this x86 CPU, int8 with signed activations on every op made a YOLO model slower than fp32, while
+  Conv-only QDQ with unsigned activations made it faster: Conv-only uint8 is the CPU recipe.
+
+When a sweep targets several kinds, one artifact is measured on all of them: the offered choices are the
+union over the kinds, and the int8 recipe is the strictest (symmetric if any target needs it; the op
+types every target accepts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgetune.errors import ConfigError
+
+__all__ = ["QuantSettings", "KindRule", "RULES", "DEVICE_KINDS", "rule_for", "offered", "quant_for_kinds",
+           "PRECISIONS", "SPARSITY_KINDS"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+SPARSITY_KINDS = ("channel", "unstructured", "2:4")
+
+
+class Strict(BaseModel):
+    """Same contract as ``edgetune.config.Strict`` (which imports this package, so it cannot be imported
+    here): unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuantSettings(Strict):
+    """How int8 layers are quantized (onnxruntime static QDQ). Part of the artifact hash."""
+
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] = ("Conv",)
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(default=99.999, gt=50.0, le=100.0)
+
+
+@dataclass(frozen=True)
+class KindRule:
+    """One device kind: what it runs, which choices pay off there, and its int8 recipe."""
+
+    kind: str
+    runtime: str
+    precisions: tuple[str, ...]
+    sparsity_kinds: tuple[str, ...]
+    quant: QuantSettings
+    note: str = ""
+
+
+_CPU_QUANT = QuantSettings(activation_type="uint8", activation_symmetric=False, op_types=("Conv",))
+_TRT_QUANT = QuantSettings(activation_type="int8", activation_symmetric=True, op_types=("Conv",))
+_CPU_SPARSITY = ("channel", "unstructured")
+
+RULES: dict[str, KindRule] = {
+    "x86-cpu": KindRule("x86-cpu", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
+                        "int8 fast with VNNI; fp16 has no CPU kernels (casts back to fp32)"),
+    "local-cpu": KindRule("local-cpu", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
+                          "the local agent on this machine: same rules as x86-cpu"),
+    "rpi4": KindRule("rpi4", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
+                     "Cortex-A72, ARMv8.0 without dot-product: int8 may be SLOWER than fp32; no fp16"),
+    "rpi5": KindRule("rpi5", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
+                     "Cortex-A76, ARMv8.2 dot-product: int8 fast; no fp16"),
+    "jetson-orin": KindRule("jetson-orin", "tensorrt", ("fp32", "fp16", "int8"), SPARSITY_KINDS, _TRT_QUANT,
+                            "TensorRT: fp16 and symmetric int8 QDQ; 2:4 sparse tensor cores (wide convs only)"),
+}
+DEVICE_KINDS = tuple(RULES)
+
+
+def rule_for(kind: str) -> KindRule:
+    """The rule of one device kind; an unknown kind lists the close and the valid ones."""
+    if kind not in RULES:
+        import difflib
+
+        close = difflib.get_close_matches(kind, DEVICE_KINDS, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError(f"unknown device kind {kind!r}.{hint} Valid kinds: {', '.join(DEVICE_KINDS)}.")
+    return RULES[kind]
+
+
+def offered(kinds: list[str] | tuple[str, ...]) -> tuple[set[str], set[str]]:
+    """(precisions, sparsity kinds) that at least one of ``kinds`` benefits from (fp32/dense always)."""
+    if not kinds:
+        raise ConfigError("a search space needs at least one target device kind "
+                          f"(one of {', '.join(DEVICE_KINDS)}); set `space.targets`.")
+    precisions, sparsity = {"fp32"}, set()
+    for k in kinds:
+        rule = rule_for(k)
+        precisions.update(rule.precisions)
+        sparsity.update(rule.sparsity_kinds)
+    return precisions, sparsity
+
+
+def quant_for_kinds(kinds: list[str] | tuple[str, ...], *, calibration: str = "minmax") -> QuantSettings:
+    """The one int8 recipe that suits all ``kinds``: symmetric int8 activations if any target needs them,
+    otherwise the CPU recipe; op types are those every target quantizes."""
+    rules = [rule_for(k) for k in kinds] or [RULES["x86-cpu"]]
+    symmetric = any(r.quant.activation_symmetric for r in rules)
+    op_types = [t for t in rules[0].quant.op_types if all(t in r.quant.op_types for r in rules)]
+    return QuantSettings(activation_type="int8" if symmetric else "uint8", activation_symmetric=symmetric,
+                         op_types=tuple(op_types) or ("Conv",), calibration=calibration)

@@ -1,0 +1,190 @@
+"""``SearchSpace``: per-layer precision and per-group sparsity choices of one model for some device kinds.
+
+Plain data (no torch): built by :func:`~edgetune.spaces.build_space`, serialisable with ``to_dict`` so a
+sweep can log it. A sampler sees :attr:`SearchSpace.dimensions` (one categorical choice each: a layer's
+precision, a group's sparsity, or one choice for a whole stage / block when tied), and turns the values
+it picked into a :class:`CompressionConfig` with :meth:`SearchSpace.config_from`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from edgetune.errors import ConfigError
+from edgetune.spaces._config import CompressionConfig, Sparsity, baseline
+from edgetune.spaces._layers import Group, Layer
+from edgetune.spaces._rules import QuantSettings
+
+__all__ = ["Dimension", "SearchSpace"]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One categorical search parameter; its value applies to every member (layers or groups)."""
+
+    name: str
+    kind: str  # "precision" | "sparsity"
+    choices: tuple[str, ...]
+    members: tuple[str, ...]
+
+
+def _close(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    return f" Closest names: {', '.join(close)}." if close else ""
+
+
+def _kinds(choices: tuple[str, ...]) -> set[str]:
+    return {c if c == "2:4" else c.split(":")[0] for c in choices if c != "dense"}
+
+
+@dataclass
+class SearchSpace:
+    layers: tuple[Layer, ...]
+    groups: tuple[Group, ...]
+    precision_choices: dict[str, tuple[str, ...]]
+    sparsity_choices: dict[str, tuple[str, ...]]
+    dimensions: tuple[Dimension, ...]
+    targets: tuple[str, ...]
+    quant: QuantSettings
+    importance: str = "magnitude"
+    round_to: int = 8
+    pins: dict[str, str] = field(default_factory=dict)  # layer or group -> why it has one choice
+    notes: tuple[str, ...] = ()  # choices dropped by the rule table, and why
+    input_size: int = 0
+
+    def __post_init__(self) -> None:
+        self._layer = {lay.name: lay for lay in self.layers}
+        self._group = {g.name: g for g in self.groups}
+        self._group_of = {n: g.name for g in self.groups for n in g.layers}
+
+    # -- lookups -------------------------------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        return [lay.name for lay in self.layers]
+
+    def layer(self, name: str) -> Layer:
+        if name not in self._layer:
+            raise ConfigError(f"unknown layer {name!r}.{_close(name, self.layer_names)}")
+        return self._layer[name]
+
+    def group_of(self, layer: str) -> str | None:
+        return self._group_of.get(layer)
+
+    @property
+    def offered_precisions(self) -> set[str]:
+        return {p for c in self.precision_choices.values() for p in c}
+
+    @property
+    def size_log10(self) -> float:
+        """log10 of the number of distinct points."""
+        return sum(math.log10(len(d.choices)) for d in self.dimensions)
+
+    # -- points --------------------------------------------------------------------------------------
+    def _complete(self, precision: dict[str, str], sparsity: dict[str, Sparsity]) -> CompressionConfig:
+        return CompressionConfig(default_precision="fp32", precision=precision,
+                                 sparsity={k: v for k, v in sparsity.items() if v.active},
+                                 importance=self.importance, round_to=self.round_to, quant=self.quant)
+
+    def config_from(self, params: Mapping[str, str]) -> CompressionConfig:
+        """The config of one value per dimension (``{dimension.name: choice}``); pins are filled in."""
+        unknown = sorted(set(params) - {d.name for d in self.dimensions})
+        if unknown:
+            raise ConfigError(f"unknown search dimension {unknown[0]!r}."
+                              f"{_close(unknown[0], [d.name for d in self.dimensions])}")
+        precision = {n: c[0] for n, c in self.precision_choices.items() if len(c) == 1}
+        sparsity: dict[str, Sparsity] = {}
+        for d in self.dimensions:
+            if d.name not in params:
+                raise ConfigError(f"missing a value for search dimension {d.name!r} (choices: {', '.join(d.choices)}).")
+            value = params[d.name]
+            if value not in d.choices:
+                raise ConfigError(f"{value!r} is not a choice of {d.name!r}; choices: {', '.join(d.choices)}.")
+            for m in d.members:
+                if d.kind == "precision":
+                    precision[m] = value
+                else:  # a tied choice a member cannot take (2:4 on a depthwise group) leaves it dense
+                    sp = Sparsity.parse(value)
+                    sparsity[m] = sp if sp.kind in _kinds(self.sparsity_choices[m]) else Sparsity()
+        return self._complete(precision, sparsity)
+
+    def random_config(self, seed: int = 0) -> CompressionConfig:
+        rng = random.Random(seed)
+        return self.config_from({d.name: rng.choice(d.choices) for d in self.dimensions})
+
+    def baseline(self, name: str) -> CompressionConfig:
+        """A named baseline with this space's quantization recipe."""
+        return baseline(name, quant=self.quant).model_copy(update={"importance": self.importance,
+                                                                   "round_to": self.round_to})
+
+    def validate(self, config: CompressionConfig) -> CompressionConfig:
+        """Raise ConfigError naming the layer / group, the value and the fix; return ``config``."""
+        targets = ", ".join(self.targets)
+        if config.default_precision not in self.offered_precisions:
+            raise ConfigError(
+                f"`default_precision` {config.default_precision!r} is not offered: none of the targets ({targets}) "
+                f"benefits from it (rule table in docs/compression.md). Use one of "
+                f"{', '.join(sorted(self.offered_precisions))} or add a target that runs it (e.g. jetson-orin for fp16).")
+        for name, prec in config.precision.items():
+            if name not in self._layer:
+                extra = " It is a group; set its sparsity under `sparsity:`." if name in self._group else ""
+                raise ConfigError(f"`precision` names unknown layer {name!r}.{extra}{_close(name, self.layer_names)}")
+            choices = self.precision_choices[name]
+            if prec not in choices:
+                if len(choices) == 1 and name in self.pins:
+                    raise ConfigError(f"layer {name!r} is pinned to {choices[0]} ({self.pins[name]}), but the "
+                                      f"config asks for {prec}. Drop it from the config or from `space.keep`.")
+                raise ConfigError(
+                    f"precision {prec!r} is not offered for layer {name!r} (choices: {', '.join(choices)}); the "
+                    f"targets ({targets}) do not benefit from it or `space.precision` leaves it out.")
+        groups = list(self._group)
+        for name, sp in config.sparsity.items():
+            if name not in self._group:
+                if name in self._group_of:
+                    raise ConfigError(f"`sparsity` names layer {name!r}, which is coupled in group "
+                                      f"{self._group_of[name]!r}: set the group's ratio instead.")
+                if name in self._layer and self._layer[name].last:
+                    raise ConfigError(f"layer {name!r} writes the model output and is never pruned; remove it "
+                                      "from `sparsity`.")
+                raise ConfigError(f"`sparsity` names unknown group {name!r}.{_close(name, groups)}")
+            if not sp.active:
+                continue
+            choices = self.sparsity_choices[name]
+            kinds = _kinds(choices)
+            if name in self.pins and len(choices) == 1:
+                raise ConfigError(f"group {name!r} is pinned dense ({self.pins[name]}), but the config prunes it "
+                                  f"({sp.label()}). Remove it from the config or from `space.keep.sparsity`.")
+            if sp.kind not in kinds:
+                raise ConfigError(
+                    f"sparsity kind {sp.kind!r} is not offered for group {name!r} (choices: {', '.join(choices)}); "
+                    f"the targets ({targets}) or `space.sparsity.kind` do not allow it"
+                    + (" (2:4 needs a jetson-orin target and non-depthwise layers with input channels divisible "
+                       "by 4)." if sp.kind == "2:4" else "."))
+        return config
+
+    # -- serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "layers": [lay.to_dict() for lay in self.layers], "groups": [g.to_dict() for g in self.groups],
+            "precision_choices": {k: list(v) for k, v in self.precision_choices.items()},
+            "sparsity_choices": {k: list(v) for k, v in self.sparsity_choices.items()},
+            "dimensions": [{"name": d.name, "kind": d.kind, "choices": list(d.choices), "members": list(d.members)}
+                           for d in self.dimensions],
+            "targets": list(self.targets), "quant": self.quant.model_dump(mode="json"),
+            "importance": self.importance, "round_to": self.round_to, "pins": dict(self.pins),
+            "notes": list(self.notes), "input_size": self.input_size,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchSpace:
+        return cls(
+            layers=tuple(Layer.from_dict(x) for x in d["layers"]), groups=tuple(Group.from_dict(x) for x in d["groups"]),
+            precision_choices={k: tuple(v) for k, v in d["precision_choices"].items()},
+            sparsity_choices={k: tuple(v) for k, v in d["sparsity_choices"].items()},
+            dimensions=tuple(Dimension(x["name"], x["kind"], tuple(x["choices"]), tuple(x["members"]))
+                             for x in d["dimensions"]),
+            targets=tuple(d["targets"]), quant=QuantSettings(**d["quant"]), importance=d["importance"],
+            round_to=d["round_to"], pins=dict(d["pins"]), notes=tuple(d["notes"]), input_size=d["input_size"])

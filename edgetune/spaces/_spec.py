@@ -1,0 +1,101 @@
+"""The ``space:`` section of a sweep file (pydantic, no torch: ``edgetune.config`` imports it).
+
+```yaml
+space:
+  precision: [fp32, int8]                 # per-layer choices (filtered by the targets' rule table)
+  sparsity:
+    kind: channel                         # channel | unstructured | 2:4, or a list of them
+    ratios: [0.0, 0.25, 0.5]              # per-group choices, each in [0, 0.95]
+    importance: magnitude                 # channel scoring: magnitude | lamp | fpgm | bn_scale | taylor
+    round_to: 8                           # kept channels are a multiple of this
+  keep:
+    precision: {fp32: [first, last]}      # pins: first | last | layer names | globs (heads.*.cls_out)
+    sparsity: [last]                      # never pruned (last layers never lose output channels anyway)
+  tie: none                               # none | stage | block: one choice per stage / block
+  targets: [local-cpu]                    # device kinds, until the sweep's devices report theirs
+  calibration: minmax                     # minmax | entropy | percentile
+```
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edgetune.spaces._rules import DEVICE_KINDS, Strict
+
+__all__ = ["SparsitySpec", "KeepSpec", "SpaceSpec", "Precision", "SparsityKind", "Importance", "MAX_RATIO",
+           "check_ratio"]
+
+Precision = Literal["fp32", "fp16", "int8"]
+SparsityKind = Literal["channel", "unstructured", "2:4"]
+Importance = Literal["magnitude", "lamp", "fpgm", "bn_scale", "taylor"]
+MAX_RATIO = 0.95
+
+
+def check_ratio(r: float, where: str = "") -> float:
+    if not 0.0 <= r <= MAX_RATIO:
+        raise ValueError(f"sparsity ratio must be in [0, {MAX_RATIO}], but got {r}{where}. Lower it, or pin the "
+                         "layer in `space.keep.sparsity` to keep it dense.")
+    return float(r)
+
+
+class SparsitySpec(Strict):
+    kind: SparsityKind | list[SparsityKind] = "channel"
+    ratios: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
+    importance: Importance = "magnitude"
+    round_to: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        return sorted({check_ratio(r) for r in v})
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        kinds = [self.kind] if isinstance(self.kind, str) else list(self.kind)
+        return tuple(dict.fromkeys(kinds))
+
+
+class KeepSpec(Strict):
+    """Pins. Selectors: ``first``, ``last``, an exact layer name, or a glob (``heads.*.cls_out``)."""
+
+    precision: dict[Precision, list[str]] = Field(default_factory=dict)
+    sparsity: list[str] = Field(default_factory=lambda: ["last"])
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> KeepSpec:
+        seen: dict[str, str] = {}
+        for prec, sels in self.precision.items():
+            for s in sels:
+                if s in seen and seen[s] != prec:
+                    raise ValueError(f"selector {s!r} pins layers to both {seen[s]} and {prec}; keep one.")
+                seen[s] = prec
+        return self
+
+
+class SpaceSpec(Strict):
+    precision: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    sparsity: SparsitySpec = Field(default_factory=SparsitySpec)
+    keep: KeepSpec = Field(default_factory=KeepSpec)
+    tie: Literal["none", "stage", "block"] = "none"
+    targets: list[str] = Field(default_factory=lambda: ["local-cpu"], min_length=1)
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        bad = [k for k in v if k not in DEVICE_KINDS]
+        if bad:
+            import difflib
+
+            hints = [f"{b!r}" + (f" (did you mean {difflib.get_close_matches(b, DEVICE_KINDS, 1, 0.4)[0]!r}?)"
+                                 if difflib.get_close_matches(b, DEVICE_KINDS, 1, 0.4) else "") for b in bad]
+            raise ValueError(f"unknown device kind {', '.join(hints)}; valid kinds: {', '.join(DEVICE_KINDS)}")
+        return list(dict.fromkeys(v))
