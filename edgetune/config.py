@@ -11,20 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from edgetune._strict import Strict
 from edgetune.compress._spec import RecoverySpec
 from edgetune.errors import ConfigError
 from edgetune.spaces._spec import SpaceSpec
 
 __all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "parse_model_ref",
            "parse_data_ref", "format_validation_error"]
-
-
-class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSpec(Strict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from edgetune.errors import CompressionError
 
-__all__ = ["WEIGHTED_OPS", "layer_node_map", "quantized_nodes", "weight_of"]
+__all__ = ["WEIGHTED_OPS", "layer_node_map", "quantized_nodes", "weight_of", "tail_nodes"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -84,4 +84,34 @@ def quantized_nodes(model_proto) -> dict[str, bool]:
         if node.op_type in WEIGHTED_OPS and len(node.input) > 1:
             p = producers.get(node.input[1])
             out[node.name] = p is not None and p.op_type == "DequantizeLinear"
+    return out
+
+
+def tail_nodes(model_proto) -> list[str]:
+    """Names of the nodes after the last weighted layers (no weighted node downstream): the decode tail
+    (box arithmetic, concat of boxes and scores), which int8 must not touch."""
+    graph = model_proto.graph
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    feeds: dict[int, bool] = {}
+    for n in reversed(_toposorted(graph)):
+        feeds[id(n)] = any(c.op_type in WEIGHTED_OPS or feeds.get(id(c), False)
+                           for o in n.output for c in consumers.get(o, []))
+    return [n.name for n in graph.node if n.op_type not in WEIGHTED_OPS and not feeds[id(n)]]
+
+
+def _toposorted(graph) -> list:
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, out = list(graph.node), []
+    while pending:
+        rest = [n for n in pending if not all(i in known for i in n.input)]
+        for n in pending:
+            if all(i in known for i in n.input):
+                out.append(n)
+                known.update(n.output)
+        if len(rest) == len(pending):
+            return out + rest  # dangling inputs: keep the file order for the rest
+        pending = rest
     return out

@@ -225,6 +225,7 @@ class Measurement(_Response):
     cpus: list[int] = Field(default_factory=list)
     batch: int = 1
     input_shape: list[int] = Field(default_factory=list)
+    output_shape: list[int] = Field(default_factory=list)
     latency: LatencyStats
     end_to_end: LatencyStats | None = None
     peak_rss_bytes: int | None = None

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edgetune.config import Strict
+from edgetune._strict import Strict
 from edgetune.errors import ConfigError
 
 __all__ = ["ObjectiveSpec", "SearchSpec", "TrackingSpec", "check_sweep"]

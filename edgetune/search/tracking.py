@@ -35,13 +35,16 @@ def _artifact_root(uri: str) -> str | None:
 class Tracker:
     """Writes one sweep to MLflow. Safe to call from several threads (each call names its run id)."""
 
-    def __init__(self, *, uri: str, experiment: str, sweep: str):
+    def __init__(self, *, uri: str, experiment: str, sweep: str, readonly: bool = False):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
 
         self.uri, self.sweep = uri, sweep
         self.client = MlflowClient(tracking_uri=uri)
+        self.readonly = readonly
         exp = self.client.get_experiment_by_name(experiment)
+        if exp is None and readonly:
+            raise LookupError(f"MLflow experiment {experiment!r} does not exist in {uri}")
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
             experiment, artifact_location=_artifact_root(uri))
         self.parent_id = self._parent()
@@ -53,8 +56,11 @@ class Tracker:
                                        max_results=1)
         if runs:
             run_id = runs[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            if not self.readonly:
+                self.client.update_run(run_id, status="RUNNING")
             return run_id
+        if self.readonly:
+            raise LookupError(f"no MLflow parent run for sweep {self.sweep!r}")
         run = self.client.create_run(self.experiment_id, run_name=f"sweep-{self.sweep}",
                                      tags={SWEEP_TAG: self.sweep, "edgetune.role": "sweep"})
         return run.info.run_id

@@ -7,7 +7,15 @@ Importing this package does not import torch (``edgetune.config`` imports its ``
 from edgetune.spaces._build import build_space, select_layers, space_from_layers
 from edgetune.spaces._config import BASELINES, CompressionConfig, Sparsity, baseline
 from edgetune.spaces._layers import Group, Layer, kept_channels, two_four_eligible
-from edgetune.spaces._rules import DEVICE_KINDS, RULES, KindRule, QuantSettings, offered, quant_for_kinds, rule_for
+from edgetune.spaces._rules import (
+    DEVICE_KINDS,
+    RULES,
+    KindRule,
+    QuantSettings,
+    offered,
+    quant_for_kinds,
+    rule_for,
+)
 from edgetune.spaces._space import Dimension, SearchSpace
 from edgetune.spaces._spec import KeepSpec, SpaceSpec, SparsitySpec
 

@@ -58,7 +58,7 @@ def _group_choices(g: Group, kinds: Sequence[str], ratios: Sequence[float], roun
             seen: set[int] = set()
             for r in ratios:
                 k = kept_channels(g.channels, r, round_to)
-                if 0 < r and k < g.channels and k not in seen:  # ratios that change nothing are not offered
+                if r > 0 and k < g.channels and k not in seen:  # ratios that change nothing are not offered
                     seen.add(k)
                     out.append(f"channel:{r:g}")
         elif kind == "unstructured":

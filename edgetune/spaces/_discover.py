@@ -17,7 +17,7 @@ from edgetune.spaces._layers import Group, Layer
 
 log = get_logger(__name__)
 
-__all__ = ["discover_layers", "discover_groups", "dependency_graph", "layer_modules"]
+__all__ = ["discover_layers", "discover_groups", "dependency_graph", "layer_modules", "measure_macs", "norm_to_layer"]
 
 
 def layer_modules(module) -> dict:
@@ -109,20 +109,17 @@ def _edges(dg, layers: dict) -> tuple[set[str], set[str]]:
     return first, last
 
 
-def discover_layers(module, input_size: int, *, dg=None) -> list[Layer]:
-    """The compressible layers of ``module`` with kind, channels, params and MACs at ``input_size``."""
+def measure_macs(module, input_size: int) -> tuple[dict[str, int], list[str]]:
+    """(layer -> MACs of one batch-1 forward at ``input_size``, layers in execution order)."""
     import torch
 
     layers = layer_modules(module)
-    if not layers:
-        raise CompressionError(f"{type(module).__name__} has no Conv or Linear layer: nothing to compress.")
     macs: dict[str, int] = {}
     order: list[str] = []
 
     def hook(name):
         def fn(mod, inputs, output):
-            w = mod.weight
-            per_out = w[0].numel()  # (cin / groups) * kernel elements
+            per_out = mod.weight[0].numel()  # (cin / groups) * kernel elements
             out_elems = output.numel() // output.shape[0] if output.ndim > 1 else output.numel()
             macs[name] = macs.get(name, 0) + out_elems * per_out
             order.append(name)
@@ -135,6 +132,15 @@ def discover_layers(module, input_size: int, *, dg=None) -> list[Layer]:
     finally:
         for h in handles:
             h.remove()
+    return macs, order
+
+
+def discover_layers(module, input_size: int, *, dg=None) -> list[Layer]:
+    """The compressible layers of ``module`` with kind, channels, params and MACs at ``input_size``."""
+    layers = layer_modules(module)
+    if not layers:
+        raise CompressionError(f"{type(module).__name__} has no Conv or Linear layer: nothing to compress.")
+    macs, order = measure_macs(module, input_size)
     dg = dg if dg is not None else dependency_graph(module, input_size)
     first, last = _edges(dg, layers)
     if not first and not last:  # no dependency graph: fall back to execution order
@@ -195,3 +201,25 @@ def discover_groups(module, input_size: int, layers: list[Layer], *, dg=None) ->
                             channels=by_name[name].out_channels))
     groups.sort(key=lambda g: index[g.name])
     return groups
+
+
+def norm_to_layer(module, input_size: int) -> dict[str, str]:
+    """Normalisation module path -> the layer whose output it normalises (BatchNorm folded into a conv
+    at export carries the BatchNorm's name scope)."""
+    import torch
+    from torch import nn
+
+    layers = layer_modules(module)
+    produced: dict[int, str] = {}
+    out: dict[str, str] = {}
+    norms = {n: m for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    hs = [m.register_forward_hook(lambda mod, i, o, n=n: produced.__setitem__(id(o), n)) for n, m in layers.items()]
+    hs += [m.register_forward_pre_hook(lambda mod, i, n=n: out.__setitem__(n, produced.get(id(i[0]))))
+           for n, m in norms.items()]
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for h in hs:
+            h.remove()
+    return {k: v for k, v in out.items() if v}

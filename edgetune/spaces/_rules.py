@@ -7,15 +7,16 @@ the table is a measurement or a documented runtime fact (see docs/compression.md
 ===============  ==============  ================  ==================  =====================================
 kind             runtime         precisions        sparsity kinds      int8 recipe
 ===============  ==============  ================  ==================  =====================================
-``x86-cpu``      onnxruntime CPU fp32, int8        channel,            Conv only, uint8 activations
-                                                   unstructured        (asymmetric), per-channel int8 weights
+``x86-cpu``      onnxruntime CPU fp32, int8        channel,            uint8 activations (asymmetric),
+                                                   unstructured        per-channel int8 weights, QDQ on
+                                                                       Conv + the ops ORT fuses with it
 ``local-cpu``    same as x86-cpu (the local agent on this machine)
 ``rpi4``         onnxruntime CPU fp32, int8 [1]    channel,            as x86-cpu
                  ARMv8.0                           unstructured
 ``rpi5``         onnxruntime CPU fp32, int8        channel,            as x86-cpu
                  ARMv8.2 dotprod                   unstructured
-``jetson-orin``  TensorRT        fp32, fp16, int8  channel,            Conv only, int8 activations,
-                                                   unstructured, 2:4   symmetric (TensorRT needs zero-point 0)
+``jetson-orin``  TensorRT        fp32, fp16, int8  channel,            int8 activations, symmetric
+                                                   unstructured, 2:4   (TensorRT needs zero-point 0)
 ===============  ==============  ================  ==================  =====================================
 
 [1] int8 on an ARMv8.0 core (no dot-product) is often slower than fp32; it stays offered because only
@@ -26,12 +27,18 @@ kind             runtime         precisions        sparsity kinds      int8 reci
 - 2:4 sparsity needs NVIDIA sparse tensor cores (Ampere / Orin) and TensorRT; nothing else exploits it.
 - Unstructured sparsity speeds up no runtime; it is offered everywhere because it shrinks the
   compressed (zstd) artifact, which is a real gain for over-the-air updates.
-- On this x86 CPU, int8 with signed activations on every op made a YOLO model slower than fp32, while
-  Conv-only QDQ with unsigned activations made it faster: Conv-only uint8 is the CPU recipe.
+- QDQ op types (measured on this x86 CPU, det-s, 1 thread): Conv alone left a Q/DQ pair around every
+  ReLU, Add and Concat and was no faster than fp32 (4.7 vs 4.6 ms); Conv + Relu + Add + Concat +
+  Resize with uint8 activations was 1.6x faster (2.9 ms); signed symmetric activations (the TensorRT
+  recipe) were 1.5x SLOWER than fp32 on the CPU (6.9 ms: ORT has no s8s8 depthwise kernel). Element-wise
+  math such as SiLU's Sigmoid*Mul stays float (quantizing every op with signed activations made YOLO11n
+  slower than fp32), and the decode tail after the last layers is never quantized (one scale for
+  pixel boxes and 0-1 scores destroys the scores).
 
 When a sweep targets several kinds, one artifact is measured on all of them: the offered choices are the
 union over the kinds, and the int8 recipe is the strictest (symmetric if any target needs it; the op
-types every target accepts).
+types every target accepts). A fleet that mixes TensorRT and CPU devices therefore pays the symmetric
+recipe's CPU cost; compress once per recipe (``space.targets``) when that matters.
 """
 
 from __future__ import annotations
@@ -65,7 +72,8 @@ class QuantSettings(Strict):
     weight_symmetric: bool = True
     per_channel: bool = True
     reduce_range: bool = False
-    op_types: tuple[str, ...] = ("Conv",)
+    op_types: tuple[str, ...] = ("Conv", "Relu", "Clip", "Add", "Concat", "Resize", "MaxPool", "AveragePool",
+                                 "GlobalAveragePool", "Gemm", "MatMul")
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(default=99.999, gt=50.0, le=100.0)
 
@@ -82,8 +90,8 @@ class KindRule:
     note: str = ""
 
 
-_CPU_QUANT = QuantSettings(activation_type="uint8", activation_symmetric=False, op_types=("Conv",))
-_TRT_QUANT = QuantSettings(activation_type="int8", activation_symmetric=True, op_types=("Conv",))
+_CPU_QUANT = QuantSettings(activation_type="uint8", activation_symmetric=False)
+_TRT_QUANT = QuantSettings(activation_type="int8", activation_symmetric=True)
 _CPU_SPARSITY = ("channel", "unstructured")
 
 RULES: dict[str, KindRule] = {

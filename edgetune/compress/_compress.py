@@ -1,0 +1,235 @@
+"""``compress(model, config, *, calib, workdir) -> Artifact``: one config applied for real.
+
+Order: channel pruning (Torch-Pruning, per-group counts rounded to ``round_to``) and weight masks
+(unstructured, 2:4) -> recovery (fine-tuning + distillation, on by default whenever the config prunes)
+-> masks made permanent -> ONNX export (single file, parity-checked) -> ``quant_pre_process`` -> the
+layer -> node map -> int8 QDQ of the int8 layers (the others in ``nodes_to_exclude``) -> fp16 regions
+-> Artifact (manifest with hashes and sizes), cached by the hash of the inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgetune._logging import get_logger
+from edgetune.compress._artifact import MANIFEST_VERSION, Artifact, load_cached, onnx_sizes, store, zstd_size
+from edgetune.compress._compact import compact
+from edgetune.compress._spec import RecoverySpec
+from edgetune.errors import CompressionError, ConfigError
+from edgetune.spaces import CompressionConfig
+from edgetune.spaces._config import BITS
+from edgetune.spaces._space import _close
+
+log = get_logger(__name__)
+
+__all__ = ["compress", "artifact_key", "COMPRESS_VERSION"]
+
+COMPRESS_VERSION = 1  # bump when compress() makes different bytes from the same inputs
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _dataset_id(ds) -> str | None:
+    if ds is None:
+        return None
+    return _sha([getattr(ds, "name", "?"), [(r.id, Path(r.file).name) for r in ds.records]])
+
+
+def artifact_key(*, source_hash: str, input_size: int, precision: dict, config: CompressionConfig,
+                 calib_hash: str | None, recovery: RecoverySpec | None, train_id: str | None) -> str:
+    """The artifact hash: everything that changes the bytes, and nothing else."""
+    ident = {"v": COMPRESS_VERSION, "source": source_hash, "input_size": input_size,
+             "precision": dict(sorted(precision.items())), "sparsity": config.canonical()["sparsity"]}
+    if config.channel_prunes:
+        ident.update(importance=config.importance, round_to=config.round_to)
+    if "int8" in precision.values():
+        ident.update(quant=config.quant.model_dump(mode="json"), calib=calib_hash)
+    if recovery is not None:
+        ident.update(recovery=recovery.identity(), train=train_id)
+    return _sha(ident)
+
+
+def _check_layers(config: CompressionConfig, names: list[str]) -> None:
+    for name in config.precision:
+        if name not in names:
+            raise ConfigError(f"`precision` names unknown layer {name!r}.{_close(name, names)}")
+
+
+def _node_map(pre_proto, names, exported_proto, module, size) -> dict[str, str]:
+    from edgetune.compress._onnx_map import layer_node_map
+    from edgetune.compress.export import node_module_paths
+
+    try:
+        return layer_node_map(pre_proto, names)
+    except CompressionError:
+        if module is None:
+            raise
+    from edgetune.spaces._discover import norm_to_layer
+
+    scopes = node_module_paths(exported_proto)  # node names survive pre-processing, metadata does not
+    return layer_node_map(pre_proto, names, scopes=scopes, bn_to_layer=norm_to_layer(module, size))
+
+
+def _prune_and_recover(student, teacher, config, size, train, recovery, timings) -> dict:
+    from edgetune.compress._importance import accumulate_gradients, make_importance, needs_gradients
+    from edgetune.compress._prune import make_permanent, mask_two_four, mask_unstructured, prune_channels
+    from edgetune.compress._recover import recover
+    from edgetune.compress._schedule import schedule
+    from edgetune.spaces._discover import dependency_graph, discover_groups, discover_layers
+
+    t = time.time()
+    dg = dependency_graph(student, size)
+    layers = discover_layers(student, size, dg=dg)
+    groups = discover_groups(student, size, layers, dg=dg)
+    gnames = [g.name for g in groups]
+    for name in config.sparsity:
+        if name not in gnames:
+            raise ConfigError(f"`sparsity` names unknown group {name!r}.{_close(name, gnames)} Groups are named "
+                              "after their producer layer (`edgetune space` lists them).")
+    plan = schedule(config, groups, layers)
+    changed = {}
+    if plan.channels:
+        imp = make_importance(config.importance)
+        if needs_gradients(config.importance):
+            from edgetune.compress._recover import train_arrays
+            from edgetune.models.builtin.train import _sample_batch, detection_loss
+
+            if train is None:
+                raise CompressionError("importance 'taylor' needs the train split for gradients; use magnitude.")
+            arrays = train_arrays(train, size=size, limit=256)
+            rng = np.random.default_rng(0)
+            accumulate_gradients(student, [_sample_batch(rng, *arrays, 16, None) for _ in range(4)], detection_loss)
+        changed = prune_channels(student, dg, plan, imp)
+    mask_unstructured(student, plan.unstructured)
+    mask_two_four(student, plan.two_four)
+    timings["prune"] = round(time.time() - t, 2)
+    rec = None
+    if recovery is not None:
+        rec = recover(student, teacher, train, recovery, input_size=size)
+        timings["recover"] = rec["seconds"]
+    make_permanent(student)
+    student.zero_grad(set_to_none=True)
+    return {"plan": plan.to_dict(), "channels": {k: list(v) for k, v in changed.items()}, "recovery": rec}
+
+
+def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, train=None,
+             recovery: RecoverySpec | None = None, space=None, use_cache: bool = True) -> Artifact:
+    """Apply ``config`` to ``model`` (a LoadedModel) and return the Artifact (from the cache when the same
+    weights, config, calibration data and recovery settings were compressed before).
+
+    ``calib``: the calib split (Dataset) or an (N, 3, S, S) float32 array; ``train``: the train split,
+    needed when the config prunes and recovery is on (``RecoverySpec()`` by default; ``steps: 0`` off);
+    ``space``: when given, the config is validated against it first.
+    """
+    import onnx
+
+    from edgetune.compress._onnx_map import tail_nodes
+    from edgetune.compress._quantize import calibration_arrays, preprocess, quantize_qdq
+    from edgetune.compress.export import INPUT_NAME, export_onnx, parity
+
+    t_start = time.time()
+    workdir = Path(workdir)
+    recovery = recovery if recovery is not None else RecoverySpec()
+    if space is not None:
+        space.validate(config)
+    module, size = model.module, int(model.input_size)
+    if module is None:
+        raise CompressionError(f"model {model.name!r} has no torch module (ONNX source); compress needs a builtin "
+                               "or python model source.")
+    from edgetune.spaces._discover import layer_modules, measure_macs
+
+    names = list(layer_modules(module))
+    _check_layers(config, names)
+    precision = {n: config.precision_of(n) for n in names}
+    int8 = [n for n in names if precision[n] == "int8"]
+    fp16 = [n for n in names if precision[n] == "fp16"]
+    calib_arr = calibration_arrays(calib, size=size) if int8 else None
+    calib_hash = hashlib.sha256(calib_arr.tobytes()).hexdigest() if int8 else None
+    rec_spec = recovery if (config.prunes and recovery.enabled) else None
+    key = artifact_key(source_hash=model.source_hash, input_size=size, precision=precision, config=config,
+                       calib_hash=calib_hash, recovery=rec_spec, train_id=_dataset_id(train) if rec_spec else None)
+    if use_cache and (hit := load_cached(workdir, key)) is not None:
+        log.info("artifact %s served from the cache", key[:12])
+        return hit
+    timings: dict[str, float] = {}
+    student = copy.deepcopy(module).eval()
+    pruned = _prune_and_recover(student, module, config, size, train, rec_spec, timings) if config.prunes else None
+    tmp = workdir / ".work" / key
+    shutil.rmtree(tmp, ignore_errors=True)
+    t = time.time()
+    report = export_onnx(student, tmp / "fp32.onnx", input_size=size)
+    exported = onnx.load(str(report.path))
+    params, nonzero = onnx_sizes(exported)
+    timings["export"] = round(time.time() - t, 2)
+    t = time.time()
+    final = pre = preprocess(report.path, tmp / "pre.onnx") if (int8 or fp16) else report.path
+    pre_proto = onnx.load(str(pre)) if pre != report.path else exported
+    nodes = _node_map(pre_proto, names, exported, student, size)
+    if int8:
+        exclude = [nodes[n] for n in names if precision[n] != "int8"] + tail_nodes(pre_proto)
+        final = quantize_qdq(pre, tmp / "int8.onnx", calib=calib_arr, settings=config.quant, input_name=INPUT_NAME,
+                             exclude=exclude)
+    proto = onnx.load(str(final))
+    if fp16:
+        from edgetune.compress._fp16 import convert_nodes_fp16
+
+        convert_nodes_fp16(proto, {nodes[n] for n in fp16})
+    if int8 or fp16:
+        timings["quantize"] = round(time.time() - t, 2)
+    final = tmp / "model.onnx"
+    onnx.save(compact(proto, nodes), str(final))
+    diff, tol = parity(student, final, input_size=size)
+    if not (int8 or fp16) and not diff <= tol:
+        raise CompressionError(f"the compacted fp32 graph differs from torch by {diff:.3g} (> {tol:.3g}); this is a "
+                               "bug in edgetune's graph compaction: please report it with the model.")
+    macs, _ = measure_macs(student, size)
+    data = final.read_bytes()
+    timings["total"] = round(time.time() - t_start, 2)
+    manifest = _manifest(model, config, key, data, precision, macs, params, nonzero, calib_arr, calib_hash,
+                         rec_spec, train, pruned, timings, diff, size)
+    art = store(workdir, key, data, manifest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("compressed %s -> %s (%d bytes, %.1fs)", model.name, art.onnx_path, len(data), timings["total"])
+    return art
+
+
+def _manifest(model, config, key, data, precision, macs, params, nonzero, calib_arr, calib_hash, rec_spec,
+              train, pruned, timings, diff, size) -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from edgetune import __version__
+    from edgetune.compress.export import INPUT_NAME, OUTPUT_NAME
+    from edgetune.data._preprocess import PAD_VALUE
+
+    bitops = sum(m * BITS[precision.get(n, "fp32")] ** 2 for n, m in macs.items())
+    return {
+        "manifest_version": MANIFEST_VERSION, "artifact_hash": key, "onnx_sha256": hashlib.sha256(data).hexdigest(),
+        "config": config.model_dump(mode="json"), "config_hash": config.hash(),
+        "resolved": {"precision": precision, **(pruned or {"plan": None, "channels": {}})},
+        "source": {"model": model.name, "weights_sha256": model.source_hash},
+        "calibration": None if calib_hash is None else {"sha256": calib_hash, "images": int(len(calib_arr)),
+                                                        "method": config.quant.calibration},
+        "recovery": None if rec_spec is None else {**rec_spec.identity(), "train": _dataset_id(train),
+                                                   "result": (pruned or {}).get("recovery")},
+        "head": model.head.to_dict(),
+        "input": {"name": INPUT_NAME, "shape": [1, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                  "color": "RGB", "range": [0.0, 1.0], "resize": "letterbox", "pad_value": PAD_VALUE},
+        "output": {"name": OUTPUT_NAME},
+        "sizes": {"bytes": len(data), "zstd_bytes": zstd_size(data), "params": params, "nonzero_params": nonzero,
+                  "macs": int(sum(macs.values())), "bitops": int(bitops)},
+        "max_abs_diff_vs_torch": round(float(diff), 6),
+        "timings_s": timings,
+        "versions": {"edgetune": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "compress": COMPRESS_VERSION},
+    }

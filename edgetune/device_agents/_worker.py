@@ -1,0 +1,194 @@
+"""The measurement child process: ``python -m edgetune.device_agents._worker JOB_DIR``.
+
+One model per fresh process: it reads ``JOB_DIR/job.json`` (written by the agent, never by the
+network), pins itself to the agent's CPUs, loads the model with fixed intra-op threads, times it
+model-only (with a power monitor where the board has a sensor) and end-to-end, records peak RSS, computes
+accuracy on the dataset bundle, and writes ``JOB_DIR/result.json`` atomically. Any failure becomes
+``{"ok": false, "error": {...}}`` with the runtime's error text; a crash or a kill leaves no result and
+the agent reports how the process ended. The process dies with its parent (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+__all__ = ["main", "run_job"]
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _limit_memory(max_bytes: int | None) -> None:
+    if max_bytes:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def run_job(job: dict) -> dict:
+    """Measure as ``job`` says; returns the child's part of a Measurement (a dict)."""
+    cpus = job.get("cpus") or []
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+    import numpy as np
+
+    from edgetune.device_agents._onnx_check import scan_onnx
+    from edgetune.device_agents._stats import latency_stats
+    from edgetune.device_agents._timing import end_to_end_step, synthetic_images, time_loop
+    from edgetune.device_agents.probes import temperatures
+    from edgetune.device_agents.probes.power import pick_power_monitor
+    from edgetune.device_agents.protocol import MeasureRequest, RuntimeUsed
+    from edgetune.device_agents.runtimes import get_runtime
+    from edgetune.errors import MeasurementFailed
+    from edgetune.models.heads import head_from_dict
+
+    req = MeasureRequest.model_validate(job["request"])
+    spec = req.latency
+    threads = int(spec.threads or job["threads"])
+    warnings: list[str] = []
+    path = Path(job["artifact_path"])
+    summary = scan_onnx(path.read_bytes())
+    if summary.parsed and summary.external_tensors:
+        raise MeasurementFailed(
+            f"the ONNX references external data for {len(summary.external_tensors)} tensor(s) "
+            f"({', '.join(summary.external_tensors[:3])}); agents only run self-contained ONNX files. "
+            "Export with external_data=False (edgetune's export does)."
+        )
+    runtime = get_runtime(job["runtime"])
+    baseline_rss = _peak_rss_bytes()
+    t0 = time.perf_counter()
+    session = runtime.load(path, threads=threads, providers=req.providers, cache_dir=Path(job["cache_dir"]),
+                           batch=spec.batch)
+    load_s = time.perf_counter() - t0
+    model_batch = session.input_shape[0] if session.input_shape and session.input_shape[0] > 0 else None
+    if model_batch is not None and model_batch != spec.batch:
+        raise MeasurementFailed(f"the model has a fixed batch of {model_batch} but the latency spec asks for "
+                                f"batch {spec.batch}; set latency.batch={model_batch} or export a dynamic batch.")
+    shape = session.shape_for(spec.batch)
+    size = int(shape[-1])
+
+    bundle = None
+    if job.get("dataset_path"):
+        from edgetune.device_agents.bundle import read_bundle
+
+        bundle = read_bundle(job["dataset_path"])
+        if bundle.size != size:
+            raise MeasurementFailed(f"the dataset bundle was letterboxed to {bundle.size} px but the model input is "
+                                    f"{size} px; rebuild the bundle with size={size}.")
+    if bundle is not None and len(bundle.ids) >= spec.batch:
+        from edgetune.data._preprocess import to_input
+
+        x = to_input(bundle.images[: spec.batch])
+    else:
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    x = np.ascontiguousarray(x.astype(session.input_dtype, copy=False))
+    run = session.run
+    try:
+        out = run(x)
+    except Exception as exc:  # the runtime's error text is what the user needs
+        raise MeasurementFailed(f"{runtime.name} failed to run the model: {exc}") from exc
+
+    monitor = pick_power_monitor()
+    if monitor is not None:
+        monitor.start()
+    samples = time_loop(lambda: run(x), spec)
+    power = monitor.stop(runs=len(samples)) if monitor is not None else None
+    peak_rss = _peak_rss_bytes()
+
+    head = bundle.head if bundle is not None else (head_from_dict(req.head) if req.head else None)
+    e2e = None
+    if spec.end_to_end and head is not None:
+        images = bundle.raw if bundle is not None and bundle.raw else synthetic_images()
+        step = end_to_end_step(run, head, images, size=size, batch=spec.batch, dtype=session.input_dtype)
+        e2e = latency_stats(time_loop(step, spec), keep_samples=spec.keep_samples)
+    elif spec.end_to_end:
+        warnings.append("end-to-end latency skipped: no dataset bundle and no head spec in the request")
+
+    accuracy, n_acc = None, 0
+    if bundle is not None and req.accuracy:
+        from edgetune.device_agents.bundle import evaluate_bundle
+
+        accuracy = evaluate_bundle(_batched(run, model_batch, session.input_dtype), bundle,
+                                   batch=model_batch or spec.batch)
+        n_acc = len(bundle.ids)
+    session.close()
+    return {
+        "runtime": RuntimeUsed(name=runtime.name, version=runtime.info().version or "",
+                               providers_requested=list(req.providers or runtime.default_providers()),
+                               providers_used=list(session.providers_used), detail=session.detail).model_dump(),
+        "threads": threads, "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
+        "batch": spec.batch, "input_shape": list(shape), "output_shape": list(np.shape(out)),
+        "latency": latency_stats(samples, keep_samples=spec.keep_samples).model_dump(),
+        "end_to_end": e2e.model_dump() if e2e else None,
+        "peak_rss_bytes": peak_rss, "baseline_rss_bytes": baseline_rss,
+        "power": power.model_dump() if power else None, "accuracy": accuracy, "accuracy_images": n_acc,
+        "session_load_s": load_s, "temperatures_after_c": temperatures(), "warnings": warnings,
+    }
+
+
+def _batched(run, model_batch: int | None, dtype):
+    """A forward that pads a short last batch to a model's fixed batch size and drops the padding."""
+    import numpy as np
+
+    def forward(x):
+        x = x.astype(dtype, copy=False)
+        n = x.shape[0]
+        if model_batch is None or n == model_batch:
+            return run(np.ascontiguousarray(x))
+        pad = np.zeros((model_batch - n, *x.shape[1:]), x.dtype)
+        return run(np.ascontiguousarray(np.concatenate([x, pad])))[:n]
+
+    return forward
+
+
+def _write(job_dir: Path, payload: dict) -> None:
+    tmp = job_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, job_dir / "result.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()
+    job_dir = Path((argv or sys.argv[1:])[0])
+    job = json.loads((job_dir / "job.json").read_text())
+    _limit_memory(job.get("max_memory_bytes"))
+    try:
+        payload = {"ok": True, "result": run_job(job)}
+    except MemoryError:
+        payload = {"ok": False, "error": {"type": "MeasurementFailed",
+                                          "message": "the model ran out of memory in the measurement process"}}
+    except Exception as exc:
+        from edgetune.errors import EdgetuneError
+
+        message = str(exc) if isinstance(exc, EdgetuneError) else f"{type(exc).__name__}: {exc}"
+        payload = {"ok": False, "error": {"type": "MeasurementFailed", "message": message,
+                                          "traceback": traceback.format_exc(limit=8)}}
+    _write(job_dir, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

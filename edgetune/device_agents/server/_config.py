@@ -1,0 +1,53 @@
+"""Agent settings (from ``edgetune agent serve`` options) and the per-app state."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["AgentConfig", "default_host_lock"]
+
+MiB = 1 << 20
+
+
+def default_host_lock() -> Path:
+    """One lock file per host and user: agents sharing a machine never measure at the same time."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"edgetune-agent-measure-{uid}.lock"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What an agent serves with. ``cpus`` pins the measurement processes (empty: no pinning);
+    ``kind`` overrides the detected device kind (local agents say ``local-cpu``); ``host_lock`` is the
+    lock file shared by the agents of one host (None: no cross-agent lock)."""
+
+    token: str
+    workdir: Path
+    runtime: str = "ort"
+    threads: int = 1
+    cpus: tuple[int, ...] = ()
+    name: str = field(default_factory=socket.gethostname)
+    kind: str | None = None
+    queue_size: int = 4
+    max_artifact_bytes: int = 512 * MiB
+    max_dataset_bytes: int = 2048 * MiB
+    max_request_bytes: int = 1 * MiB
+    measure_timeout_s: float = 900.0
+    max_memory_bytes: int | None = None
+    host_lock: Path | None = field(default_factory=default_host_lock)
+    keep_jobs: bool = False
+
+    def __post_init__(self) -> None:
+        from edgetune.errors import ConfigError
+
+        if not self.token or len(self.token) < 8:
+            raise ConfigError("the agent token must be at least 8 characters; generate one with "
+                              "`python -c \"import secrets; print(secrets.token_urlsafe(24))\"`.")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}.")
+        if self.queue_size < 0:
+            raise ConfigError(f"--queue must be >= 0, got {self.queue_size}.")

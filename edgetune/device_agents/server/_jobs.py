@@ -1,0 +1,144 @@
+"""One measurement at a time: a per-agent lock with a bounded wait queue, a per-host file lock shared by
+the agents of one machine, and the child process that does the measuring.
+
+A request that finds the queue full gets 429 at once. The child runs in its own session; a timeout kills
+its whole process group; a crash or a kill (e.g. the kernel's OOM killer) becomes MeasurementFailed with
+the signal and the tail of its stderr. The agent itself never runs a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from edgetune._logging import get_logger
+from edgetune.device_agents.protocol import QueueStatus
+from edgetune.device_agents.server._config import AgentConfig
+from edgetune.device_agents.server._errors import ApiError
+from edgetune.errors import MeasurementFailed
+
+__all__ = ["HostLock", "MeasureScheduler"]
+
+log = get_logger(__name__)
+
+
+class HostLock:
+    """An exclusive ``flock`` on a file (POSIX); a no-op where ``fcntl`` does not exist."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.path is None:
+            return
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+class MeasureScheduler:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+        self._running_since: float | None = None
+        self._completed = 0
+        self.jobs_dir = Path(config.workdir) / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+
+    def status(self) -> QueueStatus:
+        return QueueStatus(running=self._running_since is not None, running_since=self._running_since,
+                           waiting=self._waiting, capacity=self.config.queue_size, completed=self._completed)
+
+    async def run(self, job: dict, *, timeout: float) -> tuple[dict, float, float]:
+        """Run ``job`` in a child process when it is this request's turn; returns (result, start, end)."""
+        if self._lock.locked() and self._waiting >= self.config.queue_size:
+            raise ApiError(429, "AgentBusy", f"the agent is measuring and {self._waiting} request(s) are already "
+                           f"waiting (queue size {self.config.queue_size}); retry later.",
+                           headers={"Retry-After": "5"})
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        host_lock = HostLock(self.config.host_lock)
+        try:
+            await asyncio.to_thread(host_lock.acquire)
+            started = time.time()
+            self._running_since = started
+            try:
+                result = await self._run_child(job, timeout=timeout)
+            finally:
+                finished = time.time()
+                host_lock.release()
+            return result, started, finished
+        finally:
+            self._running_since = None
+            self._completed += 1
+            self._lock.release()
+
+    async def _run_child(self, job: dict, *, timeout: float) -> dict:
+        job_dir = self.jobs_dir / uuid.uuid4().hex
+        job_dir.mkdir()
+        (job_dir / "job.json").write_text(json.dumps(job))
+        try:
+            with open(job_dir / "stderr.log", "wb") as err:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "edgetune.device_agents._worker", str(job_dir),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err,
+                    start_new_session=True)
+                log.info("measurement process %d started for artifact %s", proc.pid, job["request"]["artifact"][:12])
+                try:
+                    rc = await asyncio.wait_for(proc.wait(), timeout)
+                except asyncio.TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    await proc.wait()
+                    raise MeasurementFailed(
+                        f"the measurement took longer than {timeout:g} s and its process was killed. Lower the "
+                        "latency spec (min_runs / min_seconds / dataset size) or raise timeout_s / --timeout."
+                    ) from None
+            return self._read_result(job_dir, rc)
+        finally:
+            if not self.config.keep_jobs:
+                shutil.rmtree(job_dir, ignore_errors=True)
+
+    @staticmethod
+    def _read_result(job_dir: Path, rc: int) -> dict:
+        result_file = job_dir / "result.json"
+        if rc != 0 or not result_file.is_file():
+            tail = (job_dir / "stderr.log").read_bytes()[-2000:].decode("utf-8", "replace").strip()
+            if rc < 0:
+                name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+                how = f"was killed by {name}" + (" (out of memory? the kernel's OOM killer sends SIGKILL)"
+                                                  if -rc == signal.SIGKILL else "")
+            else:
+                how = f"exited with status {rc} without a result"
+            raise MeasurementFailed(f"the measurement process {how}; the agent is still up."
+                                    + (f" Its last output: {tail}" if tail else ""))
+        payload = json.loads(result_file.read_text())
+        if not payload.get("ok"):
+            raise MeasurementFailed(payload.get("error", {}).get("message", "measurement failed (no message)"))
+        return payload["result"]

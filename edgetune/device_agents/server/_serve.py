@@ -1,0 +1,59 @@
+"""Run an agent with uvicorn on a socket bound before startup (so ``--port 0`` picks a free port and the
+``--ready-file`` tells the launcher which). TLS through uvicorn's certificate options."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from edgetune._logging import get_logger
+from edgetune.device_agents.server._config import AgentConfig
+
+__all__ = ["serve", "bind_socket"]
+
+log = get_logger(__name__)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from edgetune.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc}); pick another --port (0 = any free port).") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: AgentConfig, *, host: str = "127.0.0.1", port: int = 8765, ssl_certfile: str | None = None,
+          ssl_keyfile: str | None = None, ready_file: str | Path | None = None) -> None:
+    """Serve the agent until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from edgetune.device_agents.server._app import create_app
+
+    app = create_app(config)
+    sock = bind_socket(host, port)
+    actual = sock.getsockname()[1]
+    scheme = "https" if ssl_certfile else "http"
+    url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{actual}"
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started and ready_file:
+                from edgetune._paths import atomic_write_bytes
+
+                atomic_write_bytes(Path(ready_file), json.dumps({"url": url, "port": actual, "pid": os.getpid()}).encode())
+            log.warning("edgetune agent '%s' (%s, runtime %s) listening on %s", config.name,
+                        app.state.agent.kind, config.runtime, url)
+
+    uv = uvicorn.Config(app, log_level="warning", access_log=False, ssl_certfile=ssl_certfile,
+                        ssl_keyfile=ssl_keyfile, timeout_keep_alive=30, lifespan="off")
+    _Server(uv).run(sockets=[sock])

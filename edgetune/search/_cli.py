@@ -1,0 +1,125 @@
+"""``edgetune search CONFIG`` and ``edgetune front --config CONFIG``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["register", "front_table"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_cmd)
+    app.command("front")(front_cmd)
+
+
+def _fmt(v, nd=4) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) and abs(v) < 1000 else f"{v:,.0f}"
+
+
+def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front: bool = True):
+    """A rich table of the front (or all trials) with speed-up and size ratio against fp32."""
+    from rich.table import Table
+
+    base = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")]
+    base_row = base.iloc[0] if len(base) else None
+    rows = df[df["pareto"]] if only_front else df
+    table = Table(title=title)
+    table.add_column("trial", justify="right")
+    table.add_column("config")
+    for k in keys:
+        table.add_column(k, justify="right")
+    lat_keys = [k for k in df.columns if str(k).startswith("latency_p50_ms@")]
+    for k in lat_keys:
+        table.add_column(f"speed-up {k.split('@')[1]}", justify="right")
+    table.add_column("size vs fp32", justify="right")
+    for _, r in rows.sort_values(keys[0], ascending=goals[0] == "min").iterrows():
+        cells = [str(r["trial"]), str(r.get("label") or "")]
+        cells += [_fmt(r.get(k), 3 if "ms" in k else 4) for k in keys]
+        for k in lat_keys:
+            ok = base_row is not None and r.get(k) and base_row.get(k)
+            cells.append(f"{base_row[k] / r[k]:.2f}x" if ok else "-")
+        ok = base_row is not None and r.get("size_bytes") and base_row.get("size_bytes")
+        cells.append(f"{r['size_bytes'] / base_row['size_bytes']:.2f}x" if ok else "-")
+        table.add_row(*cells)
+    return table
+
+
+def _open_hint(cfg) -> str:
+    uri = cfg.tracking.uri
+    exp = cfg.tracking.experiment or cfg.name
+    return (f"Review it in MLflow:  mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000, "
+            f"experiment '{exp}', filter  tags.pareto = 'true'  (the parent run 'sweep-{cfg.name}' holds "
+            "pareto.html / pareto.csv / pareto.png).")
+
+
+def search_cmd(
+    config: Path = typer.Argument(..., help="Sweep YAML (see configs/demo.yaml)."),
+    trials: int = typer.Option(None, "--trials", help="Total trials (overrides search.trials); a rerun continues."),
+    workdir: Path = typer.Option(Path(".edgetune"), help="Artifacts cache and sweep scratch space."),
+) -> None:
+    """Run (or resume) a sweep: compress candidates, measure them on the devices, log to MLflow."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from edgetune.cli import console
+    from edgetune.search.wiring import prepare_sweep
+
+    with console.status("preparing: config, data, model, search space, devices ..."):
+        sweep, space, cfg = prepare_sweep(config, workdir=workdir)
+    total = trials or cfg.search.trials
+    console.print(f"sweep [bold]{cfg.name}[/]: {len(space.dimensions)} search dimensions "
+                  f"(10^{space.size_log10:.1f} points), {total} trials, sampler {cfg.search.sampler}, "
+                  f"devices {', '.join(d.name for d in cfg.devices)}")
+    columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("hv {task.fields[hv]:.4f}"),
+               TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("sweep", total=total, hv=0.0, best="")
+
+        def update(p) -> None:
+            best = "  ".join(f"{k.removeprefix('best_')}={_fmt(v, 3)}" for k, v in list(p.best.items())[:3])
+            progress.update(task, completed=p.done, hv=p.hypervolume, best=best)
+            if p.last:
+                progress.console.print(f"  {p.last}")
+
+        sweep.on_progress = update
+        progress.update(task, completed=sweep.progress.done)
+        sweep.run(space, trials=total)
+    df = sweep.frame()
+    console.print(front_table(df, sweep.keys, sweep.goals, title=f"Pareto front of '{cfg.name}'"))
+    failed = df[df["state"] == "FAIL"]
+    if len(failed):
+        console.print(f"[yellow]{len(failed)} trial(s) failed[/]: " + "; ".join(
+            f"#{r['trial']}: {r['error']}" for _, r in failed.head(5).iterrows()))
+    console.print(_open_hint(cfg))
+
+
+def front_cmd(
+    config: Path = typer.Option(..., "--config", help="The sweep YAML."),
+    csv: Path = typer.Option(None, "--csv", help="Write every trial (front first) to this CSV."),
+    as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
+    all_trials: bool = typer.Option(False, "--all", help="Show every trial, not only the front."),
+) -> None:
+    """Reprint a sweep's Pareto front from its Optuna storage (and MLflow run ids)."""
+    from edgetune.cli import console
+    from edgetune.search.wiring import load_front
+
+    df, keys, goals, cfg = load_front(config)
+    if csv:
+        df.sort_values(["pareto", "trial"], ascending=[False, True]).to_csv(csv, index=False)
+        console.print(f"wrote {len(df)} trials to {csv}")
+    if as_json:
+        console.print_json(df[df["pareto"] | all_trials].to_json(orient="records"))
+        return
+    console.print(front_table(df, keys, goals, title=f"{'Trials' if all_trials else 'Pareto front'} of '{cfg.name}'",
+                              only_front=not all_trials))
+    console.print(_open_hint(cfg))

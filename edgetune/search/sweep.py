@@ -1,0 +1,245 @@
+"""The sweep: prepare (config, data, model, space, devices, tracking), run trials, keep MLflow and the
+front in step with Optuna's storage, write the reports.
+
+Resumable: rerunning the same config continues the study. Trials a killed process left RUNNING are
+re-run under their own numbers, child runs it left RUNNING in MLflow are deleted, and finished trials
+missing from MLflow are logged from their Optuna record, so each trial ends in MLflow exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgetune._logging import get_logger
+from edgetune.errors import ConfigError
+from edgetune.objectives.constraints import parse_constraint
+from edgetune.objectives.metrics import metric_key
+from edgetune.search.front import front_ranks, sweep_hypervolume, write_reports
+from edgetune.search.records import RECORD_ATTR, trials_frame
+from edgetune.search.runner import SweepHooks, TrialPlan, execute_trials, tell
+from edgetune.search.study import BASELINE_ATTR, enqueue_baselines, open_study, stale_trials
+from edgetune.search.tracking import Tracker
+
+log = get_logger(__name__)
+
+__all__ = ["Sweep", "SweepProgress", "objective_keys"]
+
+
+def objective_keys(cfg) -> tuple[list[str], list[str]]:
+    """(value keys, goals) of the config's objectives, in order."""
+    names = [d.name for d in cfg.devices]
+    keys, goals = [], []
+    for obj in cfg.objectives:
+        keys.append(metric_key(obj.metric, obj.device or (names[0] if names else None)))
+        goals.append(obj.resolved_goal())
+    return keys, goals
+
+
+@dataclass
+class SweepProgress:
+    """What the CLI shows while the sweep runs."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    hypervolume: float = 0.0
+    n_feasible: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    last: str = ""
+
+
+class Sweep:
+    """Runs one sweep config. ``hooks`` provides compression and measurement (see ``search.wiring``)."""
+
+    def __init__(self, cfg, *, config_text: str, hooks: SweepHooks, workdir: Path, config_path: Path | None = None,
+                 on_progress: Callable[[SweepProgress], None] | None = None):
+        self.cfg, self.hooks, self.workdir, self.config_path = cfg, hooks, Path(workdir), config_path
+        self.keys, self.goals = objective_keys(cfg)
+        names = [d.name for d in cfg.devices]
+        self.constraints = [parse_constraint(c, devices=names, where=f"`constraints.{i}`")
+                            for i, c in enumerate(cfg.constraints)]
+        self.study = open_study(storage=cfg.search.storage, name=cfg.name, goals=self.goals,
+                                sampler=cfg.search.sampler, seed=cfg.search.seed, n_startup=cfg.search.n_startup)
+        self.tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment or cfg.name, sweep=cfg.name)
+        self.tracker.log_sweep_config(config_text, {
+            "sweep": cfg.name, "sampler": cfg.search.sampler, "trials": cfg.search.trials, "seed": cfg.search.seed,
+            "objectives": ", ".join(f"{k} ({g})" for k, g in zip(self.keys, self.goals, strict=True)),
+            "constraints": "; ".join(cfg.constraints) or "none", "devices": ", ".join(names),
+            "model": cfg.model.name or cfg.model.factory or cfg.model.path or "", "backend": cfg.search.backend})
+        self.on_progress = on_progress
+        self.progress = SweepProgress(total=cfg.search.trials)
+        self._lock = threading.Lock()
+        self._run_ids: dict[int, str] = {}
+        self._pareto_tagged: dict[int, str] = {}
+
+    # -- baselines -------------------------------------------------------------------------------------
+    def baseline_params(self, space) -> dict[str, dict[str, str]]:
+        """Dimension values that describe each baseline (fp32, int8-uniform, fp16-uniform where offered)."""
+        out = {}
+        offered = space.offered_precisions
+        for name, prec in (("fp32", "fp32"), ("int8-uniform", "int8"), ("fp16-uniform", "fp16")):
+            if prec not in offered:
+                continue
+            params = {}
+            for d in space.dimensions:
+                if d.kind == "precision":
+                    params[d.name] = prec if prec in d.choices else ("fp32" if "fp32" in d.choices else d.choices[0])
+                else:
+                    params[d.name] = next((c for c in d.choices if c in ("dense", "0", "0.0", "none")), d.choices[0])
+            out[name] = params
+        return out
+
+    def baseline_values(self) -> dict[str, float] | None:
+        for t in self.study.get_trials(deepcopy=False):
+            if t.user_attrs.get(BASELINE_ATTR) == "fp32" and t.state.name == "COMPLETE":
+                return (t.user_attrs.get(RECORD_ATTR) or {}).get("values")
+        return None
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def run(self, space, *, trials: int | None = None) -> None:
+        total = trials or self.cfg.search.trials
+        self.progress.total = total
+        enqueue_baselines(self.study, self.baseline_params(space))
+        self._reconcile_mlflow()
+        stale = list(stale_trials(self.study))
+        if stale:
+            log.warning("resuming: re-running %d trial(s) left unfinished by an interrupted sweep", len(stale))
+
+        def plans() -> TrialPlan | None:
+            import optuna
+
+            if stale:
+                frozen = stale.pop(0)
+                trial = optuna.trial.Trial(self.study, frozen._trial_id)
+                return self._plan(trial, space, dict(frozen.params), frozen.user_attrs.get(BASELINE_ATTR))
+            if len(self.study.get_trials(deepcopy=False)) >= total:
+                return None
+            trial = self.study.ask()
+            params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
+            return self._plan(trial, space, params, trial.user_attrs.get(BASELINE_ATTR))
+
+        self._update_progress()
+        if self.cfg.search.backend == "ray":
+            from edgetune.search.ray_backend import execute_trials_ray
+
+            execute_trials_ray(plans, self.hooks, cfg=self.cfg, config_path=self.config_path, workdir=self.workdir,
+                               on_result=self._on_result)
+        else:
+            overlap = self.hooks.overlap_ok() if self.cfg.search.overlap == "auto" else self.cfg.search.overlap == "on"
+            execute_trials(plans, self.hooks, overlap=overlap, on_result=self._on_result)
+        self.finish()
+
+    def _plan(self, trial, space, params: dict, baseline: str | None) -> TrialPlan:
+        config = space.baseline(baseline) if baseline else space.config_from(params)
+        return TrialPlan(trial.number, trial, config, baseline, params)
+
+    def _on_result(self, plan: TrialPlan, result) -> None:
+        with self._lock:
+            record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
+                          baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
+            frozen = self.study._storage.get_trial(plan.trial._trial_id)
+            self._log_child(frozen, files=self._artifact_files(result))
+            self._refresh_front(step=plan.number)
+            self.progress.done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
+            self.progress.failed += 0 if result.ok else 1
+            self.progress.last = f"trial {plan.number}: " + (record.get("label") or "") + (
+                f" FAILED ({result.error})" if not result.ok else "")
+            if self.on_progress:
+                self.on_progress(self.progress)
+
+    def _artifact_files(self, result) -> dict[str, Path]:
+        if result.artifact is None or self.cfg.search.keep_artifacts != "all":
+            return {}
+        return {"artifact": result.artifact.onnx_path}
+
+    # -- MLflow ---------------------------------------------------------------------------------------
+    def _log_child(self, frozen, files: dict[str, Path] | None = None) -> None:
+        rec = frozen.user_attrs.get(RECORD_ATTR) or {}
+        ok = frozen.state.name == "COMPLETE"
+        summary = rec.get("summary") or {}
+        params = {"trial_number": frozen.number, "sampler": self.cfg.search.sampler,
+                  "baseline": rec.get("baseline") or frozen.user_attrs.get(BASELINE_ATTR) or "none", **summary}
+        metrics = dict(rec.get("values") or {})
+        metrics = {k.replace("@", "."): v for k, v in metrics.items()}  # '@' is not allowed in MLflow keys
+        for i, (text, v) in enumerate((rec.get("constraints") or {}).items()):
+            metrics[f"constraint_{i}"] = v
+            del text
+        tags = {"status": frozen.state.name, "feasible": str(rec.get("feasible", False)).lower(),
+                "pareto": "false", "label": rec.get("label") or "", "artifact_hash": rec.get("artifact_hash") or ""}
+        if rec.get("baseline") or frozen.user_attrs.get(BASELINE_ATTR):
+            tags["baseline"] = rec.get("baseline") or frozen.user_attrs.get(BASELINE_ATTR)
+        if rec.get("error"):
+            tags["error"] = rec["error"]
+        for device, fp in (rec.get("fingerprints") or {}).items():
+            tags[f"device.{device}"] = json.dumps(fp, default=str)
+        artifacts = {"config.json": {"config": rec.get("config"), "params": rec.get("params"),
+                                     "sizes": rec.get("sizes"), "constraints": rec.get("constraints")}}
+        rid = self.tracker.log_trial(frozen.number, params=params, metrics=metrics, tags=tags, json_artifacts=artifacts,
+                                     files=files, status="FINISHED" if ok else "FAILED")
+        self._run_ids[frozen.number] = rid
+
+    def _reconcile_mlflow(self) -> None:
+        logged = self.tracker.reconcile()
+        self._run_ids = {n: r.info.run_id for n, r in self.tracker.child_runs().items() if n in logged}
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in logged:
+                log.info("logging trial %d to MLflow (finished before the sweep was interrupted)", t.number)
+                self._log_child(t)
+
+    def _refresh_front(self, step: int) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        ranks = front_ranks(trials, self.keys, self.goals)
+        for number, rid in self._run_ids.items():
+            want = "true" if ranks.get(number) == 0 else "false"
+            rank = ranks.get(number)
+            if self._pareto_tagged.get(number) != f"{want}/{rank}":
+                self.tracker.set_tags(rid, {"pareto": want, "pareto_rank": "" if rank is None else str(rank)})
+                self._pareto_tagged[number] = f"{want}/{rank}"
+        hv = sweep_hypervolume(trials, self.keys, self.goals, self.baseline_values())
+        n_feasible = sum(1 for t in trials if t.state.name == "COMPLETE"
+                         and (t.user_attrs.get(RECORD_ATTR) or {}).get("feasible"))
+        metrics = {"hypervolume": hv, "n_feasible": n_feasible, "n_complete": sum(t.state.name == "COMPLETE" for t in trials)}
+        for k, g in zip(self.keys, self.goals, strict=True):
+            vals = [(t.user_attrs.get(RECORD_ATTR) or {}).get("values", {}).get(k) for t in trials
+                    if (t.user_attrs.get(RECORD_ATTR) or {}).get("feasible")]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                metrics[f"best_{k.replace('@', '.')}"] = max(vals) if g == "max" else min(vals)
+        self.tracker.log_sweep_metrics(step, metrics)
+        self.progress.hypervolume, self.progress.n_feasible = hv, n_feasible
+        self.progress.best = {k: v for k, v in metrics.items() if k.startswith("best_")}
+
+    def _update_progress(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        self.progress.done = sum(1 for t in trials if t.state.is_finished())
+        self.progress.failed = sum(1 for t in trials if t.state.name == "FAIL")
+
+    # -- the end ---------------------------------------------------------------------------------------
+    def frame(self):
+        trials = self.study.get_trials(deepcopy=False)
+        ranks = front_ranks(trials, self.keys, self.goals)
+        run_ids = {n: r.info.run_id for n, r in self.tracker.child_runs().items()}
+        return trials_frame(trials, self.keys, ranks=ranks, run_ids=run_ids)
+
+    def finish(self) -> None:
+        df = self.frame()
+        with tempfile.TemporaryDirectory() as d:
+            paths = write_reports(df, self.keys, self.goals, Path(d), title=f"edgetune sweep '{self.cfg.name}'")
+            for p in paths.values():
+                self.tracker.log_parent_file(p)
+            for _, row in df[df["pareto"]].iterrows():
+                art = self.hooks.artifact_dir(row["artifact"]) if row["artifact"] else None
+                if art is not None:
+                    for f in ("model.onnx", "manifest.json"):
+                        if (art / f).is_file():
+                            self.tracker.log_parent_file(art / f, f"front/trial-{row['trial']}")
+        self.tracker.finish()
+        if df.empty or not df["pareto"].any():
+            raise_if = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+            if not raise_if:
+                raise ConfigError("no trial completed: see the errors above (`edgetune front` lists them).")

@@ -1,0 +1,51 @@
+"""Constraint parsing and evaluation (<= 0 means satisfied, as Optuna's set_constraint expects)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgetune.errors import ConfigError
+from edgetune.objectives import parse_constraint
+
+
+def test_relative_to_baseline_on_default_device():
+    c = parse_constraint("map50_95 >= 0.95 * baseline.map50_95", devices=["local", "pi"])
+    assert c.keys == {"map50_95@local"} and c.baseline_keys == {"map50_95@local"}
+    assert c.violation({"map50_95@local": 0.80}, {"map50_95@local": 0.80}) <= 0
+    assert c.violation({"map50_95@local": 0.70}, {"map50_95@local": 0.80}) == pytest.approx(0.06)
+
+
+def test_device_suffix_and_upper_bound():
+    c = parse_constraint("latency_p50_ms@pi <= 40", devices=["local", "pi"])
+    assert c.keys == {"latency_p50_ms@pi"}
+    assert c.violation({"latency_p50_ms@pi": 35.0}) == pytest.approx(-5.0)
+    assert c.violation({"latency_p50_ms@pi": 41.0}) == pytest.approx(1.0)
+
+
+def test_device_independent_metric_and_arithmetic():
+    c = parse_constraint("size_bytes <= baseline.size_bytes / 2 + 1000", devices=[])
+    assert c.violation({"size_bytes": 500.0}, {"size_bytes": 2000.0}) == pytest.approx(-1500.0)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("map50_95 >=", "does not parse"),
+    ("map50_95", "one comparison"),
+    ("mAP >= 0.5", "unknown metric 'mAP'"),
+    ("latency_p50_ms@jetson <= 3", "device 'jetson' is not in `devices:`"),
+    ("__import__('os') <= 1", "not allowed"),
+    ("map50_95 == 0.5", "use <=, <, >= or >"),
+])
+def test_bad_constraints_name_the_problem(text, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_constraint(text, devices=["local"])
+
+
+def test_on_device_metric_needs_a_device_when_there_is_none():
+    with pytest.raises(ConfigError, match="write latency_p50_ms@DEVICE"):
+        parse_constraint("latency_p50_ms <= 3", devices=[])
+
+
+def test_unmeasured_value_raises_keyerror():
+    c = parse_constraint("energy_mj <= 3", devices=["local"])
+    with pytest.raises(KeyError, match="energy_mj@local"):
+        c.violation({"latency_p50_ms@local": 1.0})
