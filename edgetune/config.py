@@ -15,7 +15,9 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edgetune._strict import Strict
 from edgetune.compress._spec import RecoverySpec
+from edgetune.device_agents.fleet import DeviceSpec
 from edgetune.errors import ConfigError
+from edgetune.search._spec import ObjectiveSpec, SearchSpec, TrackingSpec, check_sweep
 from edgetune.spaces._spec import SpaceSpec
 
 __all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "parse_model_ref",
@@ -84,25 +86,42 @@ class DataSpec(Strict):
 
 
 class SweepConfig(Strict):
-    """A whole sweep file. (Sections beyond model/data are added by the issues that own them.)"""
+    """A whole sweep file (see configs/demo.yaml and the README's config reference)."""
 
     name: str = Field(default="sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: ModelSpec
     data: DataSpec
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     recovery: RecoverySpec = Field(default_factory=RecoverySpec)
+    devices: list[DeviceSpec] = Field(default_factory=list)
+    objectives: list[ObjectiveSpec] = Field(default_factory=list)
+    constraints: list[str] = Field(default_factory=list)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SweepConfig:
+        try:
+            check_sweep(self)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 def format_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
-        lines.append(f"`{loc}`: {msg}" + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden"
-                                          and not isinstance(err.get("input"), dict) else ""))
+        if not loc and not prefix:  # a cross-section check: its message names the fields
+            lines.append(msg)
+            continue
+        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        got = err.get("input")
+        show = err["type"] != "extra_forbidden" and not isinstance(got, (dict, list))
+        lines.append(f"`{loc}`: {msg}" + (f" (got {got!r})" if show else ""))
     return "; ".join(lines)
 
 

@@ -155,6 +155,9 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     calib_arr = calibration_arrays(calib, size=size) if int8 else None
     calib_hash = hashlib.sha256(calib_arr.tobytes()).hexdigest() if int8 else None
     rec_spec = recovery if (config.prunes and recovery.enabled) else None
+    if rec_spec is not None and (train is None or len(train) == 0):
+        raise CompressionError("recovery needs the train split, but there is none: set `data.train_size` (builtin) "
+                               "or `data.train_annotations` (COCO), or disable recovery with `recovery.steps: 0`.")
     key = artifact_key(source_hash=model.source_hash, input_size=size, precision=precision, config=config,
                        calib_hash=calib_hash, recovery=rec_spec, train_id=_dataset_id(train) if rec_spec else None)
     if use_cache and (hit := load_cached(workdir, key)) is not None:
@@ -192,14 +195,28 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
         raise CompressionError(f"the compacted fp32 graph differs from torch by {diff:.3g} (> {tol:.3g}); this is a "
                                "bug in edgetune's graph compaction: please report it with the model.")
     macs, _ = measure_macs(student, size)
+    layer_params = {n: int(m.weight.numel()) for n, m in layer_modules(student).items()}
     data = final.read_bytes()
     timings["total"] = round(time.time() - t_start, 2)
+    source_params = params if pruned is None else _folded_params(module, size)
     manifest = _manifest(model, config, key, data, precision, macs, params, nonzero, calib_arr, calib_hash,
                          rec_spec, train, pruned, timings, diff, size)
+    manifest["source"]["params"] = source_params
+    manifest["resolved"]["layer_params"] = layer_params
     art = store(workdir, key, data, manifest)
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("compressed %s -> %s (%d bytes, %.1fs)", model.name, art.onnx_path, len(data), timings["total"])
     return art
+
+
+def _folded_params(module, size: int) -> int:
+    """Weights + biases of the layers once normalisations are folded (what the fp32 ONNX holds)."""
+    from edgetune.spaces._discover import layer_modules, norm_to_layer
+
+    folded = set(norm_to_layer(module, size).values())
+    return int(sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else
+                                       (m.weight.shape[0] if n in folded else 0))
+                   for n, m in layer_modules(module).items()))
 
 
 def _manifest(model, config, key, data, precision, macs, params, nonzero, calib_arr, calib_hash, rec_spec,

@@ -138,7 +138,8 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, on_
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
         opt.step()
-        running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+        value = loss.item()
+        running = value if running is None else 0.95 * running + 0.05 * value
         if on_step:
             on_step(step + 1, running)
         if (step + 1) % 50 == 0:

@@ -55,6 +55,6 @@ def schedule(config: CompressionConfig, groups: list[Group], layers: list[Layer]
             ok = [n for n in g.layers if two_four_eligible(by_layer[n])]
             skipped = sorted(set(g.layers) - set(ok))
             if skipped:
-                log.info("group %s: 2:4 skips %s (depthwise or input channels not divisible by 4)", name, skipped)
+                log.debug("group %s: 2:4 skips %s (depthwise or input channels not divisible by 4)", name, skipped)
             two_four.extend(ok)
     return PrunePlan(channels, unstructured, tuple(two_four))

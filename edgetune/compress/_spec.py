@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from edgetune.spaces._rules import Strict
+from edgetune._strict import Strict
 
 __all__ = ["RecoverySpec", "DEFAULT_STEPS"]
 

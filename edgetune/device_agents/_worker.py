@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     job_dir = Path((argv or sys.argv[1:])[0])
     job = json.loads((job_dir / "job.json").read_text())
+    if job.get("agent_pid") and os.getppid() != job["agent_pid"]:
+        return 1  # the agent died before PR_SET_PDEATHSIG was armed: nobody wants this result
     _limit_memory(job.get("max_memory_bytes"))
     try:
         payload = {"ok": True, "result": run_job(job)}

@@ -60,8 +60,33 @@ def search_cmd(
     config: Path = typer.Argument(..., help="Sweep YAML (see configs/demo.yaml)."),
     trials: int = typer.Option(None, "--trials", help="Total trials (overrides search.trials); a rerun continues."),
     workdir: Path = typer.Option(Path(".edgetune"), help="Artifacts cache and sweep scratch space."),
+    local: bool = typer.Option(False, "--local", help="Start a local-cpu agent (pinned to one core) for each "
+                               "entry of `devices:` and measure there (the demo; no board needed)."),
 ) -> None:
     """Run (or resume) a sweep: compress candidates, measure them on the devices, log to MLflow."""
+    run_search(config, trials=trials, workdir=workdir, local=local)
+
+
+def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool) -> None:
+    import contextlib
+
+    from edgetune.cli import console
+    from edgetune.config import load_sweep_config
+
+    stack = contextlib.ExitStack()
+    agents = None
+    if local:
+        from edgetune.device_agents.local import start_local_agents
+
+        n = max(1, len(load_sweep_config(config).devices))
+        with console.status(f"starting {n} local agent(s) ..."):
+            agents = stack.enter_context(start_local_agents(n, threads=1))
+        console.print("local agent(s): " + ", ".join(f"{a.name} {a.url} (cpus {a.cpus})" for a in agents.agents))
+    with stack:
+        _search(config, trials=trials, workdir=workdir, agents=agents)
+
+
+def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -75,7 +100,7 @@ def search_cmd(
     from edgetune.search.wiring import prepare_sweep
 
     with console.status("preparing: config, data, model, search space, devices ..."):
-        sweep, space, cfg = prepare_sweep(config, workdir=workdir)
+        sweep, space, cfg = prepare_sweep(config, workdir=workdir, local_agents=agents)
     total = trials or cfg.search.trials
     console.print(f"sweep [bold]{cfg.name}[/]: {len(space.dimensions)} search dimensions "
                   f"(10^{space.size_log10:.1f} points), {total} trials, sampler {cfg.search.sampler}, "

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from edgetune._strict import Strict
 from edgetune.errors import ConfigError
 
-__all__ = ["ObjectiveSpec", "SearchSpec", "TrackingSpec", "check_sweep"]
+__all__ = ["ObjectiveSpec", "SearchSpec", "TrackingSpec", "check_sweep", "require_objectives"]
 
 
 class ObjectiveSpec(Strict):
@@ -61,6 +61,20 @@ class TrackingSpec(Strict):
     experiment: str | None = None  # default: the sweep name
 
 
+def require_objectives(cfg) -> None:
+    if not cfg.objectives:
+        raise ConfigError("`objectives`: a sweep needs at least one, e.g. [{metric: map50_95}, "
+                          "{metric: latency_p50_ms}, {metric: size_bytes}].")
+    if any(get_metric_on_device(o.metric) for o in cfg.objectives) and not cfg.devices:
+        raise ConfigError("`devices`: the objectives are measured on devices, but none is listed.")
+
+
+def get_metric_on_device(name: str) -> bool:
+    from edgetune.objectives.metrics import get_metric
+
+    return get_metric(name).on_device
+
+
 def check_sweep(cfg) -> None:
     """Cross-section checks, before any work: objectives and constraints name known devices and metrics."""
     from edgetune.objectives.constraints import parse_constraint
@@ -69,8 +83,6 @@ def check_sweep(cfg) -> None:
     names = [d.name for d in cfg.devices]
     if len(set(names)) != len(names):
         raise ConfigError(f"`devices`: names must be unique, got {names}.")
-    if not cfg.objectives:
-        raise ConfigError("`objectives`: give at least one, e.g. [{metric: map50_95}, {metric: latency_p50_ms}].")
     seen = set()
     for i, obj in enumerate(cfg.objectives):
         metric = get_metric(obj.metric)

@@ -89,10 +89,12 @@ def _trial_task(config_path: str, workdir: str, number: int, config_json: dict, 
 class _FleetActor:
     """Owns the fleet's HTTP clients and leases; ``measure`` calls are serialised per actor."""
 
-    def __init__(self, device_specs: list[dict], dataset_hash: str | None, measure_kwargs: dict):
-        from edgetune.device_agents.fleet import DeviceSpec, Fleet
+    def __init__(self, device_specs: list[dict], dataset_hash: str | None, measure_kwargs: dict,
+                 tokens: dict[str, str] | None = None):
+        from edgetune.device_agents.fleet import DeviceSpec
+        from edgetune.search._fleet import SweepFleet
 
-        self.fleet = Fleet.from_specs([DeviceSpec.model_validate(d) for d in device_specs])
+        self.fleet = SweepFleet([DeviceSpec.model_validate(d) for d in device_specs], tokens=tokens)
         self.fleet.dataset_hash = dataset_hash
         self.kwargs = measure_kwargs
 
@@ -113,7 +115,9 @@ def execute_trials_ray(plans, hooks, *, cfg, config_path: Path, workdir: Path, o
     actor_cls = ray.remote(num_cpus=0)(_FleetActor)
     fleet_actor = actor_cls.remote([d.model_dump() for d in cfg.devices], getattr(hooks.fleet, "dataset_hash", None),
                                    {"latency_runs": cfg.search.latency_runs, "warmup": cfg.search.latency_warmup,
-                                    "timeout_s": cfg.search.measure_timeout_s})
+                                    "timeout_s": cfg.search.measure_timeout_s},
+                                   {d.name: hooks.fleet.fleet[d.name]._token for d in cfg.devices
+                                    if hooks.fleet.fleet[d.name]._token})
     task = ray.remote(num_cpus=1, max_retries=0)(_trial_task)
     devices = hooks.devices_for_objectives()
     inflight: dict = {}

@@ -70,15 +70,28 @@ def _load_cfg(config_path: Path):
     return load_sweep_config(config_path), Path(config_path).read_text()
 
 
-def prepare_sweep(config_path: Path, *, workdir: Path):
+def with_devices(cfg, specs):
+    """The config with its ``devices:`` replaced, entry by entry, by ``specs`` (names are kept)."""
+    if len(specs) < len(cfg.devices):
+        raise ValueError("fewer device specs than config devices")
+    devices = [s.model_copy(update={"name": d.name}) for d, s in zip(cfg.devices, specs, strict=False)]
+    return cfg.model_copy(update={"devices": devices})
+
+
+def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | None = None, local_agents=None):
     """Validate everything before any expensive work, then build the Sweep (study + tracker) and space."""
     from edgetune.data import load_data
-    from edgetune.device_agents.fleet import Fleet
     from edgetune.models import load_model
+    from edgetune.search._fleet import SweepFleet
+    from edgetune.search._spec import require_objectives
     from edgetune.spaces import build_space
 
     cfg, text = _load_cfg(config_path)
-    fleet = Fleet.from_specs(cfg.devices)
+    require_objectives(cfg)
+    if local_agents is not None:  # --local: the config's devices are served by agents started here
+        cfg = with_devices(cfg, local_agents.specs())
+
+    fleet = SweepFleet.from_specs(cfg.devices, tokens=tokens)
     fleet.check_health()  # unreachable agents fail here, naming the device and URL
     kinds = fleet.kinds()
     splits = load_data(cfg.data, need_train=cfg.recovery.steps > 0)

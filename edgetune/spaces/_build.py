@@ -101,13 +101,14 @@ def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: Sp
         log.info("space: %s", n)
     precisions = tuple(p for p in spec.precision if p in ok_prec) or ("fp32",)
     kinds = [k for k in spec.sparsity.kinds if k in ok_sparse]
-    pins: dict[str, str] = {}
+    precision_pins: dict[str, str] = {}
+    sparsity_pins: dict[str, str] = {}
     precision_choices: dict[str, tuple[str, ...]] = {}
     pinned_prec: dict[str, str] = {}
     for prec, sels in spec.keep.precision.items():
         for name, sel in select_layers(sels, layers, where=f"space.keep.precision.{prec}").items():
             pinned_prec[name] = prec
-            pins[name] = f"keep.precision.{prec}: {sel}"
+            precision_pins[name] = f"keep.precision.{prec}: {sel}"
     for lay in layers:
         precision_choices[lay.name] = (pinned_prec[lay.name],) if lay.name in pinned_prec else precisions
     dense_layers = select_layers(spec.keep.sparsity, layers, where="space.keep.sparsity")
@@ -117,14 +118,15 @@ def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: Sp
         hit = next((n for n in g.layers if n in dense_layers), None)
         if hit is not None:
             sparsity_choices[g.name] = ("dense",)
-            pins[g.name] = f"keep.sparsity: {dense_layers[hit]} ({hit})"
+            sparsity_pins[g.name] = f"keep.sparsity: {dense_layers[hit]}" + ("" if hit == g.name else f" ({hit})")
         else:
             sparsity_choices[g.name] = _group_choices(g, kinds, spec.sparsity.ratios, spec.sparsity.round_to, by_name)
     dims = _dimensions(spec.tie, layers, groups, precision_choices, sparsity_choices)
     return SearchSpace(layers=tuple(layers), groups=tuple(groups), precision_choices=precision_choices,
                        sparsity_choices=sparsity_choices, dimensions=dims, targets=targets,
                        quant=quant_for_kinds(targets, calibration=spec.calibration),
-                       importance=spec.sparsity.importance, round_to=spec.sparsity.round_to, pins=pins,
+                       importance=spec.sparsity.importance, round_to=spec.sparsity.round_to,
+                       precision_pins=precision_pins, sparsity_pins=sparsity_pins,
                        notes=tuple(notes), input_size=input_size)
 
 

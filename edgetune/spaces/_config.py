@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edgetune._strict import Strict
 from edgetune.errors import ConfigError
-from edgetune.spaces._rules import QuantSettings, Strict
+from edgetune.spaces._rules import QuantSettings
 from edgetune.spaces._spec import Importance, Precision, SparsityKind, check_ratio
 
 __all__ = ["Sparsity", "CompressionConfig", "BASELINES", "baseline"]

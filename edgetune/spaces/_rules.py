@@ -46,8 +46,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from edgetune._strict import Strict
 from edgetune.errors import ConfigError
 
 __all__ = ["QuantSettings", "KindRule", "RULES", "DEVICE_KINDS", "rule_for", "offered", "quant_for_kinds",
@@ -55,13 +56,6 @@ __all__ = ["QuantSettings", "KindRule", "RULES", "DEVICE_KINDS", "rule_for", "of
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SPARSITY_KINDS = ("channel", "unstructured", "2:4")
-
-
-class Strict(BaseModel):
-    """Same contract as ``edgetune.config.Strict`` (which imports this package, so it cannot be imported
-    here): unknown keys are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class QuantSettings(Strict):

@@ -52,7 +52,8 @@ class SearchSpace:
     quant: QuantSettings
     importance: str = "magnitude"
     round_to: int = 8
-    pins: dict[str, str] = field(default_factory=dict)  # layer or group -> why it has one choice
+    precision_pins: dict[str, str] = field(default_factory=dict)  # layer -> why it has one precision
+    sparsity_pins: dict[str, str] = field(default_factory=dict)  # group -> why it stays dense
     notes: tuple[str, ...] = ()  # choices dropped by the rule table, and why
     input_size: int = 0
 
@@ -134,8 +135,8 @@ class SearchSpace:
                 raise ConfigError(f"`precision` names unknown layer {name!r}.{extra}{_close(name, self.layer_names)}")
             choices = self.precision_choices[name]
             if prec not in choices:
-                if len(choices) == 1 and name in self.pins:
-                    raise ConfigError(f"layer {name!r} is pinned to {choices[0]} ({self.pins[name]}), but the "
+                if name in self.precision_pins:
+                    raise ConfigError(f"layer {name!r} is pinned to {choices[0]} ({self.precision_pins[name]}), but the "
                                       f"config asks for {prec}. Drop it from the config or from `space.keep`.")
                 raise ConfigError(
                     f"precision {prec!r} is not offered for layer {name!r} (choices: {', '.join(choices)}); the "
@@ -154,8 +155,8 @@ class SearchSpace:
                 continue
             choices = self.sparsity_choices[name]
             kinds = _kinds(choices)
-            if name in self.pins and len(choices) == 1:
-                raise ConfigError(f"group {name!r} is pinned dense ({self.pins[name]}), but the config prunes it "
+            if name in self.sparsity_pins:
+                raise ConfigError(f"group {name!r} is pinned dense ({self.sparsity_pins[name]}), but the config prunes it "
                                   f"({sp.label()}). Remove it from the config or from `space.keep.sparsity`.")
             if sp.kind not in kinds:
                 raise ConfigError(
@@ -174,7 +175,8 @@ class SearchSpace:
             "dimensions": [{"name": d.name, "kind": d.kind, "choices": list(d.choices), "members": list(d.members)}
                            for d in self.dimensions],
             "targets": list(self.targets), "quant": self.quant.model_dump(mode="json"),
-            "importance": self.importance, "round_to": self.round_to, "pins": dict(self.pins),
+            "importance": self.importance, "round_to": self.round_to,
+            "precision_pins": dict(self.precision_pins), "sparsity_pins": dict(self.sparsity_pins),
             "notes": list(self.notes), "input_size": self.input_size,
         }
 
@@ -187,4 +189,5 @@ class SearchSpace:
             dimensions=tuple(Dimension(x["name"], x["kind"], tuple(x["choices"]), tuple(x["members"]))
                              for x in d["dimensions"]),
             targets=tuple(d["targets"]), quant=QuantSettings(**d["quant"]), importance=d["importance"],
-            round_to=d["round_to"], pins=dict(d["pins"]), notes=tuple(d["notes"]), input_size=d["input_size"])
+            round_to=d["round_to"],
+            precision_pins=dict(d["precision_pins"]), sparsity_pins=dict(d["sparsity_pins"]), notes=tuple(d["notes"]), input_size=d["input_size"])

@@ -23,7 +23,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edgetune.spaces._rules import DEVICE_KINDS, Strict
+from edgetune._strict import Strict
+from edgetune.spaces._rules import DEVICE_KINDS
 
 __all__ = ["SparsitySpec", "KeepSpec", "SpaceSpec", "Precision", "SparsityKind", "Importance", "MAX_RATIO",
            "check_ratio"]

@@ -7,7 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from edgetune.objectives.pareto import REF_FACTOR_MIN, hypervolume, non_dominated, pareto_ranks, to_minimization
+from edgetune.objectives.pareto import (
+    REF_FACTOR_MIN,
+    hypervolume,
+    non_dominated,
+    pareto_ranks,
+    to_minimization,
+)
 
 
 def brute_front(p: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ Raspberry Pis report ``Raspberry Pi 5 Model B Rev 1.0`` with ``brcm,bcm2712`` (P
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -102,10 +103,8 @@ def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
         elif key in ("flags", "features") and not flags:
             flags = value.split()
         elif key == "cpu part":
-            try:
+            with contextlib.suppress(ValueError):
                 parts.append(int(value, 16))
-            except ValueError:
-                pass
     if model is None and parts:
         names = sorted({_ARM_PARTS.get(p, f"ARM part 0x{p:x}") for p in parts})
         model = " + ".join(names)

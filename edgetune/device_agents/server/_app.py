@@ -16,7 +16,13 @@ from fastapi import FastAPI
 from edgetune import __version__
 from edgetune.device_agents._onnx_check import not_onnx_reason, scan_onnx
 from edgetune.device_agents.probes import detected_kind, fingerprint
-from edgetune.device_agents.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, AgentSettings, DeviceInfo, check_protocol
+from edgetune.device_agents.protocol import (
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    AgentSettings,
+    DeviceInfo,
+    check_protocol,
+)
 from edgetune.device_agents.runtimes import get_runtime
 from edgetune.device_agents.server import routes_info, routes_measure, routes_store
 from edgetune.device_agents.server._config import AgentConfig

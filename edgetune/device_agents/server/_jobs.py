@@ -17,7 +17,9 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgetune._logging import get_logger
 from edgetune.device_agents.protocol import QueueStatus
@@ -72,8 +74,10 @@ class MeasureScheduler:
         return QueueStatus(running=self._running_since is not None, running_since=self._running_since,
                            waiting=self._waiting, capacity=self.config.queue_size, completed=self._completed)
 
-    async def run(self, job: dict, *, timeout: float) -> tuple[dict, float, float]:
-        """Run ``job`` in a child process when it is this request's turn; returns (result, start, end)."""
+    async def run(self, job: dict, *, timeout: float, before: Callable[[], Any] | None = None
+                  ) -> tuple[dict, float, float, Any]:
+        """Run ``job`` in a child process when it is this request's turn; returns (result, start, end, and
+        what ``before()`` returned: it is called once the device is ours, e.g. to take the fingerprint)."""
         if self._lock.locked() and self._waiting >= self.config.queue_size:
             raise ApiError(429, "AgentBusy", f"the agent is measuring and {self._waiting} request(s) are already "
                            f"waiting (queue size {self.config.queue_size}); retry later.",
@@ -86,6 +90,11 @@ class MeasureScheduler:
         host_lock = HostLock(self.config.host_lock)
         try:
             await asyncio.to_thread(host_lock.acquire)
+            try:
+                snapshot = await asyncio.to_thread(before) if before is not None else None
+            except BaseException:
+                host_lock.release()
+                raise
             started = time.time()
             self._running_since = started
             try:
@@ -93,7 +102,7 @@ class MeasureScheduler:
             finally:
                 finished = time.time()
                 host_lock.release()
-            return result, started, finished
+            return result, started, finished, snapshot
         finally:
             self._running_since = None
             self._completed += 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Depends, Request
 
-from edgetune.device_agents.protocol import MeasureRequest, Measurement
+from edgetune.device_agents.protocol import Measurement, MeasureRequest
 from edgetune.device_agents.server._auth import require_token
 from edgetune.device_agents.server._errors import ApiError
 
@@ -30,10 +32,9 @@ async def measure(req: MeasureRequest, request: Request) -> Measurement:
         "request": req.model_dump(mode="json"), "artifact_path": str(state.artifacts.path(req.artifact)),
         "dataset_path": str(state.datasets.path(req.dataset)) if req.dataset else None,
         "runtime": cfg.runtime, "threads": cfg.threads, "cpus": list(cfg.cpus),
-        "cache_dir": str(cfg.workdir / "cache"), "max_memory_bytes": cfg.max_memory_bytes,
+        "cache_dir": str(cfg.workdir / "cache"), "max_memory_bytes": cfg.max_memory_bytes, "agent_pid": os.getpid(),
     }
     timeout = min(req.timeout_s or cfg.measure_timeout_s, cfg.measure_timeout_s)
-    device = state.fingerprint()
-    result, started, finished = await state.scheduler.run(job, timeout=timeout)
+    result, started, finished, device = await state.scheduler.run(job, timeout=timeout, before=state.fingerprint)
     return Measurement(artifact=req.artifact, dataset=req.dataset, device=device, started_at=started,
                        finished_at=finished, wall_s=finished - started, **result)

@@ -1,0 +1,225 @@
+"""``AgentClient``: talk to one device agent over HTTP (httpx).
+
+- Connection errors (the agent is not reachable yet) are retried with exponential backoff; a request
+  that reached the agent is retried only when it is idempotent (GET, HEAD, content-addressed PUT), never
+  ``POST /measure``. When the agent dies mid-request or does not answer in time: AgentUnavailable.
+- Error bodies map back to exceptions: 401 -> AuthError, protocol major mismatch -> ProtocolMismatch,
+  a failed measurement -> MeasurementFailed (with the runtime's text), anything else -> AgentError
+  (with ``status_code`` and ``error_type`` attributes).
+- Uploads are content-addressed: ``HEAD`` first, so an artifact or dataset is sent once per agent.
+
+Thread safety: one client may be used from several threads (httpx.Client is thread-safe); the fleet's
+leases make sure one trial at a time uses a device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edgetune import __version__
+from edgetune._logging import get_logger
+from edgetune.device_agents.bundle import DatasetBundle
+from edgetune.device_agents.protocol import (
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    DeviceInfo,
+    ErrorBody,
+    Health,
+    LatencySpec,
+    Measurement,
+    MeasureRequest,
+    QueueStatus,
+    UploadResult,
+    check_protocol,
+)
+from edgetune.errors import AgentError, AgentUnavailable, AuthError, MeasurementFailed, ProtocolMismatch
+
+__all__ = ["AgentClient", "file_sha256"]
+
+log = get_logger(__name__)
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_NEVER_REACHED = (httpx.ConnectError, httpx.ConnectTimeout)
+_LOST = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout, httpx.WriteTimeout,
+         httpx.PoolTimeout, httpx.CloseError)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class AgentClient:
+    """A client for the agent at ``url``.
+
+    ``timeout`` bounds every ordinary request; ``measure_timeout`` bounds ``POST /measure`` (queue wait
+    included). ``retries`` / ``backoff``: connection attempts after the first, and the first delay (doubled
+    each time). ``verify``: TLS verification (a CA bundle path for self-signed agent certificates).
+    """
+
+    def __init__(self, url: str, *, token: str | None = None, name: str | None = None, timeout: float = 30.0,
+                 measure_timeout: float = 1800.0, retries: int = 3, backoff: float = 0.25,
+                 verify: bool | str = True):
+        if not re.match(r"^https?://", url):
+            from edgetune.errors import ConfigError
+
+            raise ConfigError(f"agent url must start with http:// or https://, got {url!r}.")
+        self.url = url.rstrip("/")
+        self.name = name or self.url
+        self.token = token
+        self.timeout, self.measure_timeout = float(timeout), float(measure_timeout)
+        self.retries, self.backoff = int(retries), float(backoff)
+        if isinstance(verify, str):  # a CA bundle for a self-signed agent certificate
+            import ssl
+
+            verify = ssl.create_default_context(cafile=verify)
+        self._http = httpx.Client(base_url=self.url, timeout=self.timeout, verify=verify, headers={
+            PROTOCOL_HEADER: PROTOCOL_VERSION, "User-Agent": f"edgetune/{__version__}"})
+
+    # ------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AgentClient({self.name!r}, {self.url!r})"
+
+    def _request(self, method: str, path: str, *, auth: bool = True, idempotent: bool = True,
+                 timeout: float | None = None, content: Callable[[], Any] | None = None,
+                 json: Any = None) -> httpx.Response:
+        headers = {}
+        if auth:
+            if not self.token:
+                raise AuthError(f"no token for agent {self.name} ({self.url}): set the device's token_env variable "
+                                "(e.g. EDGETUNE_AGENT_TOKEN) or pass token= to AgentClient.")
+            headers["Authorization"] = f"Bearer {self.token}"
+        delay, last = self.backoff, None
+        for attempt in range(self.retries + 1):
+            body = content() if content is not None else None
+            try:
+                resp = self._http.request(method, path, headers=headers, content=body, json=json,
+                                          timeout=timeout or self.timeout)
+                break
+            except _NEVER_REACHED as exc:
+                last = exc
+            except _LOST as exc:
+                if not idempotent:
+                    raise AgentUnavailable(f"agent {self.name} ({self.url}) did not answer {method} {path}: "
+                                           f"{type(exc).__name__}: {exc or 'connection lost'}. The agent may have "
+                                           "died or restarted; check it with `edgetune devices`.") from exc
+                last = exc
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+            if attempt < self.retries:
+                time.sleep(delay)
+                delay *= 2
+        else:
+            raise AgentUnavailable(f"agent {self.name} ({self.url}) is unreachable after {self.retries + 1} attempts: "
+                                   f"{type(last).__name__}: {last}. Is `edgetune agent serve` running there, and "
+                                   "is the url right?") from last
+        check_protocol(resp.headers.get(PROTOCOL_HEADER), where=f"the agent at {self.url}")
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        return resp
+
+    def _error(self, resp: httpx.Response) -> AgentError:
+        try:
+            err = ErrorBody.model_validate(resp.json()).error
+            etype, message = err.type, err.message
+        except Exception:  # not our error body (a proxy, a 502 page ...)
+            etype, message = "HTTPError", f"HTTP {resp.status_code}: {resp.text[:300]}"
+        text = f"agent {self.name}: {message}"
+        if resp.status_code == 401 or etype == "AuthError":
+            exc: AgentError = AuthError(text)
+        elif etype == "ProtocolMismatch":
+            exc = ProtocolMismatch(text)
+        elif etype == "MeasurementFailed":
+            exc = MeasurementFailed(text)
+        else:
+            exc = AgentError(text)
+        exc.status_code = resp.status_code  # type: ignore[attr-defined]
+        exc.error_type = etype  # type: ignore[attr-defined]
+        return exc
+
+    # ------------------------------------------------------------ endpoints
+    def health(self, *, timeout: float | None = None) -> Health:
+        return Health.model_validate(self._request("GET", "/health", auth=False, timeout=timeout).json())
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo.model_validate(self._request("GET", "/info").json())
+
+    def queue(self) -> QueueStatus:
+        return QueueStatus.model_validate(self._request("GET", "/queue").json())
+
+    def _has(self, kind: str, sha: str) -> bool:
+        try:
+            self._request("HEAD", f"/{kind}/{sha}")
+        except AgentError as exc:
+            if getattr(exc, "status_code", None) == 404:
+                return False
+            raise
+        return True
+
+    def has_artifact(self, sha: str) -> bool:
+        return self._has("artifacts", sha)
+
+    def has_dataset(self, sha: str) -> bool:
+        return self._has("datasets", sha)
+
+    def _upload(self, kind: str, source: str | Path | bytes) -> str:
+        if isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+            sha, content = hashlib.sha256(data).hexdigest(), (lambda: data)
+        else:
+            path = Path(source)
+            sha, content = file_sha256(path), (lambda: open(path, "rb"))  # noqa: SIM115 - closed by _request
+        if self._has(kind, sha):
+            return sha
+        resp = self._request("PUT", f"/{kind}/{sha}", content=content)
+        result = UploadResult.model_validate(resp.json())
+        log.info("uploaded %s %s (%d bytes) to %s", kind[:-1], sha[:12], result.bytes, self.name)
+        return sha
+
+    def upload_artifact(self, source: str | Path | bytes) -> str:
+        """Upload an ONNX file (skipped when the agent has it); returns its sha256."""
+        return self._upload("artifacts", source)
+
+    def upload_dataset(self, bundle: DatasetBundle | str | Path | bytes) -> str:
+        """Upload a dataset bundle (skipped when the agent has it); returns its sha256."""
+        return self._upload("datasets", bundle.data if isinstance(bundle, DatasetBundle) else bundle)
+
+    def measure(self, artifact: str | Path | bytes, *, dataset: DatasetBundle | str | Path | bytes | None = None,
+                latency: LatencySpec | dict | None = None, providers: list[str] | None = None,
+                head: Any = None, accuracy: bool = True, runtime: str | None = None,
+                timeout_s: float | None = None) -> Measurement:
+        """Measure ``artifact`` (an ONNX path/bytes, uploaded if needed, or the sha256 of one already there).
+
+        ``dataset``: a bundle (or its sha256) for accuracy and end-to-end timing on real images;
+        ``head``: a DetectHead / ClassifyHead / dict for end-to-end timing without a dataset.
+        """
+        sha = artifact if isinstance(artifact, str) and _SHA.match(artifact) else self.upload_artifact(artifact)
+        ds = None
+        if dataset is not None:
+            ds = dataset if isinstance(dataset, str) and _SHA.match(dataset) else self.upload_dataset(dataset)
+        spec = latency if isinstance(latency, LatencySpec) else LatencySpec(**(latency or {}))
+        head_dict = head.to_dict() if hasattr(head, "to_dict") else head
+        req = MeasureRequest(artifact=sha, dataset=ds, latency=spec, providers=tuple(providers) if providers else None,
+                             head=head_dict, accuracy=accuracy, runtime=runtime, timeout_s=timeout_s)
+        resp = self._request("POST", "/measure", idempotent=False, json=req.model_dump(mode="json"),
+                             timeout=self.measure_timeout)
+        return Measurement.model_validate(resp.json())

@@ -1,0 +1,77 @@
+"""``edgetune space --config SWEEP.yaml``: the layers, groups and choices of a sweep's search space.
+
+Imports nothing heavy at import time (the CLI must start on a Raspberry Pi without torch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+__all__ = ["register", "load_space"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("space")(space_cmd)
+
+
+def load_space(config: Path, targets: list[str] | None = None):
+    """(SweepConfig, LoadedModel, SearchSpace) of a sweep file. Target kinds: ``targets``, else the kinds
+    declared by the sweep's ``devices:``, else ``space.targets``."""
+    from edgetune.config import load_sweep_config
+    from edgetune.data import load_data
+    from edgetune.models import load_model
+    from edgetune.spaces import build_space
+
+    cfg = load_sweep_config(config)
+    data = load_data(cfg.data.model_copy(update={"val_images": min(cfg.data.val_images, 8)}))
+    model = load_model(cfg.model, class_names=data.val.class_names, category_ids=data.val.category_ids)
+    kinds = targets or [d.kind for d in getattr(cfg, "devices", []) if d.kind] or None
+    space = build_space(model, cfg.space, targets=kinds)
+    return cfg, model, space
+
+
+def space_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Sweep YAML (model:, data:, space: sections)."),
+    target: list[str] = typer.Option(None, "--target", "-t", help="Device kind(s); default: the kinds of the "
+                                     "sweep's devices, else space.targets."),
+    as_json: bool = typer.Option(False, "--json", help="Print the space as JSON instead of tables."),
+) -> None:
+    """Print the search space of a sweep: layers, coupling groups, per-layer/per-group choices, pins."""
+    from rich.table import Table
+
+    from edgetune.cli import console
+
+    with console.status("discovering layers and coupling groups ...", spinner="dots"):
+        cfg, model, space = load_space(config, target)
+    if as_json:
+        console.print_json(json.dumps(space.to_dict()))
+        return
+    group_of = {n: g.name for g in space.groups for n in g.layers}
+    layers = Table(title=f"{model.name}: {len(space.layers)} layers")
+    for col in ("layer", "kind", "in>out", "k", "params", "MMACs", "precision", "group / pin"):
+        layers.add_column(col, justify="right" if col in ("params", "MMACs") else "left", no_wrap=col == "layer")
+    for lay in space.layers:
+        g = group_of.get(lay.name)
+        where = "never pruned (writes the output)" if lay.last else ("" if g == lay.name else f"in group {g}")
+        where = "; ".join(x for x in (space.precision_pins.get(lay.name), where) if x)
+        layers.add_row(lay.name, lay.kind, f"{lay.in_channels}>{lay.out_channels}", "x".join(map(str, lay.kernel)),
+                       f"{lay.params:,}", f"{lay.macs / 1e6:.2f}", "/".join(space.precision_choices[lay.name]), where)
+    console.print(layers)
+    groups = Table(title=f"{len(space.groups)} coupling groups (one sparsity each)")
+    for col in ("group", "layers", "channels", "sparsity choices", "pin"):
+        groups.add_column(col, justify="right" if col in ("layers", "channels") else "left", no_wrap=col == "group")
+    for g in space.groups:
+        groups.add_row(g.name, str(len(g.layers)), str(g.channels), ", ".join(space.sparsity_choices[g.name]),
+                       space.sparsity_pins.get(g.name, ""))
+    console.print(groups)
+    q = space.quant
+    console.print(f"targets: {', '.join(space.targets)}; tie: {cfg.space.tie}; {len(space.dimensions)} search "
+                  f"dimensions, ~10^{space.size_log10:.0f} points")
+    console.print(f"int8 recipe: {q.activation_type} activations ({'symmetric' if q.activation_symmetric else 'asymmetric'}),"
+                  f" per-channel={q.per_channel}, calibration={q.calibration}, QDQ on {', '.join(q.op_types)}")
+    console.print(f"channel scoring: {space.importance}; kept channels rounded to {space.round_to}")
+    for note in space.notes:
+        console.print(f"[yellow]note:[/] {note}")

@@ -1,0 +1,69 @@
+"""int8 QDQ: size, accuracy against fp32 (onnxruntime, in process), exactly the chosen convs quantized."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+
+def quantized(path) -> dict[str, bool]:
+    from edgetune.compress import quantized_nodes
+
+    return {k: v for k, v in quantized_nodes(onnx.load(str(path))).items() if k}
+
+
+def test_int8_uniform_is_small_and_quantizes_every_conv(compressed):
+    fp32, int8 = compressed("fp32"), compressed("int8-uniform")
+    assert int8.sizes["bytes"] <= 0.30 * fp32.sizes["bytes"]
+    q = quantized(int8.onnx_path)
+    assert len(q) == 99 and all(q.values())  # weighted nodes are named after their layers
+    assert int8.manifest["calibration"]["images"] == 32 and len(int8.manifest["calibration"]["sha256"]) == 64
+    assert int8.sizes["bitops"] * 16 == fp32.sizes["bitops"]  # 8x8 vs 32x32 bit products
+
+
+@pytest.mark.slow
+def test_int8_uniform_loses_at_most_one_map_point(compressed, ort_map):
+    fp32, int8 = compressed("fp32"), compressed("int8-uniform")
+    m32, m8 = ort_map(fp32.onnx_path), ort_map(int8.onnx_path)
+    assert m8 >= m32 - 0.01, (m32, m8)
+
+
+def test_mixed_leaves_exactly_first_and_last_float(compressed, cpu_space):
+    mixed = compressed("mixed")
+    q = quantized(mixed.onnx_path)
+    pinned = {n for n, c in cpu_space.precision_choices.items() if c == ("fp32",)}
+    assert pinned == {"stem.conv"} | {f"heads.{i}.{k}" for i in range(3) for k in ("box_out", "cls_out")}
+    assert {n for n, v in q.items() if not v} == pinned
+    assert {n for n, v in q.items() if v} == set(q) - pinned and len(q) == 99
+    assert mixed.manifest["resolved"]["precision"]["stem.conv"] == "fp32"
+
+
+def test_decode_tail_stays_float(compressed):
+    """Walking back from the output, the only Q/DQ met are the head convs' own output pairs (Conv -> Q ->
+    DQ); the box arithmetic and the concat of pixel boxes with 0-1 scores run in float."""
+    g = onnx.load(str(compressed("int8-uniform").onnx_path)).graph
+    producers = {o: n for n in g.node for o in n.output}
+    seen, stack, boundaries = set(), [g.output[0].name], set()
+    while stack:
+        n = producers.get(stack.pop())
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.op_type == "DequantizeLinear":
+            q = producers[n.input[0]]
+            assert q.op_type == "QuantizeLinear" and producers[q.input[0]].op_type == "Conv"
+            boundaries.add(producers[q.input[0]].name)
+            continue
+        assert n.op_type != "QuantizeLinear"
+        stack.extend(n.input)
+    assert boundaries == {f"heads.{i}.{k}" for i in range(3) for k in ("box_out", "cls_out")}
+    assert len(seen) > 20
+
+
+def test_fresh_calibration_each_run_gives_identical_bytes(compressed, det_s, shapes_calib, cpu_space, tmp_path):
+    from edgetune.compress import compress
+
+    again = compress(det_s, cpu_space.baseline("int8-uniform"), calib=shapes_calib, workdir=tmp_path)
+    assert not again.from_cache
+    assert again.hash == compressed("int8-uniform").hash
+    assert again.manifest["onnx_sha256"] == compressed("int8-uniform").manifest["onnx_sha256"]

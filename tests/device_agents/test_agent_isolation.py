@@ -1,0 +1,85 @@
+"""The agent side installs without torch, optuna, ray or mlflow: its modules import, its app serves and a
+whole measurement runs where those four cannot be imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from agent_helpers import FAST, start_agent
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+    class _Block:
+        BLOCKED = ("torch", "optuna", "ray", "mlflow")
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.BLOCKED:
+                raise ImportError(f"blocked for this test: {name}")
+            return None
+    sys.meta_path.insert(0, _Block())
+    """
+)
+
+
+def run_blocked(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code), *args], capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_agent_modules_and_app_work_without_heavy_deps(tmp_path):
+    r = run_blocked(
+        """
+        import edgetune.device_agents, edgetune.device_agents.server, edgetune.device_agents._worker
+        import edgetune.device_agents._cli, edgetune.device_agents.probes, edgetune.device_agents.runtimes
+        from edgetune.device_agents.runtimes import get_runtime
+        from edgetune.device_agents.server import AgentConfig, create_app
+        from fastapi.testclient import TestClient
+        app = create_app(AgentConfig(token="t0ken-for-test", workdir=sys.argv[1]))
+        with TestClient(app) as c:
+            assert c.get("/health").json()["status"] == "ok"
+            assert c.get("/info").status_code == 401
+            info = c.get("/info", headers={"Authorization": "Bearer t0ken-for-test"}).json()
+            assert info["runtime"]["name"] == "ort" and info["runtime"]["version"], info
+        get_runtime("ort").info()
+        heavy = [m for m in ("torch", "optuna", "ray", "mlflow") if m in sys.modules]
+        assert not heavy, heavy
+        print("ok")
+        """,
+        str(tmp_path / "wd"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("ok")
+
+
+def test_agent_serve_help_without_heavy_deps():
+    for argv in (["edgetune", "agent", "serve", "--help"], None):
+        code = (
+            "from edgetune.cli import main\nsys.argv = " + repr(argv) + "\nmain()"
+            if argv else "from edgetune.device_agents.__main__ import main\nsys.argv = ['x', 'serve', '--help']\nmain()"
+        )
+        r = run_blocked(code)
+        assert r.returncode == 0, r.stderr
+        assert "--token-file" in r.stdout and "--runtime" in r.stdout and "--cpus" in r.stdout
+
+
+def test_a_whole_measurement_runs_where_torch_cannot_be_imported(tmp_path, det_s_onnx, det_s_bundle):
+    """The blocker goes in a sitecustomize on PYTHONPATH, so the agent and its measurement processes
+    (fresh interpreters) both run under it."""
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert "blocked for this test: torch" in probe.stderr
+    agent = start_agent(tmp_path / "blocked-agent", env=env)
+    try:
+        with agent.client(measure_timeout=300) as c:
+            m = c.measure(det_s_onnx, dataset=det_s_bundle, latency=FAST)
+        assert m.accuracy is not None and m.accuracy_images == det_s_bundle.num_images
+        assert m.end_to_end is not None and m.latency.n >= FAST["min_runs"]
+    finally:
+        agent.stop()

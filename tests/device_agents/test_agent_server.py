@@ -1,0 +1,272 @@
+"""A real agent process on 127.0.0.1 driven over HTTP: auth, uploads, measurements, failures, queueing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from agent_helpers import FAST, bare_ort_p50, start_agent
+
+from edgetune.device_agents import LatencySpec
+from edgetune.device_agents.protocol import PROTOCOL_HEADER
+from edgetune.errors import AgentError, AgentUnavailable, AuthError, MeasurementFailed
+
+
+def _worker_pid(agent_pid: int, timeout: float = 30.0) -> int:
+    """The measurement child of an agent, once it exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(agent_pid).children():
+            if "edgetune.device_agents._worker" in " ".join(child.cmdline()):
+                return child.pid
+        time.sleep(0.05)
+    raise AssertionError("no measurement process appeared")
+
+
+def _in_background(fn):
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn()
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+# ------------------------------------------------------------------ security
+
+
+def test_health_is_public_and_everything_else_needs_the_token(agent, client, det_s_onnx):
+    sha = hashlib.sha256(det_s_onnx.read_bytes()).hexdigest()
+    with httpx.Client(base_url=agent.url, timeout=10) as raw:
+        health = raw.get("/health")
+        assert health.status_code == 200 and health.json()["kind"] == "local-cpu"
+        assert health.headers[PROTOCOL_HEADER] == "1.0"
+        calls = [("GET", "/info", None), ("GET", "/queue", None), ("HEAD", f"/artifacts/{sha}", None),
+                 ("PUT", f"/artifacts/{sha}", b"x"), ("HEAD", f"/datasets/{sha}", None),
+                 ("PUT", f"/datasets/{sha}", b"x"), ("POST", "/measure", None)]
+        for headers in ({}, {"Authorization": "Bearer wrong-token-123"}, {"Authorization": f"Basic {agent.token}"}):
+            for method, path, body in calls:
+                kw = {"json": {"artifact": sha}} if method == "POST" else {}
+                r = raw.request(method, path, headers=headers, content=body, **kw)
+                assert r.status_code == 401, (method, path, headers, r.status_code)
+                if method != "HEAD":
+                    assert r.json()["error"]["type"] == "AuthError"
+        ok = raw.get("/info", headers={"Authorization": f"Bearer {agent.token}"})
+        assert ok.status_code == 200 and ok.json()["kind"] == "local-cpu"
+    with agent.client() as c:
+        c.token = "wrong-token-123"
+        with pytest.raises(AuthError):
+            c.info()
+    assert client.info().agent.threads == 1
+
+
+def test_upload_is_content_addressed_and_verified(agent, client, det_s_onnx):
+    data = det_s_onnx.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    assert client.upload_artifact(det_s_onnx) == sha
+    assert client.has_artifact(sha)
+    assert (agent.workdir / "artifacts" / f"{sha}.onnx").read_bytes() == data
+    auth = {"Authorization": f"Bearer {agent.token}"}
+    with httpx.Client(base_url=agent.url, timeout=30, headers=auth) as raw:
+        again = raw.put(f"/artifacts/{sha}", content=data)
+        assert again.status_code == 200 and again.json()["created"] is False
+        # wrong hash: 400, nothing stored under either name
+        other = hashlib.sha256(b"something else").hexdigest()
+        bad = raw.put(f"/artifacts/{other}", content=data)
+        assert bad.status_code == 400 and bad.json()["error"]["type"] == "HashMismatch"
+        assert raw.head(f"/artifacts/{other}").status_code == 404
+        assert raw.put("/artifacts/not-a-sha", content=data).status_code == 400
+    assert sorted(p.name for p in (agent.workdir / "artifacts").iterdir() if p.is_file()) == [f"{sha}.onnx"]
+    assert list((agent.workdir / "artifacts" / ".tmp").iterdir()) == []
+
+
+def test_oversize_upload_is_413_and_stores_nothing(agent):
+    big = os.urandom((8 << 20) + 1024)  # the session agent accepts 8 MiB artifacts
+    sha = hashlib.sha256(big).hexdigest()
+    auth = {"Authorization": f"Bearer {agent.token}"}
+    with httpx.Client(base_url=agent.url, timeout=30, headers=auth) as raw:
+        declared = raw.put(f"/artifacts/{sha}", content=big)
+        assert declared.status_code == 413 and "max-artifact-mb" in declared.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: the limit is enforced while streaming
+            for i in range(0, len(big), 1 << 20):
+                yield big[i : i + (1 << 20)]
+
+        streamed = raw.put(f"/artifacts/{sha}", content=chunks())
+        assert streamed.status_code == 413
+        assert raw.head(f"/artifacts/{sha}").status_code == 404
+        body = raw.post("/measure", content=b"{" + b" " * (2 << 20) + b"}", headers={"Content-Type": "application/json"})
+        assert body.status_code == 413
+    assert list((agent.workdir / "artifacts" / ".tmp").iterdir()) == []
+
+
+def test_pickles_and_external_data_are_refused(agent, client, det_s_onnx, tmp_path):
+    import pickle
+
+    import onnx
+
+    with pytest.raises(AgentError) as e:
+        client.upload_artifact(pickle.dumps({"weights": [1, 2, 3]}))
+    assert e.value.status_code == 415 and "pickle" in str(e.value)
+    model = onnx.load(str(det_s_onnx))
+    ext = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(ext), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    with pytest.raises(AgentError) as e:
+        client.upload_artifact(ext)
+    assert e.value.status_code == 415 and "external data" in str(e.value)
+    assert not client.has_artifact(hashlib.sha256(ext.read_bytes()).hexdigest())
+
+
+def test_protocol_major_mismatch_is_refused(agent):
+    with httpx.Client(base_url=agent.url, timeout=10) as raw:
+        r = raw.get("/health", headers={PROTOCOL_HEADER: "2.3"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "ProtocolMismatch"
+    assert "2.3" in r.json()["error"]["message"]
+
+
+def test_bad_requests_say_what_is_wrong(client, det_s_onnx):
+    sha = client.upload_artifact(det_s_onnx)
+    with pytest.raises(AgentError) as e:
+        client._request("POST", "/measure", idempotent=False, json={"artifact": sha, "latency": {"warmpu": 3}})
+    assert e.value.status_code == 400 and "warmpu" in str(e.value)
+    with pytest.raises(AgentError) as e:
+        client.measure("0" * 64)
+    assert e.value.status_code == 404 and "upload it first" in str(e.value)
+    with pytest.raises(AgentError) as e:
+        client.measure(sha, runtime="tensorrt")
+    assert "--runtime tensorrt" in str(e.value)
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def test_measure_det_s_accuracy_equals_in_process_onnxruntime(agent, client, det_s, det_s_onnx, det_s_bundle, shapes_val):
+    import onnxruntime as ort
+
+    from edgetune.models._evaluate import evaluate
+
+    m = client.measure(det_s_onnx, dataset=det_s_bundle,
+                       latency=LatencySpec(warmup=5, min_runs=30, min_seconds=0.0, keep_samples=True))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(det_s_onnx), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    ref = evaluate(lambda x: np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))]),
+                   shapes_val, det_s.head, size=det_s.input_size)
+    assert m.accuracy is not None and set(m.accuracy) == set(ref)
+    for k, v in ref.items():
+        assert abs(m.accuracy[k] - v) <= 1e-6, (k, m.accuracy[k], v)
+    assert m.accuracy_images == len(shapes_val)
+    # provenance and statistics
+    assert m.device.kind == "local-cpu" and m.device.detected_kind == "x86-cpu"
+    assert m.runtime.providers_used == ["CPUExecutionProvider"] and m.threads == 1 and m.cpus == list(agent.cpus)
+    assert m.input_shape == [1, 3, 256, 256] and m.output_shape[:2] == [1, 4 + det_s.head.num_classes]
+    lat = m.latency
+    assert lat.n >= 30 and len(lat.samples_ms) == lat.n
+    assert lat.min_ms <= lat.ci95_low_ms <= lat.p50_ms <= lat.ci95_high_ms <= lat.max_ms
+    assert lat.p50_ms <= lat.p90_ms <= lat.p99_ms and lat.ci_coverage >= 0.95
+    assert abs(lat.p50_ms - float(np.median(lat.samples_ms))) < 1e-9
+    assert m.end_to_end is not None and m.end_to_end.n >= 30
+    assert m.peak_rss_bytes > m.baseline_rss_bytes > 0
+    assert m.finished_at - m.started_at == pytest.approx(m.wall_s) and m.wall_s > lat.total_s
+    assert m.power is None and m.warnings == []  # no power sensor on this machine
+
+
+def test_agent_p50_is_close_to_a_bare_onnxruntime_loop(agent, client, det_s_onnx):
+    """Same model, core and threads, alternating rounds; the exact ratio is printed by
+    benchmarks/bench_agent_overhead.py. Timings on this shared 2-core machine are bimodal (up to 2x when
+    the other core is busy), so the fastest round of each side is compared and the bounds are loose: the
+    test still fails if the agent adds a large overhead (> 1.5x) or times something else (< 0.4x)."""
+    agent_p50, bare_p50 = [], []
+    for _ in range(3):
+        m = client.measure(det_s_onnx, latency=LatencySpec(warmup=20, min_runs=150, min_seconds=0.0,
+                                                           end_to_end=False, keep_samples=False))
+        agent_p50.append(m.latency.p50_ms)
+        bare_p50.append(bare_ort_p50(det_s_onnx, cpu=agent.cpus[0], warmup=20, runs=150))
+    ratio = min(agent_p50) / min(bare_p50)
+    print(f"agent p50 {agent_p50} ms, bare onnxruntime p50 {bare_p50} ms, ratio {ratio:.3f}")
+    assert 0.4 < ratio < 1.5
+
+
+def test_corrupt_onnx_fails_with_the_runtime_error_and_the_agent_serves_the_next(client, det_s_onnx):
+    data = det_s_onnx.read_bytes()
+    with pytest.raises(MeasurementFailed) as e:
+        client.measure(data[: len(data) // 2], latency=FAST)
+    assert "onnxruntime" in str(e.value) and ("protobuf" in str(e.value).lower() or "load" in str(e.value))
+    mangled = data.replace(b"\x22\x04Conv", b"\x22\x04Cnov")  # NodeProto.op_type (field 4) of every Conv
+    with pytest.raises(MeasurementFailed) as e:
+        client.measure(mangled, latency=FAST)
+    assert "Cnov" in str(e.value)
+    assert client.measure(det_s_onnx, latency=FAST).latency.n >= 20
+
+
+def test_a_killed_measurement_process_is_an_error_and_the_agent_stays_up(agent, client, det_s_onnx):
+    t, box = _in_background(lambda: client.measure(det_s_onnx, latency={**FAST, "min_seconds": 60.0}))
+    pid = _worker_pid(agent.proc.pid)
+    os.kill(pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    t.join(60)
+    assert isinstance(box.get("error"), MeasurementFailed), box
+    assert "SIGKILL" in str(box["error"]) and "still up" in str(box["error"])
+    assert client.health().status == "ok" and client.queue().running is False
+
+
+def test_a_measurement_past_its_timeout_is_killed(client, det_s_onnx):
+    t0 = time.monotonic()
+    with pytest.raises(MeasurementFailed) as e:
+        client.measure(det_s_onnx, latency={**FAST, "min_seconds": 60.0}, timeout_s=2.0)
+    assert "longer than 2 s" in str(e.value) and time.monotonic() - t0 < 30
+
+
+def test_concurrent_measurements_never_overlap_and_a_full_queue_answers_429(agent, client, det_s_onnx):
+    client.upload_artifact(det_s_onnx)
+    slow = {**FAST, "min_seconds": 1.5}
+    t1, b1 = _in_background(lambda: client.measure(det_s_onnx, latency=slow))
+    _worker_pid(agent.proc.pid)
+    t2, b2 = _in_background(lambda: client.measure(det_s_onnx, latency=slow))
+    deadline = time.monotonic() + 20
+    while client.queue().waiting < 1:  # the session agent has a queue of 1
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with pytest.raises(AgentError) as e:
+        client.measure(det_s_onnx, latency=FAST)
+    assert e.value.status_code == 429
+    t1.join(120)
+    t2.join(120)
+    a, b = sorted([b1["result"], b2["result"]], key=lambda m: m.started_at)
+    assert a.finished_at <= b.started_at, (a.started_at, a.finished_at, b.started_at, b.finished_at)
+
+
+def test_an_agent_killed_mid_request_raises_agent_unavailable(tmp_path, det_s_onnx):
+    victim = start_agent(tmp_path / "victim")
+    try:
+        with victim.client(measure_timeout=120, retries=1, backoff=0.05) as c:
+            c.upload_artifact(det_s_onnx)
+            t, box = _in_background(lambda: c.measure(det_s_onnx, latency={**FAST, "min_seconds": 60.0}))
+            worker = _worker_pid(victim.proc.pid)
+            t0 = time.monotonic()
+            victim.proc.send_signal(signal.SIGKILL)
+            t.join(60)
+            assert isinstance(box.get("error"), AgentUnavailable), box
+            assert time.monotonic() - t0 < 10  # far within the client's 120 s timeout
+            with pytest.raises(AgentUnavailable):
+                c.health()
+        # the orphaned measurement process dies with its agent (PR_SET_PDEATHSIG)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "measurement process outlived its agent"
+            time.sleep(0.05)
+    finally:
+        victim.stop()

@@ -1,0 +1,116 @@
+"""SearchSpace on synthetic layer lists (pure, no torch): choices, pins, tying, validation, scale."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from edgetune.errors import ConfigError
+from edgetune.spaces import (
+    CompressionConfig,
+    Group,
+    Layer,
+    SearchSpace,
+    SpaceSpec,
+    kept_channels,
+    space_from_layers,
+)
+
+
+def synthetic(n_stages: int = 10, blocks: int = 5):
+    """A stem, n_stages x blocks of (pointwise -> depthwise) pairs, and two output convs."""
+    layers = [Layer("stem.conv", "dense", 3, 32, 1, (3, 3), 864, 10**6, first=True, stage="stem", block="stem")]
+    groups = [Group("stem.conv", ("stem.conv",), (), 32)]
+    for s in range(n_stages):
+        for b in range(blocks):
+            pw, dw = f"s{s}.{b}.pw", f"s{s}.{b}.dw"
+            layers.append(Layer(pw, "pointwise", 32, 64, 1, (1, 1), 2048, 10**5, stage=f"s{s}", block=f"s{s}.{b}"))
+            layers.append(Layer(dw, "depthwise", 64, 64, 64, (3, 3), 576, 10**4, stage=f"s{s}", block=f"s{s}.{b}"))
+            groups.append(Group(pw, (pw, dw), (), 64))
+    for name in ("head.box", "head.cls"):
+        layers.append(Layer(name, "pointwise", 64, 4, 1, (1, 1), 256, 10**3, last=True, stage="head", block="head"))
+    return layers, groups
+
+
+def test_scales_to_hundreds_of_layers():
+    layers, groups = synthetic(20, 10)  # 403 layers, 201 groups
+    t = time.perf_counter()
+    space = space_from_layers(layers, groups, SpaceSpec(keep={"precision": {"fp32": ["first", "last"]}}))
+    assert time.perf_counter() - t < 2.0
+    dims = {d.kind: sum(1 for x in space.dimensions if x.kind == d.kind) for d in space.dimensions}
+    assert dims == {"precision": len(layers) - 3, "sparsity": len(groups)}  # first + 2 last pinned fp32
+    cfg = space.random_config(seed=3)
+    assert space.validate(cfg) is cfg
+    assert cfg.precision["stem.conv"] == "fp32" and cfg.precision["head.cls"] == "fp32"
+    assert SearchSpace.from_dict(json.loads(json.dumps(space.to_dict()))).config_from(
+        {d.name: d.choices[-1] for d in space.dimensions}) == space.config_from({d.name: d.choices[-1] for d in space.dimensions})
+
+
+def test_pins_first_last_names_and_globs():
+    layers, groups = synthetic(2, 2)
+    spec = SpaceSpec(keep={"precision": {"fp32": ["first", "head.*"], "int8": ["s1.1.pw"]}, "sparsity": ["s0.*"]})
+    space = space_from_layers(layers, groups, spec)
+    assert space.precision_choices["stem.conv"] == ("fp32",)
+    assert space.precision_choices["head.box"] == ("fp32",) and space.precision_choices["s1.1.pw"] == ("int8",)
+    assert space.precision_choices["s0.0.pw"] == ("fp32", "int8")
+    assert space.sparsity_choices["s0.0.pw"] == ("dense",) and "s0.0.pw" in space.sparsity_pins
+    assert space.sparsity_choices["s1.0.pw"] == ("dense", "channel:0.25", "channel:0.5")
+    with pytest.raises(ConfigError, match=r"unknown layer 's1.1.pww'.*s1.1.pw"):
+        space_from_layers(layers, groups, SpaceSpec(keep={"precision": {"fp32": ["s1.1.pww"]}}))
+    with pytest.raises(ConfigError, match="glob 'nothing.\\*' matches no layer"):
+        space_from_layers(layers, groups, SpaceSpec(keep={"sparsity": ["nothing.*"]}))
+
+
+def test_device_rules_filter_choices():
+    layers, groups = synthetic(1, 1)
+    spec = SpaceSpec(precision=["fp32", "fp16", "int8"], sparsity={"kind": ["channel", "2:4"], "ratios": [0, 0.5]})
+    cpu = space_from_layers(layers, groups, spec, targets=["rpi5"])
+    assert cpu.offered_precisions == {"fp32", "int8"}
+    assert all("2:4" not in c for c in cpu.sparsity_choices.values())
+    assert any("fp16" in n for n in cpu.notes) and any("2:4" in n for n in cpu.notes)
+    gpu = space_from_layers(layers, groups, spec, targets=["rpi5", "jetson-orin"])
+    assert gpu.offered_precisions == {"fp32", "fp16", "int8"}
+    assert "2:4" in gpu.sparsity_choices["s0.0.pw"] and gpu.quant.activation_symmetric
+    # channel ratios that keep every channel after rounding are not offered (16 ch, 25%, round_to 8 -> 16)
+    assert kept_channels(16, 0.25, 8) == 16 and kept_channels(64, 0.5, 8) == 32 and kept_channels(96, 0.25, 8) == 72
+    small = space_from_layers([Layer("x", "pointwise", 8, 16, 1, (1, 1), 128, 1, first=True, last=False)],
+                              [Group("x", ("x",), (), 16)], SpaceSpec(keep={"sparsity": []}))
+    assert small.sparsity_choices["x"] == ("dense", "channel:0.5")
+
+
+def test_tying_shrinks_the_space():
+    layers, groups = synthetic(4, 3)
+    none = space_from_layers(layers, groups, SpaceSpec())
+    stage = space_from_layers(layers, groups, SpaceSpec(tie="stage"))
+    block = space_from_layers(layers, groups, SpaceSpec(tie="block"))
+    assert len(stage.dimensions) < len(block.dimensions) < len(none.dimensions)
+    d = next(x for x in stage.dimensions if x.name == "precision/stage:s2")
+    assert set(d.members) == {f"s2.{b}.{k}" for b in range(3) for k in ("pw", "dw")}
+    cfg = stage.config_from({x.name: x.choices[-1] for x in stage.dimensions})
+    assert {cfg.precision[m] for m in d.members} == {"int8"}
+    assert all(cfg.sparsity[g].ratio == 0.5 for g in ("s2.0.pw", "s2.1.pw", "s2.2.pw"))
+
+
+def test_validate_names_the_layer_and_the_fix():
+    layers, groups = synthetic(2, 2)
+    space = space_from_layers(layers, groups, SpaceSpec(keep={"precision": {"fp32": ["first"]}}))
+    with pytest.raises(ConfigError, match=r"unknown layer 's1.0.pv'.*Closest names: s1.0.pw"):
+        space.validate(CompressionConfig(precision={"s1.0.pv": "int8"}))
+    with pytest.raises(ConfigError, match="'stem.conv' is pinned to fp32"):
+        space.validate(CompressionConfig(precision={"stem.conv": "int8"}))
+    with pytest.raises(ConfigError, match="precision 'fp16' is not offered for layer 's0.0.pw'"):
+        space.validate(CompressionConfig(precision={"s0.0.pw": "fp16"}))
+    with pytest.raises(ConfigError, match="`default_precision` 'fp16' is not offered"):
+        space.validate(CompressionConfig(default_precision="fp16"))
+    with pytest.raises(ConfigError, match="layer 's0.0.dw', which is coupled in group 's0.0.pw'"):
+        space.validate(CompressionConfig(sparsity={"s0.0.dw": {"ratio": 0.5}}))
+    with pytest.raises(ConfigError, match="writes the model output"):
+        space.validate(CompressionConfig(sparsity={"head.box": {"ratio": 0.5}}))
+    with pytest.raises(ConfigError, match="sparsity kind '2:4' is not offered"):
+        space.validate(CompressionConfig(sparsity={"s0.0.pw": {"kind": "2:4"}}))
+    with pytest.raises(ConfigError, match="missing a value"):
+        space.config_from({})
+    ok = CompressionConfig(precision={"s0.0.pw": "int8"}, sparsity={"s1.1.pw": {"ratio": 0.3}})
+    assert space.validate(ok) is ok
