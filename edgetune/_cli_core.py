@@ -55,6 +55,8 @@ def train_builtin_cmd(
     train_size: int = typer.Option(5000, help="Training images of the builtin shapes dataset."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(2),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, warmup + cosine)."),
+    init: Path = typer.Option(None, help="Start from these weights (a second training phase) instead of scratch."),
     out: Path = typer.Option(None, help="Where to write the weights (default: a file in the current directory)."),
 ) -> None:
     """Train a builtin detector from scratch on the builtin shapes dataset (reproduces the shipped weights)."""
@@ -70,10 +72,13 @@ def train_builtin_cmd(
     from edgetune.models.sources import BUILTIN_MODELS
 
     info = BUILTIN_MODELS[name]
-    cfg = TrainConfig(iters=iters, batch=batch, seed=seed, threads=threads, eval_every=0,
+    cfg = TrainConfig(iters=iters, batch=batch, seed=seed, threads=threads, eval_every=0, lr=lr,
                       full_size_iters=max(iters // 10, 1), warmup=min(300, iters // 5))
     train = shapes_split("train", train_size, seed=seed)
+    torch.manual_seed(seed)  # the initial weights too
     model = build_detector(info["arch"], num_classes=info["num_classes"], input_size=info["input_size"])
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("train", total=iters, loss=0.0)
@@ -85,6 +90,21 @@ def train_builtin_cmd(
     console.print(f"wrote {out} (sha256 {digest}). Check it: edgetune eval --model builtin:{name}")
 
 
-def demo_cmd() -> None:
-    """The quick-start demo on the embedded default (builtin det-s on builtin shapes)."""
-    eval_cmd(model="builtin:det-s", data="builtin:shapes", val_images=500, runs=200, as_json=False)
+def demo_cmd(
+    trials: int = typer.Option(None, "--trials", help="Total trials (default: the config's search.trials)."),
+    config: Path = typer.Option(None, "--config", help="Sweep YAML (default: configs/demo.yaml)."),
+) -> None:
+    """The quick-start sweep: starts a local agent, runs configs/demo.yaml, prints the front, stops the agent."""
+    from edgetune.search._cli import run_search
+
+    run_search(config or demo_config_path(), trials=trials, workdir=Path(".edgetune"), local=True)
+
+
+def demo_config_path() -> Path:
+    """configs/demo.yaml of the source tree (the demo runs from the repository root)."""
+    here = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    if here.is_file():
+        return here
+    from edgetune.errors import ConfigError
+
+    raise ConfigError(f"configs/demo.yaml not found at {here}; pass --config PATH to a sweep YAML.")

@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolMismatch",
     "MeasurementFailed",
     "MissingDependency",
+    "DeployError",
 ]
 
 
@@ -68,3 +69,8 @@ class MeasurementFailed(AgentError):
 
 class MissingDependency(EdgetuneError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class DeployError(EdgetuneError):
+    """A deployment cannot proceed: no trial matches a pick rule, an artifact cannot be fetched or does not
+    match its hash, or the device's re-measurement disagrees with the sweep."""

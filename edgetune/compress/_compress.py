@@ -121,53 +121,17 @@ def _prune_and_recover(student, teacher, config, size, train, recovery, timings)
     return {"plan": plan.to_dict(), "channels": {k: list(v) for k, v in changed.items()}, "recovery": rec}
 
 
-def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, train=None,
-             recovery: RecoverySpec | None = None, space=None, use_cache: bool = True) -> Artifact:
-    """Apply ``config`` to ``model`` (a LoadedModel) and return the Artifact (from the cache when the same
-    weights, config, calibration data and recovery settings were compressed before).
-
-    ``calib``: the calib split (Dataset) or an (N, 3, S, S) float32 array; ``train``: the train split,
-    needed when the config prunes and recovery is on (``RecoverySpec()`` by default; ``steps: 0`` off);
-    ``space``: when given, the config is validated against it first.
-    """
+def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: int, timings: dict):
+    """Export -> (pre-process -> layer map -> int8 QDQ -> fp16) -> compact; returns (path, params,
+    non-zero params, max |ORT - torch|)."""
     import onnx
 
     from edgetune.compress._onnx_map import tail_nodes
-    from edgetune.compress._quantize import calibration_arrays, preprocess, quantize_qdq
+    from edgetune.compress._quantize import preprocess, quantize_qdq
     from edgetune.compress.export import INPUT_NAME, export_onnx, parity
 
-    t_start = time.time()
-    workdir = Path(workdir)
-    recovery = recovery if recovery is not None else RecoverySpec()
-    if space is not None:
-        space.validate(config)
-    module, size = model.module, int(model.input_size)
-    if module is None:
-        raise CompressionError(f"model {model.name!r} has no torch module (ONNX source); compress needs a builtin "
-                               "or python model source.")
-    from edgetune.spaces._discover import layer_modules, measure_macs
-
-    names = list(layer_modules(module))
-    _check_layers(config, names)
-    precision = {n: config.precision_of(n) for n in names}
-    int8 = [n for n in names if precision[n] == "int8"]
+    int8 = any(p == "int8" for p in precision.values())
     fp16 = [n for n in names if precision[n] == "fp16"]
-    calib_arr = calibration_arrays(calib, size=size) if int8 else None
-    calib_hash = hashlib.sha256(calib_arr.tobytes()).hexdigest() if int8 else None
-    rec_spec = recovery if (config.prunes and recovery.enabled) else None
-    if rec_spec is not None and (train is None or len(train) == 0):
-        raise CompressionError("recovery needs the train split, but there is none: set `data.train_size` (builtin) "
-                               "or `data.train_annotations` (COCO), or disable recovery with `recovery.steps: 0`.")
-    key = artifact_key(source_hash=model.source_hash, input_size=size, precision=precision, config=config,
-                       calib_hash=calib_hash, recovery=rec_spec, train_id=_dataset_id(train) if rec_spec else None)
-    if use_cache and (hit := load_cached(workdir, key)) is not None:
-        log.info("artifact %s served from the cache", key[:12])
-        return hit
-    timings: dict[str, float] = {}
-    student = copy.deepcopy(module).eval()
-    pruned = _prune_and_recover(student, module, config, size, train, rec_spec, timings) if config.prunes else None
-    tmp = workdir / ".work" / key
-    shutil.rmtree(tmp, ignore_errors=True)
     t = time.time()
     report = export_onnx(student, tmp / "fp32.onnx", input_size=size)
     exported = onnx.load(str(report.path))
@@ -194,6 +158,52 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     if not (int8 or fp16) and not diff <= tol:
         raise CompressionError(f"the compacted fp32 graph differs from torch by {diff:.3g} (> {tol:.3g}); this is a "
                                "bug in edgetune's graph compaction: please report it with the model.")
+    return final, params, nonzero, diff
+
+
+def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, train=None,
+             recovery: RecoverySpec | None = None, space=None, use_cache: bool = True) -> Artifact:
+    """Apply ``config`` to ``model`` (a LoadedModel) and return the Artifact (from the cache when the same
+    weights, config, calibration data and recovery settings were compressed before).
+
+    ``calib``: the calib split (Dataset) or an (N, 3, S, S) float32 array; ``train``: the train split,
+    needed when the config prunes and recovery is on (``RecoverySpec()`` by default; ``steps: 0`` off);
+    ``space``: when given, the config is validated against it first.
+    """
+    from edgetune.compress._quantize import calibration_arrays
+
+    t_start = time.time()
+    workdir = Path(workdir)
+    recovery = recovery if recovery is not None else RecoverySpec()
+    if space is not None:
+        space.validate(config)
+    module, size = model.module, int(model.input_size)
+    if module is None:
+        raise CompressionError(f"model {model.name!r} has no torch module (ONNX source); compress needs a builtin "
+                               "or python model source.")
+    from edgetune.spaces._discover import layer_modules, measure_macs
+
+    names = list(layer_modules(module))
+    _check_layers(config, names)
+    precision = {n: config.precision_of(n) for n in names}
+    int8 = any(p == "int8" for p in precision.values())
+    calib_arr = calibration_arrays(calib, size=size) if int8 else None
+    calib_hash = hashlib.sha256(calib_arr.tobytes()).hexdigest() if int8 else None
+    rec_spec = recovery if (config.prunes and recovery.enabled) else None
+    if rec_spec is not None and (train is None or len(train) == 0):
+        raise CompressionError("recovery needs the train split, but there is none: set `data.train_size` (builtin) "
+                               "or `data.train_annotations` (COCO), or disable recovery with `recovery.steps: 0`.")
+    key = artifact_key(source_hash=model.source_hash, input_size=size, precision=precision, config=config,
+                       calib_hash=calib_hash, recovery=rec_spec, train_id=_dataset_id(train) if rec_spec else None)
+    if use_cache and (hit := load_cached(workdir, key)) is not None:
+        log.info("artifact %s served from the cache", key[:12])
+        return hit
+    timings: dict[str, float] = {}
+    student = copy.deepcopy(module).eval()
+    pruned = _prune_and_recover(student, module, config, size, train, rec_spec, timings) if config.prunes else None
+    tmp = workdir / ".work" / key
+    shutil.rmtree(tmp, ignore_errors=True)
+    final, params, nonzero, diff = _build_onnx(student, names, precision, config, calib_arr, tmp, size, timings)
     macs, _ = measure_macs(student, size)
     layer_params = {n: int(m.weight.numel()) for n, m in layer_modules(student).items()}
     data = final.read_bytes()

@@ -178,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # the agent died before PR_SET_PDEATHSIG was armed: nobody wants this result
     _limit_memory(job.get("max_memory_bytes"))
     try:
-        payload = {"ok": True, "result": run_job(job)}
+        if job.get("task") == "predict":  # a deployed model on one uploaded image (deployments router)
+            from edgetune.device_agents._predict import run_predict
+
+            payload = {"ok": True, "result": run_predict(job)}
+        else:
+            payload = {"ok": True, "result": run_job(job)}
     except MemoryError:
         payload = {"ok": False, "error": {"type": "MeasurementFailed",
                                           "message": "the model ran out of memory in the measurement process"}}

@@ -15,6 +15,8 @@ leases make sure one trial at a time uses a device.
 from __future__ import annotations
 
 import hashlib
+import io
+import json as jsonlib
 import re
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ import httpx
 from edgetune import __version__
 from edgetune._logging import get_logger
 from edgetune.device_agents.bundle import DatasetBundle
+from edgetune.device_agents.deploy_protocol import Deployment, DeploymentList, DeployResult, Prediction
 from edgetune.device_agents.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
@@ -100,7 +103,8 @@ class AgentClient:
 
     def _request(self, method: str, path: str, *, auth: bool = True, idempotent: bool = True,
                  timeout: float | None = None, content: Callable[[], Any] | None = None,
-                 json: Any = None) -> httpx.Response:
+                 json: Any = None, files: Callable[[], dict] | None = None, data: dict | None = None,
+                 params: dict | None = None) -> httpx.Response:
         headers = {}
         if auth:
             if not self.token:
@@ -110,9 +114,10 @@ class AgentClient:
         delay, last = self.backoff, None
         for attempt in range(self.retries + 1):
             body = content() if content is not None else None
+            parts = files() if files is not None else None
             try:
-                resp = self._http.request(method, path, headers=headers, content=body, json=json,
-                                          timeout=timeout or self.timeout)
+                resp = self._http.request(method, path, headers=headers, content=body, json=json, files=parts,
+                                          data=data, params=params, timeout=timeout or self.timeout)
                 break
             except _NEVER_REACHED as exc:
                 last = exc
@@ -123,8 +128,9 @@ class AgentClient:
                                            "died or restarted; check it with `edgetune devices`.") from exc
                 last = exc
             finally:
-                if hasattr(body, "close"):
-                    body.close()
+                for obj in (body, *(v[1] for v in (parts or {}).values() if isinstance(v, tuple))):
+                    if hasattr(obj, "close"):
+                        obj.close()
             if attempt < self.retries:
                 time.sleep(delay)
                 delay *= 2
@@ -223,3 +229,47 @@ class AgentClient:
         resp = self._request("POST", "/measure", idempotent=False, json=req.model_dump(mode="json"),
                              timeout=self.measure_timeout)
         return Measurement.model_validate(resp.json())
+
+    # ------------------------------------------------------------ deployments
+    def _deploy_call(self, method: str, path: str, **kw) -> httpx.Response:
+        try:
+            return self._request(method, path, **kw)
+        except AgentError as exc:
+            if getattr(exc, "status_code", None) == 404 and getattr(exc, "error_type", None) == "HTTPError":
+                raise AgentError(f"agent {self.name} ({self.url}) has no deployment endpoints: its edgetune is older "
+                                 'than this one. Upgrade it on the device: pip install -U "edgetune[agent]".') from exc
+            raise
+
+    def deploy(self, name: str, model: str | Path | bytes, *, manifest: dict, sha256: str | None = None) -> DeployResult:
+        """Push ``model`` (ONNX path or bytes) with its ``manifest`` to the deployment slot ``name``. The agent
+        checks the bytes against ``sha256`` (default: computed here) before anything is replaced."""
+        if isinstance(model, (bytes, bytearray)):
+            data = bytes(model)
+            sha, opener = sha256 or hashlib.sha256(data).hexdigest(), (lambda: io.BytesIO(data))
+        else:
+            path = Path(model)
+            sha, opener = sha256 or file_sha256(path), (lambda: open(path, "rb"))  # noqa: SIM115 - closed by _request
+        resp = self._deploy_call("PUT", f"/deployments/{name}", timeout=max(self.timeout, 600.0),
+                                 files=lambda: {"model": ("model.onnx", opener(), "application/octet-stream")},
+                                 data={"sha256": sha, "manifest": jsonlib.dumps(manifest)})
+        return DeployResult.model_validate(resp.json())
+
+    def deployments(self) -> list[Deployment]:
+        return DeploymentList.model_validate(self._deploy_call("GET", "/deployments").json()).deployments
+
+    def deployment(self, name: str) -> Deployment:
+        return Deployment.model_validate(self._deploy_call("GET", f"/deployments/{name}").json())
+
+    def rollback(self, name: str, *, version: int | None = None) -> Deployment:
+        """Activate the previous kept version of ``name`` (or ``version``); returns the deployment."""
+        resp = self._deploy_call("POST", f"/deployments/{name}/rollback", idempotent=False,
+                                 json={"version": version} if version is not None else None)
+        return Deployment.model_validate(resp.json())
+
+    def predict(self, name: str, image: str | Path | bytes, *, score_threshold: float = 0.25) -> Prediction:
+        """Run the active version of ``name`` on one image (PNG / JPEG / BMP / WebP file or bytes)."""
+        data = bytes(image) if isinstance(image, (bytes, bytearray)) else Path(image).read_bytes()
+        resp = self._deploy_call("POST", f"/deployments/{name}/predict", idempotent=False, timeout=self.measure_timeout,
+                                 files=lambda: {"image": ("image", io.BytesIO(data), "application/octet-stream")},
+                                 params={"score_threshold": score_threshold})
+        return Prediction.model_validate(resp.json())

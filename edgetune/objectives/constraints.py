@@ -8,7 +8,9 @@ float that is <= 0 when the constraint holds, as ``optuna.trial.Trial.set_constr
 from __future__ import annotations
 
 import ast
+import contextvars
 import operator
+import re
 from dataclasses import dataclass, field
 
 from edgetune.errors import ConfigError
@@ -16,6 +18,7 @@ from edgetune.objectives.metrics import get_metric, metric_key
 
 __all__ = ["Constraint", "parse_constraint"]
 
+_ALIASES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("device_aliases", default=None)
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -41,7 +44,7 @@ def _ref(node: ast.expr, default_device: str | None, devices: set[str], where: s
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
         if not isinstance(node.right, ast.Name):
             raise ConfigError(f"{where}: the device after '@' must be a device name.")
-        device, node = node.right.id, node.left
+        device, node = (_ALIASES.get() or {}).get(node.right.id, node.right.id), node.left
         if device not in devices:
             raise ConfigError(f"{where}: device {device!r} is not in `devices:` ({', '.join(sorted(devices)) or 'none'}).")
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "baseline":
@@ -90,8 +93,17 @@ def _eval(node: ast.expr, values: dict[str, float], baseline: dict[str, float]) 
 def parse_constraint(text: str, *, devices: list[str], where: str = "constraint") -> Constraint:
     """Parse one constraint; ``devices`` are the sweep's device names (the first is the default)."""
     where = f"{where} {text!r}"
+    # device names may hold '-' or '.', which Python would parse as operators: alias them first
+    aliases: dict[str, str] = {}
+
+    def _alias(m: re.Match) -> str:  # "baseline.x@dev-1" -> "(baseline.x @ __device_0)": '@' binds locally
+        alias = f"__device_{len(aliases)}"
+        aliases[alias] = m.group(2)
+        return f"({m.group(1)} @ {alias})"
+
+    src = re.sub(r"((?:baseline\.)?[A-Za-z_][A-Za-z0-9_]*)\s*@\s*([A-Za-z0-9][A-Za-z0-9_.-]*)", _alias, text)
     try:
-        tree = ast.parse(text, mode="eval").body
+        tree = ast.parse(src, mode="eval").body
     except SyntaxError as exc:
         raise ConfigError(f"{where} does not parse ({exc.msg}). Example: 'map50_95 >= 0.95 * baseline.map50_95'.") from exc
     if not (isinstance(tree, ast.Compare) and len(tree.ops) == 1):
@@ -106,6 +118,10 @@ def parse_constraint(text: str, *, devices: list[str], where: str = "constraint"
     keys: set[str] = set()
     base: set[str] = set()
     default = devices[0] if devices else None
-    lhs = _compile(tree.left, default, set(devices), where, keys, base)
-    rhs = _compile(tree.comparators[0], default, set(devices), where, keys, base)
+    token = _ALIASES.set(aliases)
+    try:
+        lhs = _compile(tree.left, default, set(devices), where, keys, base)
+        rhs = _compile(tree.comparators[0], default, set(devices), where, keys, base)
+    finally:
+        _ALIASES.reset(token)
     return Constraint(text, sym, lhs, rhs, frozenset(keys), frozenset(base))

@@ -20,6 +20,22 @@ def _fmt(v, nd=4) -> str:
     return f"{v:.{nd}f}" if isinstance(v, float) and abs(v) < 1000 else f"{v:,.0f}"
 
 
+def _header(key: str) -> str:
+    metric, _, device = key.partition("@")
+    short = {"map50_95": "mAP50-95", "map50": "mAP50", "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms",
+             "e2e_latency_p50_ms": "e2e p50 ms", "size_bytes": "size KB", "compressed_bytes": "zstd KB",
+             "peak_mem_mb": "mem MB", "energy_mj": "mJ/inf"}.get(metric, metric)
+    return f"{short} {device}".strip()
+
+
+def _cell(key: str, v) -> str:
+    if v is None or v != v:
+        return "-"
+    if key.startswith(("size_bytes", "compressed_bytes")):
+        return f"{v / 1024:,.0f}"
+    return _fmt(v, 2 if "_ms" in key or "mem" in key else 4)
+
+
 def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front: bool = True):
     """A rich table of the front (or all trials) with speed-up and size ratio against fp32."""
     from rich.table import Table
@@ -27,23 +43,27 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     base = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")]
     base_row = base.iloc[0] if len(base) else None
     rows = df[df["pareto"]] if only_front else df
-    table = Table(title=title)
-    table.add_column("trial", justify="right")
-    table.add_column("config")
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("config", overflow="fold", max_width=28)
     for k in keys:
-        table.add_column(k, justify="right")
+        table.add_column(_header(k), justify="right")
     lat_keys = [k for k in df.columns if str(k).startswith("latency_p50_ms@")]
     for k in lat_keys:
         table.add_column(f"speed-up {k.split('@')[1]}", justify="right")
-    table.add_column("size vs fp32", justify="right")
+    table.add_column("size/fp32", justify="right")
+    if not only_front:
+        table.add_column("state")
     for _, r in rows.sort_values(keys[0], ascending=goals[0] == "min").iterrows():
-        cells = [str(r["trial"]), str(r.get("label") or "")]
-        cells += [_fmt(r.get(k), 3 if "ms" in k else 4) for k in keys]
+        cells = [str(r["trial"]), str(r.get("label") or ("fp32" if r.get("baseline") == "fp32" else ""))]
+        cells += [_cell(k, r.get(k)) for k in keys]
         for k in lat_keys:
             ok = base_row is not None and r.get(k) and base_row.get(k)
             cells.append(f"{base_row[k] / r[k]:.2f}x" if ok else "-")
         ok = base_row is not None and r.get("size_bytes") and base_row.get("size_bytes")
         cells.append(f"{r['size_bytes'] / base_row['size_bytes']:.2f}x" if ok else "-")
+        if not only_front:
+            cells.append(("front " if r["pareto"] else "") + str(r["state"]).lower())
         table.add_row(*cells)
     return table
 

@@ -234,10 +234,15 @@ class Sweep:
                 self.tracker.log_parent_file(p)
             for _, row in df[df["pareto"]].iterrows():
                 art = self.hooks.artifact_dir(row["artifact"]) if row["artifact"] else None
-                if art is not None:
-                    for f in ("model.onnx", "manifest.json"):
-                        if (art / f).is_file():
-                            self.tracker.log_parent_file(art / f, f"front/trial-{row['trial']}")
+                if art is None:
+                    continue
+                rid = row.get("mlflow_run_id")
+                have = {f.path for f in self.tracker.client.list_artifacts(rid, "model")} if rid else set()
+                for f in ("model.onnx", "manifest.json"):
+                    if (art / f).is_file():
+                        self.tracker.log_parent_file(art / f, f"front/trial-{row['trial']}")
+                        if rid and f"model/{f}" not in have:
+                            self.tracker.client.log_artifact(rid, str(art / f), "model")
         self.tracker.finish()
         if df.empty or not df["pareto"].any():
             raise_if = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]

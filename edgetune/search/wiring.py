@@ -106,13 +106,19 @@ def load_front(config_path: Path):
     """(DataFrame of every trial, objective keys, goals, cfg) from the sweep's storage; no devices needed."""
     from edgetune.search.front import front_ranks
     from edgetune.search.records import trials_frame
-    from edgetune.search.study import open_study
     from edgetune.search.tracking import Tracker
 
     cfg, _ = _load_cfg(config_path)
     keys, goals = objective_keys(cfg)
-    study = open_study(storage=cfg.search.storage, name=cfg.name, goals=goals, sampler=cfg.search.sampler,
-                       seed=cfg.search.seed)
+    import optuna
+
+    from edgetune.errors import ConfigError
+
+    try:
+        study = optuna.load_study(study_name=cfg.name, storage=cfg.search.storage)
+    except KeyError as exc:
+        raise ConfigError(f"no sweep named '{cfg.name}' in {cfg.search.storage}: run `edgetune search "
+                          f"{config_path}` first (or fix `name:` / `search.storage`).") from exc
     trials = study.get_trials(deepcopy=False)
     run_ids = {}
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -11,20 +12,19 @@ def small_demo(tmp_path):
     """configs/demo.yaml with the test suite's split sizes (the splits are already cached)."""
     import yaml
 
-    cfg = yaml.safe_load(open("configs/demo.yaml"))
+    cfg = yaml.safe_load(Path("configs/demo.yaml").read_text())
     cfg["data"].update(val_images=16, calib_images=32)
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def test_compress_baseline_then_cache_hit(tmp_path, monkeypatch):
+def test_compress_baseline_then_cache_hit(tmp_path):
     from edgetune.cli import app
 
-    monkeypatch.setenv("EDGETUNE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     args = ["compress", "--config", str(small_demo(tmp_path)), "--point", "int8-uniform", "--out", str(out)]
-    first = CliRunner().invoke(app, args, env={"COLUMNS": "150"})
+    first = CliRunner().invoke(app, [*args, "--no-cache"], env={"COLUMNS": "150"})
     assert first.exit_code == 0, first.output
     assert "(built)" in first.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -34,11 +34,10 @@ def test_compress_baseline_then_cache_hit(tmp_path, monkeypatch):
     assert second.exit_code == 0 and "(from cache)" in second.output
 
 
-def test_compress_rejects_a_bad_point_naming_the_layer(tmp_path, monkeypatch):
+def test_compress_rejects_a_bad_point_naming_the_layer(tmp_path):
     from edgetune.cli import app
     from edgetune.errors import ConfigError
 
-    monkeypatch.setenv("EDGETUNE_CACHE", str(tmp_path / "cache"))
     point = tmp_path / "p.yaml"
     point.write_text("precision: {stem.conv: int8}\n")
     result = CliRunner().invoke(app, ["compress", "--config", str(small_demo(tmp_path)), "--point", str(point),

@@ -33,6 +33,8 @@ def test_agent_modules_and_app_work_without_heavy_deps(tmp_path):
         """
         import edgetune.device_agents, edgetune.device_agents.server, edgetune.device_agents._worker
         import edgetune.device_agents._cli, edgetune.device_agents.probes, edgetune.device_agents.runtimes
+        import edgetune.device_agents._predict, edgetune.device_agents.deploy_protocol
+        import edgetune.device_agents.server.routes_deploy, edgetune.device_agents.server._deployments
         from edgetune.device_agents.runtimes import get_runtime
         from edgetune.device_agents.server import AgentConfig, create_app
         from fastapi.testclient import TestClient
@@ -42,6 +44,8 @@ def test_agent_modules_and_app_work_without_heavy_deps(tmp_path):
             assert c.get("/info").status_code == 401
             info = c.get("/info", headers={"Authorization": "Bearer t0ken-for-test"}).json()
             assert info["runtime"]["name"] == "ort" and info["runtime"]["version"], info
+            deps = c.get("/deployments", headers={"Authorization": "Bearer t0ken-for-test"}).json()
+            assert deps["deployments"] == [], deps
         get_runtime("ort").info()
         heavy = [m for m in ("torch", "optuna", "ray", "mlflow") if m in sys.modules]
         assert not heavy, heavy
@@ -81,5 +85,26 @@ def test_a_whole_measurement_runs_where_torch_cannot_be_imported(tmp_path, det_s
             m = c.measure(det_s_onnx, dataset=det_s_bundle, latency=FAST)
         assert m.accuracy is not None and m.accuracy_images == det_s_bundle.num_images
         assert m.end_to_end is not None and m.latency.n >= FAST["min_runs"]
+        with agent.client(measure_timeout=300) as c:  # a deployment and a prediction, torch-free too
+            c.deploy("det", det_s_onnx, manifest={"head": det_s_bundle_head(det_s_bundle)})
+            pred = c.predict("det", png_bytes(), score_threshold=0.0)
+        assert pred.version == 1 and pred.image_width == 320 and pred.input_size == det_s_bundle.size
     finally:
         agent.stop()
+
+
+def det_s_bundle_head(bundle) -> dict:
+    from edgetune.device_agents import read_bundle
+
+    return read_bundle(bundle.data).head.to_dict()
+
+
+def png_bytes() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

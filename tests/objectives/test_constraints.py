@@ -49,3 +49,10 @@ def test_unmeasured_value_raises_keyerror():
     c = parse_constraint("energy_mj <= 3", devices=["local"])
     with pytest.raises(KeyError, match="energy_mj@local"):
         c.violation({"latency_p50_ms@local": 1.0})
+
+
+def test_device_names_with_dashes_and_dots():
+    c = parse_constraint("latency_p50_ms@jetson-orin.lab <= 5 * baseline.latency_p50_ms@jetson-orin.lab / 2",
+                         devices=["local-0", "jetson-orin.lab"])
+    assert c.keys == {"latency_p50_ms@jetson-orin.lab"}
+    assert c.violation({"latency_p50_ms@jetson-orin.lab": 4.0}, {"latency_p50_ms@jetson-orin.lab": 2.0}) == pytest.approx(-1.0)

@@ -1,8 +1,8 @@
 """The FastAPI application of a device agent: state, middleware, one router module per concern.
 
 Routers: ``routes_info`` (health, fingerprint, queue), ``routes_store`` (content-addressed uploads),
-``routes_measure`` (measurements). Deployments (issue 6: ``PUT /deployments/{name}``, rollback,
-``POST /deployments/{name}/predict``) fit as one more router over the same artifact store.
+``routes_measure`` (measurements), ``routes_deploy`` (versioned deployments over the same artifact store:
+``PUT /deployments/{name}``, rollback, ``POST /deployments/{name}/predict``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from edgetune.device_agents.protocol import (
     check_protocol,
 )
 from edgetune.device_agents.runtimes import get_runtime
-from edgetune.device_agents.server import routes_info, routes_measure, routes_store
+from edgetune.device_agents.server import routes_deploy, routes_info, routes_measure, routes_store
 from edgetune.device_agents.server._config import AgentConfig
+from edgetune.device_agents.server._deployments import DeploymentStore
 from edgetune.device_agents.server._errors import error_response, install_error_handlers
 from edgetune.device_agents.server._jobs import MeasureScheduler
 from edgetune.device_agents.server._store import ContentStore
@@ -67,10 +68,12 @@ def check_dataset(path: Path) -> str | None:
 
 class _ProtocolMiddleware:
     """Pure ASGI middleware: refuses a controller of another major protocol version, caps non-upload
-    bodies, and stamps every response with the protocol header."""
+    bodies (an image sent to ``/deployments/{name}/predict`` has its own cap), and stamps every response
+    with the protocol header."""
 
-    def __init__(self, app, *, max_request_bytes: int):
+    def __init__(self, app, *, max_request_bytes: int, max_image_bytes: int | None = None):
         self.app, self.max_request_bytes = app, max_request_bytes
+        self.max_image_bytes = max_image_bytes or max_request_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -83,9 +86,10 @@ class _ProtocolMiddleware:
             except ProtocolMismatch as exc:
                 return await error_response(400, "ProtocolMismatch", str(exc))(scope, receive, send)
         length = headers.get("content-length", "")
-        if scope["method"] not in ("PUT", "HEAD", "GET") and length.isdigit() and int(length) > self.max_request_bytes:
+        limit = self.max_image_bytes if scope["path"].endswith("/predict") else self.max_request_bytes
+        if scope["method"] not in ("PUT", "HEAD", "GET") and length.isdigit() and int(length) > limit:
             return await error_response(413, "PayloadTooLarge", f"request body of {length} bytes exceeds the "
-                                        f"{self.max_request_bytes}-byte limit for {scope['path']}.")(scope, receive, send)
+                                        f"{limit}-byte limit for {scope['path']}.")(scope, receive, send)
         stamp = (PROTOCOL_HEADER.lower().encode(), PROTOCOL_VERSION.encode())
 
         async def send_stamped(message):
@@ -105,6 +109,7 @@ class AgentState:
     datasets: ContentStore
     scheduler: MeasureScheduler
     kind: str
+    deployments: DeploymentStore
 
     def fingerprint(self) -> DeviceInfo:
         cfg = self.config
@@ -120,20 +125,24 @@ def create_app(config: AgentConfig) -> FastAPI:
     workdir = Path(config.workdir)
     app = FastAPI(title="edgetune device agent", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    artifacts = ContentStore(workdir / "artifacts", kind="artifact", suffix=".onnx",
+                             max_bytes=config.max_artifact_bytes, check=check_artifact)
     app.state.agent = AgentState(
         config=config,
-        artifacts=ContentStore(workdir / "artifacts", kind="artifact", suffix=".onnx",
-                               max_bytes=config.max_artifact_bytes, check=check_artifact),
+        artifacts=artifacts,
         datasets=ContentStore(workdir / "datasets", kind="dataset", suffix=".npz",
                               max_bytes=config.max_dataset_bytes, check=check_dataset),
         scheduler=MeasureScheduler(config),
         kind=config.kind or detected_kind(),
+        deployments=DeploymentStore(workdir / "deployments", artifacts=artifacts, keep=config.keep_deployments),
     )
     install_error_handlers(app)
 
-    app.add_middleware(_ProtocolMiddleware, max_request_bytes=config.max_request_bytes)
+    app.add_middleware(_ProtocolMiddleware, max_request_bytes=config.max_request_bytes,
+                       max_image_bytes=config.max_image_bytes)
     app.include_router(routes_info.public)
     app.include_router(routes_info.router)
     app.include_router(routes_store.router)
     app.include_router(routes_measure.router)
+    app.include_router(routes_deploy.router)
     return app

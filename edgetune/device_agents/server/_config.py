@@ -36,6 +36,8 @@ class AgentConfig:
     max_artifact_bytes: int = 512 * MiB
     max_dataset_bytes: int = 2048 * MiB
     max_request_bytes: int = 1 * MiB
+    max_image_bytes: int = 16 * MiB  # an image sent to POST /deployments/{name}/predict
+    keep_deployments: int = 3  # versions kept per deployment slot (for rollback)
     measure_timeout_s: float = 900.0
     max_memory_bytes: int | None = None
     host_lock: Path | None = field(default_factory=default_host_lock)

@@ -1,0 +1,52 @@
+"""Fixtures for sweep tests: one real local agent, small sweep YAMLs with sqlite Optuna + MLflow stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session")
+def local_agent():
+    from edgetune.device_agents.local import start_local_agents
+
+    with start_local_agents(1, threads=1) as agents:
+        yield agents
+
+
+@pytest.fixture(scope="session")
+def artifact_workdir(tmp_path_factory) -> Path:
+    """Shared across sweep tests: artifacts are content-addressed, so equal configs compress once."""
+    return tmp_path_factory.mktemp("sweep-work")
+
+
+@pytest.fixture(scope="session")
+def make_sweep():
+    """write_sweep(tmp_path, name=, trials=, ...) -> path of a small sweep YAML."""
+    return write_sweep
+
+
+def write_sweep(tmp_path: Path, *, name: str, trials: int, url: str = "http://127.0.0.1:1", backend: str = "local",
+                ratios=(0.0, 0.5), extra: dict | None = None) -> Path:
+    cfg = {
+        "name": name,
+        "model": {"source": "builtin", "name": "det-s"},
+        "data": {"source": "builtin", "name": "shapes", "val_images": 40, "calib_images": 16, "train_size": 64},
+        "space": {"precision": ["fp32", "int8"], "sparsity": {"kind": "channel", "ratios": list(ratios)},
+                  "keep": {"precision": {"fp32": ["first", "last"]}}, "tie": "stage"},
+        "recovery": {"steps": 0},
+        "devices": [{"name": "local", "url": url, "kind": "local-cpu"}],
+        "objectives": [{"metric": "map50_95", "device": "local"}, {"metric": "latency_p50_ms", "device": "local"},
+                       {"metric": "size_bytes"}],
+        "constraints": ["size_bytes <= 1.5 * baseline.size_bytes"],
+        "search": {"sampler": "random", "trials": trials, "seed": 0, "backend": backend, "n_startup": 2,
+                   "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 10, "latency_warmup": 2},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": name},
+    }
+    for k, v in (extra or {}).items():
+        cfg[k] = v
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

@@ -1,0 +1,100 @@
+"""A small real sweep: a local agent process over HTTP, sqlite Optuna storage, sqlite MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetune.search.records import RECORD_ATTR
+from edgetune.search.tracking import Tracker
+from edgetune.search.wiring import load_front, prepare_sweep
+
+TRIALS = 6
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, local_agent, artifact_workdir, make_sweep):
+    tmp = tmp_path_factory.mktemp("sweep")
+    path = make_sweep(tmp, name="e2e", trials=TRIALS)
+    sweep, space, cfg = prepare_sweep(path, workdir=artifact_workdir, local_agents=local_agent)
+    sweep.run(space)
+    return path, sweep, cfg
+
+
+def test_every_trial_is_in_storage_with_the_baselines(finished_sweep):
+    _, sweep, _ = finished_sweep
+    trials = sweep.study.get_trials()
+    assert len(trials) == TRIALS
+    assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["fp32", "int8-uniform"]
+    assert all(t.state.name == "COMPLETE" for t in trials), [t.user_attrs.get(RECORD_ATTR, {}).get("error") for t in trials]
+    fp32, int8 = (t.user_attrs[RECORD_ATTR]["values"] for t in trials[:2])
+    assert int8["size_bytes"] <= 0.3 * fp32["size_bytes"]  # measured, not assumed
+    assert fp32["map50_95@local"] > 0 and fp32["latency_p50_ms@local"] > 0
+
+
+def test_reported_front_is_non_dominated(finished_sweep):
+    path, sweep, _ = finished_sweep
+    df, keys, goals, _ = load_front(path)
+    feasible = df[(df["state"] == "COMPLETE") & (df["feasible"])]
+    pts = np.array([[-r[k] if g == "max" else r[k] for k, g in zip(keys, goals, strict=True)]
+                    for _, r in feasible.iterrows()])
+    brute = [not any(np.all(q <= p) and np.any(q < p) for q in pts) for p in pts]
+    assert list(feasible["pareto"]) == brute
+    assert df["pareto"].sum() >= 1
+    infeasible = df[(df["state"] == "COMPLETE") & (~df["feasible"].astype(bool))]
+    assert not infeasible["pareto"].any()
+
+
+def test_mlflow_has_one_child_per_trial_with_objectives_and_config(finished_sweep):
+    _, sweep, cfg = finished_sweep
+    tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
+    children = tracker.child_runs()
+    assert sorted(children) == list(range(TRIALS))
+    df = sweep.frame()
+    for number, run in children.items():
+        assert run.info.status == "FINISHED"
+        for k in ("map50_95.local", "latency_p50_ms.local", "size_bytes"):
+            assert k in run.data.metrics
+        files = {f.path for f in tracker.client.list_artifacts(run.info.run_id)}
+        assert "config.json" in files
+        local = tracker.client.download_artifacts(run.info.run_id, "config.json")
+        config = json.loads(Path(local).read_text())["config"]
+        assert "precision" in config and "sparsity" in config
+        on_front = bool(df.loc[df["trial"] == number, "pareto"].iloc[0])
+        assert run.data.tags["pareto"] == ("true" if on_front else "false")
+        if on_front:
+            model_files = {f.path for f in tracker.client.list_artifacts(run.info.run_id, "model")}
+            assert "model/model.onnx" in model_files and "model/manifest.json" in model_files
+    assert any(r.data.tags.get("baseline") == "fp32" for r in children.values())
+
+
+def test_parent_run_holds_the_front_reports(finished_sweep):
+    _, sweep, cfg = finished_sweep
+    tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
+    files = {f.path for f in tracker.client.list_artifacts(tracker.parent_id)}
+    assert {"pareto.csv", "pareto.html", "pareto.png", "sweep.yaml"} <= files
+    front_dirs = {f.path for f in tracker.client.list_artifacts(tracker.parent_id, "front")}
+    assert front_dirs  # front members' ONNX + manifest
+    metrics = tracker.client.get_run(tracker.parent_id).data.metrics
+    assert metrics["hypervolume"] > 0 and metrics["n_complete"] == TRIALS
+    html = Path(tracker.client.download_artifacts(tracker.parent_id, "pareto.html")).read_text()
+    assert "plotly" in html.lower() and "Pareto front" in html
+
+
+def test_front_cli_reprints_and_writes_csv(finished_sweep, tmp_path):
+    import subprocess
+    import sys
+
+    path, _, _ = finished_sweep
+    out = tmp_path / "front.csv"
+    r = subprocess.run([sys.executable, "-m", "edgetune.cli", "front", "--config", str(path), "--csv", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Pareto front of 'e2e'" in r.stdout
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    assert len(df) == TRIALS and df["pareto"].iloc[0]

@@ -1,0 +1,69 @@
+"""Failed trials are results: a compression that raises and an agent that dies end as FAILED runs with a
+reason, and the sweep completes. Config errors fail before any work, naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edgetune.errors import CompressionError
+from edgetune.search.tracking import Tracker
+from edgetune.search.wiring import prepare_sweep
+
+
+def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, artifact_workdir):
+    from edgetune.device_agents.local import start_local_agents
+
+    path = make_sweep(tmp_path, name="failing", trials=4)
+    with start_local_agents(1, threads=1) as agents:
+        sweep, space, cfg = prepare_sweep(path, workdir=artifact_workdir, local_agents=agents)
+        hooks = sweep.hooks
+        real_compress, real_measure = hooks.compress, hooks.measure
+
+        def compress(plan):
+            if plan.number == 2:  # injected: stands for any error inside compression
+                raise CompressionError("injected failure for trial 2")
+            return real_compress(plan)
+
+        def measure(artifact, device):
+            if plan_numbers and plan_numbers[-1] == 3:
+                agents.agents[0].process.kill()  # the device agent dies mid-sweep
+                agents.agents[0].process.wait()
+            return real_measure(artifact, device)
+
+        plan_numbers: list[int] = []
+        hooks.compress = lambda plan: (plan_numbers.append(plan.number), compress(plan))[1]
+        hooks.measure = measure
+        sweep.run(space)
+
+    trials = sweep.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    errors = [t.user_attrs["record"].get("error") for t in trials]
+    assert "injected failure for trial 2" in errors[2]
+    assert "measurement on 'local' failed" in errors[3]
+    tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
+    runs = tracker.child_runs()
+    assert sorted(runs) == [0, 1, 2, 3]
+    for n in (2, 3):
+        assert runs[n].info.status == "FAILED"
+        assert runs[n].data.tags["error"] == errors[n]
+    assert runs[0].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(("patch", "match"), [
+    ({"objectives": [{"metric": "map5095"}]}, "unknown metric 'map5095'"),
+    ({"objectives": [{"metric": "latency_p50_ms", "device": "pi"}]}, "`objectives.0.device` 'pi' is not in `devices:`"),
+    ({"constraints": ["map50_95 >>= 3"]}, "`constraints.0` 'map50_95 >>= 3' does not parse"),
+    ({"search": {"sampler": "cmaes"}}, "`search.sampler`"),
+])
+def test_config_errors_fail_before_any_work(tmp_path, make_sweep, patch, match):
+    path = make_sweep(tmp_path, name="bad", trials=2, extra=patch)
+    r = subprocess.run([sys.executable, "-m", "edgetune.cli", "search", str(path), "--workdir", str(tmp_path / "w")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert match in r.stderr.replace("\n", " "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "w").exists()
