@@ -17,7 +17,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 # name -> (architecture size, input size, classes, sha256 of the committed weights)
 BUILTIN_MODELS: dict[str, dict] = {
     "det-s": {"arch": "det-s", "input_size": 256, "dataset": "shapes", "num_classes": 6,
-              "sha256": "ac22f84cff012cad07bb85acc0ee9e37c8527763a0d8a6c6b4dd779662819c0f"},
+              "sha256": "4a7d2ad9d1311387bf36d0a20d1f2103a1223c4c1dc9bef31245d31048b42f6f"},
 }
 
 
