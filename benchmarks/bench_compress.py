@@ -97,7 +97,7 @@ def main() -> None:
                           "compress_s": t["total"] - t.get("recover", 0.0), "lat": []}
             print(f"compressed {name}: {t}", flush=True)
         for r in range(args.rounds):
-            for name, row in rows.items():
+            for _name, row in rows.items():
                 row["lat"].append(p50(row["art"].onnx_path, args.cpu, args.runs))
             print(f"round {r + 1}: " + ", ".join(f"{n} {row['lat'][-1]:.2f}" for n, row in rows.items()), flush=True)
     base = rows["fp32"]

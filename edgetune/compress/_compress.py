@@ -114,11 +114,16 @@ def _prune_and_recover(student, teacher, config, size, train, recovery, timings)
     timings["prune"] = round(time.time() - t, 2)
     rec = None
     if recovery is not None:
-        rec = recover(student, teacher, train, recovery, input_size=size)
+        # feature distillation on the inputs of the output layers; pruned channels map to the teacher's kept ones
+        feats = {}
+        for lay in (x for x in layers if x.last):
+            g = next((g for g in groups if lay.name in g.consumers), None)
+            feats[lay.name] = changed[g.name][2] if g is not None and g.name in changed else None
+        rec = recover(student, teacher, train, recovery, input_size=size, features=feats)
         timings["recover"] = rec["seconds"]
     make_permanent(student)
     student.zero_grad(set_to_none=True)
-    return {"plan": plan.to_dict(), "channels": {k: list(v) for k, v in changed.items()}, "recovery": rec}
+    return {"plan": plan.to_dict(), "channels": {k: [v[0], v[1]] for k, v in changed.items()}, "recovery": rec}
 
 
 def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: int, timings: dict):

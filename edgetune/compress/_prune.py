@@ -16,8 +16,9 @@ log = get_logger(__name__)
 __all__ = ["prune_channels", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
 
 
-def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[int, int]]:
-    """Remove the least important channels of each planned group; returns group -> (before, after)."""
+def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[int, int, list[int]]]:
+    """Remove the least important channels of each planned group; returns group -> (before, after, the
+    indices of the kept channels in the original order)."""
     import torch
     import torch_pruning as tp
     from torch import nn
@@ -25,7 +26,7 @@ def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[i
     from edgetune.spaces._discover import layer_modules
 
     mods = layer_modules(module)
-    done: dict[str, tuple[int, int]] = {}
+    done: dict[str, tuple[int, int, list[int]]] = {}
     for name, keep in plan.channels.items():
         m = mods[name]
         n = m.out_features if isinstance(m, nn.Linear) else m.out_channels
@@ -42,7 +43,7 @@ def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[i
             raise CompressionError(f"group {name!r} cannot lose {n - keep} of its {n} channels (a layer would be "
                                    "left with none); lower its ratio or pin it in `space.keep.sparsity`.")
         group.prune()
-        done[name] = (n, keep)
+        done[name] = (n, keep, sorted(set(range(n)) - set(drop)))
     return done
 
 

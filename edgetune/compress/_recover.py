@@ -84,11 +84,40 @@ def _kd_output(s, t, size: int):
     return cls + 5.0 * box
 
 
-def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, on_step=None) -> dict:
-    """Fine-tune ``student`` in place; returns {steps, seconds, loss}. ``teacher`` is not modified."""
+def _feature_hooks(student, teacher, features: dict):
+    """Capture the inputs of ``features``' layers in both models; returns (loss_fn, handles)."""
     import torch
 
-    from edgetune.models.builtin.train import _sample_batch, detection_loss
+    from edgetune.spaces._discover import layer_modules
+
+    s_mods, t_mods = layer_modules(student), layer_modules(teacher)
+    got: dict = {}
+    handles = []
+    for name in features:
+        handles.append(s_mods[name].register_forward_pre_hook(lambda m, i, n=name: got.__setitem__(("s", n), i[0])))
+        handles.append(t_mods[name].register_forward_pre_hook(lambda m, i, n=name: got.__setitem__(("t", n), i[0])))
+
+    def loss():
+        total = 0.0
+        for name, idx in features.items():
+            s, t = got[("s", name)], got[("t", name)].detach()
+            if idx is not None:
+                t = t[:, torch.as_tensor(idx)]
+            total = total + ((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6)
+        return total / max(1, len(features))
+
+    return loss, handles
+
+
+def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, features: dict | None = None,
+            on_step=None) -> dict:
+    """Fine-tune ``student`` in place; returns {steps, seconds, loss}. ``teacher`` is not modified.
+
+    ``features``: layer name -> indices of the teacher's channels that the student's input channels of
+    that layer correspond to (None: all), for feature distillation (``spec.feature_weight``)."""
+    import torch
+
+    from edgetune.models.builtin.train import ModelEMA, _sample_batch, detection_loss
 
     if train is None or len(train) == 0:
         raise CompressionError("recovery needs the train split, but there is none: set `data.train_size` (builtin) "
@@ -114,6 +143,9 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, on_
     warmup = max(1, min(30, spec.steps // 10))
     teacher.eval()
     student.train()
+    ema = ModelEMA(student, spec.ema, tau=max(1.0, spec.steps / 8)) if spec.ema else None
+    feat_loss, handles = _feature_hooks(student, teacher, features) if (features and spec.feature_weight and
+                                                                        spec.distill) else (None, [])
     running, step = None, 0
     for step in range(spec.steps):
         if spec.budget_s and time.time() - t0 > spec.budget_s:
@@ -125,19 +157,25 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, on_
         x, gb, gl, gm = _sample_batch(rng, images, boxes, classes, spec.batch, None if step >= full_from else crop)
         if has_raw:
             out = student.raw(x)
-            loss = detection_loss(_Raw(out), x, gb, gl, gm)
+            loss = spec.gt_weight * detection_loss(_Raw(out), x, gb, gl, gm)
             if spec.distill and spec.distill_weight:
                 with torch.no_grad():
                     t_out = teacher.raw(x)
                 loss = loss + spec.distill_weight * _kd_raw(out, t_out)
+                if feat_loss is not None:
+                    loss = loss + spec.feature_weight * feat_loss()
         else:
             with torch.no_grad():
                 t_out = teacher(x)
             loss = spec.distill_weight * _kd_output(student(x), t_out, x.shape[-1])
+            if feat_loss is not None:
+                loss = loss + spec.feature_weight * feat_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
         opt.step()
+        if ema is not None:
+            ema.update(student)
         value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
         if on_step:
@@ -146,5 +184,9 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, on_
             log.info("recovery step %d/%d loss %.4f (%.0fs)", step + 1, spec.steps, running, time.time() - t0)
     else:
         step = spec.steps
+    for h in handles:
+        h.remove()
+    if ema is not None:
+        student.load_state_dict(ema.ema.state_dict())
     student.eval()
     return {"steps": step, "seconds": round(time.time() - t0, 2), "loss": running}

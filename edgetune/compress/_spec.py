@@ -30,6 +30,9 @@ class RecoverySpec(Strict):
     lr: float = Field(default=2e-3, gt=0.0, le=1.0)
     distill: bool = True
     distill_weight: float = Field(default=1.0, ge=0.0)
+    feature_weight: float = Field(default=0.0, ge=0.0, description="feature distillation on the output layers' inputs")
+    gt_weight: float = Field(default=1.0, ge=0.0, description="weight of the ground-truth detection loss")
+    ema: float = Field(default=0.0, ge=0.0, lt=1.0, description="weight EMA decay of the recovered model (0: off)")
     batch: int = Field(default=32, ge=1, le=1024)
     train_images: int = Field(default=2000, ge=0)
     seed: int = 0

@@ -113,13 +113,13 @@ class Sweep:
         def plans() -> TrialPlan | None:
             import optuna
 
-            if stale:
+            if stale:  # re-run under its own number; a kill mid-suggest leaves some params unset
                 frozen = stale.pop(0)
                 trial = optuna.trial.Trial(self.study, frozen._trial_id)
-                return self._plan(trial, space, dict(frozen.params), frozen.user_attrs.get(BASELINE_ATTR))
-            if len(self.study.get_trials(deepcopy=False)) >= total:
+            elif len(self.study.get_trials(deepcopy=False)) >= total:
                 return None
-            trial = self.study.ask()
+            else:
+                trial = self.study.ask()
             params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
             return self._plan(trial, space, params, trial.user_attrs.get(BASELINE_ATTR))
 

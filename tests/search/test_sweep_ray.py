@@ -17,7 +17,10 @@ def test_ray_backend_produces_the_same_records(tmp_path, make_sweep, local_agent
     import ray
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("EDGETUNE_RAY_TMP", str(tmp_path / "ray"))
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="etray", dir="/tmp")  # Ray's unix sockets need a path < 108 bytes
+    monkeypatch.setenv("EDGETUNE_RAY_TMP", ray_tmp)
     path = make_sweep(tmp_path, name="ray", trials=4, extra={})
     text = path.read_text().replace("backend: local", "backend: ray").replace("storage:", "concurrency: 2\n  storage:")
     path.write_text(text)
@@ -36,4 +39,7 @@ def test_ray_backend_produces_the_same_records(tmp_path, make_sweep, local_agent
         assert rec["fingerprints"]["local"]["kind"] == "local-cpu"
     tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
     assert sorted(tracker.child_runs()) == [0, 1, 2, 3]
-    assert os.path.isdir(tmp_path / "ray")
+    assert os.path.isdir(ray_tmp)
+    import shutil
+
+    shutil.rmtree(ray_tmp, ignore_errors=True)
