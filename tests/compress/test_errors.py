@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from edgetune.compress._spec import RecoverySpec
 from edgetune.errors import CompressionError, ConfigError
 from edgetune.spaces import CompressionConfig
 
@@ -15,7 +16,7 @@ def test_unknown_layer_and_group_list_close_names(det_s, shapes_calib, tmp_path)
         compress(det_s, CompressionConfig(precision={"stage2.0.cnv": "int8"}), calib=shapes_calib, workdir=tmp_path)
     with pytest.raises(ConfigError, match=r"unknown group 'stage3.1.cv9.conv'.*stage3.1.cv1.conv"):
         compress(det_s, CompressionConfig(sparsity={"stage3.1.cv9.conv": {"ratio": 0.5}}), calib=shapes_calib,
-                 workdir=tmp_path, recovery=None)
+                 workdir=tmp_path, recovery=RecoverySpec(steps=0))
 
 
 def test_precision_the_space_does_not_offer(det_s, shapes_calib, cpu_space, tmp_path):

@@ -15,7 +15,7 @@ def test_space_command_prints_layers_groups_and_pins():
     out = result.output
     assert "det-s: 99 layers" in out and "58 coupling groups" in out
     assert "keep.precision.fp32: first" in out and "never pruned" in out
-    assert "dense, channel:0.25, channel:0.5" in out
+    assert "dense, channel:0.25" in out
     assert "targets: local-cpu" in out and "uint8 activations" in out
 
 
