@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 
-def test_space_command_prints_layers_groups_and_pins():
+def pruning_config(tmp_path):
+    """configs/demo.yaml (precision only, for its time budget) with channel ratios offered."""
+    text = Path("configs/demo.yaml").read_text()
+    path = tmp_path / "sweep.yaml"
+    path.write_text(re.sub(r"ratios: \[0\.0\]", "ratios: [0.0, 0.25, 0.5]", text))
+    return path
+
+
+def test_space_command_prints_layers_groups_and_pins(tmp_path):
     from edgetune.cli import app
 
-    result = CliRunner().invoke(app, ["space", "--config", "configs/demo.yaml"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["space", "--config", str(pruning_config(tmp_path))], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     out = result.output
     assert "det-s: 99 layers" in out and "58 coupling groups" in out
     assert "keep.precision.fp32: first" in out and "never pruned" in out
-    assert "dense, channel:0.25" in out
+    assert "dense, channel:0.25, channel:0.5" in out
     assert "targets: local-cpu" in out and "uint8 activations" in out
 
 
