@@ -27,6 +27,7 @@ import httpx
 
 from edgetune import __version__
 from edgetune._logging import get_logger
+from edgetune._paths import sha256_file
 from edgetune.device_agents.bundle import DatasetBundle
 from edgetune.device_agents.deploy_protocol import Deployment, DeploymentList, DeployResult, Prediction
 from edgetune.device_agents.protocol import (
@@ -53,12 +54,7 @@ _LOST = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.Rea
          httpx.PoolTimeout, httpx.CloseError)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256_file
 
 
 class AgentClient:

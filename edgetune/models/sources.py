@@ -6,6 +6,7 @@ import hashlib
 import importlib
 from pathlib import Path
 
+from edgetune._paths import sha256_file
 from edgetune.errors import ModelError
 from edgetune.models._registry import LoadedModel, ModelSource, register_source
 from edgetune.models.heads import ClassifyHead, DetectHead
@@ -19,14 +20,6 @@ BUILTIN_MODELS: dict[str, dict] = {
     "det-s": {"arch": "det-s", "input_size": 256, "dataset": "shapes", "num_classes": 6,
               "sha256": "4a7d2ad9d1311387bf36d0a20d1f2103a1223c4c1dc9bef31245d31048b42f6f"},
 }
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def builtin_weights_path(name: str) -> Path:
