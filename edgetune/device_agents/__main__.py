@@ -14,7 +14,7 @@ def main() -> None:
     try:
         agent_app(prog_name="python -m edgetune.device_agents")
     except EdgetuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
 
 
