@@ -3,7 +3,7 @@
 A registry of criteria, each a Torch-Pruning importance (``scores = imp(group)``, one score per channel
 of the group's producer). Scoring knows nothing about ratios (scheduling, ``_schedule``) or about how
 layers are cut (surgery, ``_prune``). ``taylor`` needs gradients: :func:`accumulate_gradients` runs the
-task loss backward on a few training batches first.
+task loss backward on a few training batches first (gradient energy, see there).
 """
 
 from __future__ import annotations
@@ -74,9 +74,22 @@ def make_importance(name: str):
 
 
 def accumulate_gradients(module, batches, loss_fn) -> None:
-    """Sum the gradients of ``loss_fn(module, *batch)`` over ``batches`` into ``.grad`` (train mode)."""
+    """Leave in ``.grad`` the root of the summed SQUARED per-batch gradients of ``loss_fn(module, *batch)``.
+
+    At a converged model the per-batch gradients point every way and their plain sum cancels out; their
+    energy (a diagonal Fisher estimate) does not. ``taylor`` then scores a channel by sum |w| * sqrt(F).
+    """
+    import torch
+
     module.train()
-    module.zero_grad(set_to_none=True)
+    params = [p for p in module.parameters() if p.requires_grad]
+    energy = [torch.zeros_like(p) for p in params]
     for batch in batches:
+        module.zero_grad(set_to_none=True)
         loss_fn(module, *batch).backward()
+        for e, p in zip(energy, params, strict=True):
+            if p.grad is not None:
+                e.add_(p.grad.detach() ** 2)
+    for e, p in zip(energy, params, strict=True):
+        p.grad = e.sqrt_()
     module.eval()

@@ -100,13 +100,28 @@ def _feature_hooks(student, teacher, features: dict):
     def loss():
         total = 0.0
         for name, idx in features.items():
-            s, t = got[("s", name)], got[("t", name)].detach()
+            s, t = got[("s", name)].float(), got[("t", name)].detach().float()
             if idx is not None:
                 t = t[:, torch.as_tensor(idx)]
             total = total + ((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6)
         return total / max(1, len(features))
 
     return loss, handles
+
+
+def _native_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def _float(out):
+    if out is None:
+        return None
+    return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
 
 
 def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, features: dict | None = None,
@@ -133,7 +148,7 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     images, boxes, classes = train_arrays(train, size=input_size, limit=spec.train_images)
-    crop = max(32, int(round(input_size * 0.75 / 32)) * 32) if input_size >= 128 else None
+    crop = max(32, int(round(input_size * spec.crop / 32)) * 32) if input_size >= 128 and spec.crop < 1 else None
     full_from = int(spec.steps * 0.85)
     decay, no_decay = [], []
     for name, p in student.named_parameters():
@@ -146,6 +161,7 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
     ema = ModelEMA(student, spec.ema, tau=max(1.0, spec.steps / 8)) if spec.ema else None
     feat_loss, handles = _feature_hooks(student, teacher, features) if (features and spec.feature_weight and
                                                                         spec.distill) else (None, [])
+    use_bf16 = spec.bf16 == "on" or (spec.bf16 == "auto" and _native_bf16())
     running, step = None, 0
     for step in range(spec.steps):
         if spec.budget_s and time.time() - t0 > spec.budget_s:
@@ -155,21 +171,21 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
         for g in opt.param_groups:
             g["lr"] = spec.lr * (step + 1) / warmup if step < warmup else spec.lr * (0.05 + 0.95 * t)
         x, gb, gl, gm = _sample_batch(rng, images, boxes, classes, spec.batch, None if step >= full_from else crop)
+        t_out = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            out = student.raw(x) if has_raw else student(x)
+            if spec.distill or not has_raw:
+                with torch.no_grad():
+                    t_out = teacher.raw(x) if has_raw else teacher(x)
+        out, t_out = _float(out), _float(t_out)
         if has_raw:
-            out = student.raw(x)
             loss = spec.gt_weight * detection_loss(_Raw(out), x, gb, gl, gm)
             if spec.distill and spec.distill_weight:
-                with torch.no_grad():
-                    t_out = teacher.raw(x)
                 loss = loss + spec.distill_weight * _kd_raw(out, t_out)
-                if feat_loss is not None:
-                    loss = loss + spec.feature_weight * feat_loss()
         else:
-            with torch.no_grad():
-                t_out = teacher(x)
-            loss = spec.distill_weight * _kd_output(student(x), t_out, x.shape[-1])
-            if feat_loss is not None:
-                loss = loss + spec.feature_weight * feat_loss()
+            loss = spec.distill_weight * _kd_output(out, t_out, x.shape[-1])
+        if feat_loss is not None:
+            loss = loss + spec.feature_weight * feat_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)

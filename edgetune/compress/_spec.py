@@ -15,6 +15,8 @@ recovery:                 # fine-tuning after pruning, on by default whenever a 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from edgetune._strict import Strict
@@ -34,7 +36,12 @@ class RecoverySpec(Strict):
     gt_weight: float = Field(default=1.0, ge=0.0, description="weight of the ground-truth detection loss")
     ema: float = Field(default=0.0, ge=0.0, lt=1.0, description="weight EMA decay of the recovered model (0: off)")
     batch: int = Field(default=32, ge=1, le=1024)
+    crop: float = Field(default=0.75, gt=0.0, le=1.0, description="random crops of this fraction of the input "
+                        "size for the first 85% of the steps (cheaper steps), full images after")
     train_images: int = Field(default=2000, ge=0)
+    bf16: Literal["auto", "on", "off"] = Field(
+        default="auto", description="bfloat16 autocast for the forward passes: 'auto' = on CPUs with native "
+        "bf16 (AVX512-BF16 / AMX), where it makes a step ~1.3x faster")
     seed: int = 0
     budget_s: float | None = Field(default=None, gt=0.0)
 

@@ -68,20 +68,21 @@ def _group_choices(g: Group, kinds: Sequence[str], ratios: Sequence[float], roun
     return tuple(out) or ("dense",)
 
 
-def _dimensions(tie: str, layers: Sequence[Layer], groups: Sequence[Group], precision_choices: dict,
+def _dimensions(tie_for, layers: Sequence[Layer], groups: Sequence[Group], precision_choices: dict,
                 sparsity_choices: dict) -> tuple[Dimension, ...]:
     by_name = {lay.name: lay for lay in layers}
 
-    def key(name: str) -> str:
-        return name if tie == "none" else getattr(by_name[name], tie)
+    def key(name: str, tie: str) -> str:
+        return name if tie == "none" else "all" if tie == "model" else getattr(by_name[name], tie)
 
     dims: list[Dimension] = []
     for kind, items, choices in (("precision", [lay.name for lay in layers], precision_choices),
                                  ("sparsity", [g.name for g in groups], sparsity_choices)):
+        tie = tie_for(kind)
         buckets: dict[str, list[str]] = {}
         for n in items:
             if len(choices[n]) > 1:
-                buckets.setdefault(key(n), []).append(n)
+                buckets.setdefault(key(n, tie), []).append(n)
         for k, members in buckets.items():
             union = tuple(dict.fromkeys(c for m in members for c in choices[m]))
             name = f"{kind}/{k}" if tie == "none" else f"{kind}/{tie}:{k}"
@@ -121,7 +122,7 @@ def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: Sp
             sparsity_pins[g.name] = f"keep.sparsity: {dense_layers[hit]}" + ("" if hit == g.name else f" ({hit})")
         else:
             sparsity_choices[g.name] = _group_choices(g, kinds, spec.sparsity.ratios, spec.sparsity.round_to, by_name)
-    dims = _dimensions(spec.tie, layers, groups, precision_choices, sparsity_choices)
+    dims = _dimensions(spec.tie_for, layers, groups, precision_choices, sparsity_choices)
     return SearchSpace(layers=tuple(layers), groups=tuple(groups), precision_choices=precision_choices,
                        sparsity_choices=sparsity_choices, dimensions=dims, targets=targets,
                        quant=quant_for_kinds(targets, calibration=spec.calibration),

@@ -68,7 +68,7 @@ def space_cmd(
                        space.sparsity_pins.get(g.name, ""))
     console.print(groups)
     q = space.quant
-    console.print(f"targets: {', '.join(space.targets)}; tie: {cfg.space.tie}; {len(space.dimensions)} search "
+    console.print(f"targets: {', '.join(space.targets)}; tie: precision {cfg.space.tie_for('precision')}, sparsity {cfg.space.tie_for('sparsity')}; {len(space.dimensions)} search "
                   f"dimensions, ~10^{space.size_log10:.0f} points")
     console.print(f"int8 recipe: {q.activation_type} activations ({'symmetric' if q.activation_symmetric else 'asymmetric'}),"
                   f" per-channel={q.per_channel}, calibration={q.calibration}, QDQ on {', '.join(q.op_types)}")

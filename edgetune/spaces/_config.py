@@ -80,7 +80,7 @@ class CompressionConfig(Strict):
     default_precision: Precision = "fp32"
     precision: dict[str, Precision] = Field(default_factory=dict)
     sparsity: dict[str, Sparsity] = Field(default_factory=dict)
-    importance: Importance = "magnitude"
+    importance: Importance = "auto"
     round_to: int = Field(default=8, ge=1, le=256)
     quant: QuantSettings = Field(default_factory=QuantSettings)
 

@@ -50,7 +50,7 @@ class SearchSpace:
     dimensions: tuple[Dimension, ...]
     targets: tuple[str, ...]
     quant: QuantSettings
-    importance: str = "magnitude"
+    importance: str = "auto"
     round_to: int = 8
     precision_pins: dict[str, str] = field(default_factory=dict)  # layer -> why it has one precision
     sparsity_pins: dict[str, str] = field(default_factory=dict)  # group -> why it stays dense

@@ -11,7 +11,8 @@ space:
   keep:
     precision: {fp32: [first, last]}      # pins: first | last | layer names | globs (heads.*.cls_out)
     sparsity: [last]                      # never pruned (last layers never lose output channels anyway)
-  tie: none                               # none | stage | block: one choice per stage / block
+  tie: none                               # none | stage | block | model: one choice per stage / block /
+                                          # the whole model; or per kind: {precision: stage, sparsity: model}
   targets: [local-cpu]                    # device kinds, until the sweep's devices report theirs
   calibration: minmax                     # minmax | entropy | percentile
 ```
@@ -26,12 +27,13 @@ from pydantic import Field, field_validator, model_validator
 from edgetune._strict import Strict
 from edgetune.spaces._rules import DEVICE_KINDS
 
-__all__ = ["SparsitySpec", "KeepSpec", "SpaceSpec", "Precision", "SparsityKind", "Importance", "MAX_RATIO",
+__all__ = ["SparsitySpec", "KeepSpec", "TieSpec", "SpaceSpec", "Precision", "SparsityKind", "Importance", "MAX_RATIO",
            "check_ratio"]
 
 Precision = Literal["fp32", "fp16", "int8"]
 SparsityKind = Literal["channel", "unstructured", "2:4"]
-Importance = Literal["magnitude", "lamp", "fpgm", "bn_scale", "taylor"]
+Importance = Literal["auto", "magnitude", "lamp", "fpgm", "bn_scale", "taylor"]
+TieLevel = Literal["none", "stage", "block", "model"]
 MAX_RATIO = 0.95
 
 
@@ -45,7 +47,8 @@ def check_ratio(r: float, where: str = "") -> float:
 class SparsitySpec(Strict):
     kind: SparsityKind | list[SparsityKind] = "channel"
     ratios: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
-    importance: Importance = "magnitude"
+    importance: Importance = Field(default="auto", description="channel scoring; 'auto' = taylor (gradient "
+                                   "energy) when the train split is there, else magnitude")
     round_to: int = Field(default=8, ge=1, le=256)
 
     @field_validator("ratios")
@@ -76,13 +79,24 @@ class KeepSpec(Strict):
         return self
 
 
+class TieSpec(Strict):
+    """One tie level per kind of dimension (``tie: {precision: stage, sparsity: model}``)."""
+
+    precision: TieLevel = "none"
+    sparsity: TieLevel = "none"
+
+
 class SpaceSpec(Strict):
     precision: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
     sparsity: SparsitySpec = Field(default_factory=SparsitySpec)
     keep: KeepSpec = Field(default_factory=KeepSpec)
-    tie: Literal["none", "stage", "block"] = "none"
+    tie: TieLevel | TieSpec = "none"
     targets: list[str] = Field(default_factory=lambda: ["local-cpu"], min_length=1)
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    def tie_for(self, kind: str) -> str:
+        """The tie level of ``kind`` (``precision`` / ``sparsity``) dimensions."""
+        return self.tie if isinstance(self.tie, str) else getattr(self.tie, kind)
 
     @field_validator("precision")
     @classmethod

@@ -115,3 +115,38 @@ def test_fp32_does_not_depend_on_calibration_data(det_s, shapes_calib, cpu_space
     assert again.from_cache and again.hash == compressed("fp32").hash
     with pytest.raises(Exception, match="calib"):
         compress(det_s, cpu_space.baseline("int8-uniform"), calib=shapes_calib.subset([]), workdir=workdir)
+
+
+def test_precision_variants_reuse_the_pruned_and_recovered_model(det_s, shapes_calib, cpu_space, train_split,
+                                                                 tmp_path):
+    """The fine-tuning is cached by the sparsity part of the config: an int8 variant of a pruned fp32 point
+    reloads the pruned weights (no recovery) and its graph has the same channel counts."""
+    import onnx
+
+    from edgetune.compress import RecoverySpec, compress
+
+    values = {d.name: "channel:0.5" if "channel:0.5" in d.choices else "dense" if d.kind == "sparsity" else "fp32"
+              for d in cpu_space.dimensions}
+    fp32 = cpu_space.config_from(values)
+    int8 = cpu_space.config_from({k: ("int8" if v == "fp32" else v) for k, v in values.items()})
+    rec = RecoverySpec(steps=3, batch=4, train_images=32)
+    a = compress(det_s, fp32, calib=shapes_calib, workdir=tmp_path, train=train_split, recovery=rec)
+    assert "recover" in a.manifest["timings_s"] and a.manifest["resolved"]["importance"] == "taylor"
+    b = compress(det_s, int8, calib=shapes_calib, workdir=tmp_path, train=train_split, recovery=rec)
+    assert b.hash != a.hash and "recover" not in b.manifest["timings_s"]
+    assert "pruned_from_cache" in b.manifest["timings_s"]
+    assert b.manifest["resolved"]["channels"] == a.manifest["resolved"]["channels"]
+    assert b.manifest["recovery"]["result"] == a.manifest["recovery"]["result"]
+
+    def widths(path):
+        return sorted(int(t.dims[0]) for t in onnx.load(str(path)).graph.initializer if len(t.dims) == 4)
+
+    assert widths(a.onnx_path) == widths(b.onnx_path)
+    # a torn pruned-model entry is recomputed, not trusted
+    import shutil
+
+    for d in (tmp_path / "pruned").iterdir():
+        (d / "weights.pt").write_bytes(b"torn")
+    shutil.rmtree(tmp_path / b.hash)
+    c = compress(det_s, int8, calib=shapes_calib, workdir=tmp_path, train=train_split, recovery=rec)
+    assert "recover" in c.manifest["timings_s"] and c.hash == b.hash

@@ -91,6 +91,16 @@ def test_tying_shrinks_the_space():
     cfg = stage.config_from({x.name: x.choices[-1] for x in stage.dimensions})
     assert {cfg.precision[m] for m in d.members} == {"int8"}
     assert all(cfg.sparsity[g].ratio == 0.5 for g in ("s2.0.pw", "s2.1.pw", "s2.2.pw"))
+    # per-kind levels: precision per stage, one global sparsity
+    mixed = space_from_layers(layers, groups, SpaceSpec(tie={"precision": "stage", "sparsity": "model"}))
+    sparse = [x for x in mixed.dimensions if x.kind == "sparsity"]
+    assert [x.name for x in sparse] == ["sparsity/model:all"]
+    assert len([x for x in mixed.dimensions if x.kind == "precision"]) == len(
+        [x for x in stage.dimensions if x.kind == "precision"])
+    cfg = mixed.config_from({x.name: x.choices[-1] for x in mixed.dimensions})
+    assert {cfg.sparsity[g].ratio for g in sparse[0].members} == {0.5}
+    with pytest.raises(ValueError, match="sparsity"):
+        SpaceSpec(tie={"sparsity": "layer"})
 
 
 def test_validate_names_the_layer_and_the_fix():

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 
 def pruning_config(tmp_path):
-    """configs/demo.yaml (precision only, for its time budget) with channel ratios offered."""
+    """configs/demo.yaml with the channel ratios offered (whatever the demo currently offers)."""
     text = Path("configs/demo.yaml").read_text()
     path = tmp_path / "sweep.yaml"
     path.write_text(re.sub(r"ratios: \[0\.0\]", "ratios: [0.0, 0.25, 0.5]", text))
