@@ -13,7 +13,7 @@ from edgetune.errors import CompressionError
 
 log = get_logger(__name__)
 
-__all__ = ["prune_channels", "prune_to_kept", "recalibrate_bn", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
+__all__ = ["prune_channels", "cut_channels", "channel_drops", "SoftCut", "prune_to_kept", "recalibrate_bn", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
 
 
 def _cut(dg, m, drop: list[int], name: str) -> None:
@@ -37,6 +37,24 @@ def _width(m) -> int:
 def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[int, int, list[int]]]:
     """Remove the least important channels of each planned group; returns group -> (before, after, the
     indices of the kept channels in the original order)."""
+    return cut_channels(module, dg, channel_drops(module, dg, plan, importance))
+
+
+def cut_channels(module, dg, drops: dict[str, list[int]]) -> dict[str, tuple[int, int, list[int]]]:
+    """Remove the given channels of each group; returns group -> (before, after, kept indices)."""
+    from edgetune.spaces._discover import layer_modules
+
+    mods = layer_modules(module)
+    done: dict[str, tuple[int, int, list[int]]] = {}
+    for name, drop in drops.items():
+        n = _width(mods[name])
+        _cut(dg, mods[name], drop, name)
+        done[name] = (n, n - len(drop), sorted(set(range(n)) - set(drop)))
+    return done
+
+
+def channel_drops(module, dg, plan: PrunePlan, importance) -> dict[str, list[int]]:
+    """The channels each planned group would lose (scored now), without cutting anything."""
     import torch
     import torch_pruning as tp
     from torch import nn
@@ -44,7 +62,7 @@ def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[i
     from edgetune.spaces._discover import layer_modules
 
     mods = layer_modules(module)
-    done: dict[str, tuple[int, int, list[int]]] = {}
+    drops: dict[str, list[int]] = {}
     for name, keep in plan.channels.items():
         m = mods[name]
         n = _width(m)
@@ -54,10 +72,53 @@ def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[i
         if scores is None or len(scores) != n:
             raise CompressionError(f"group {name!r}: the importance criterion gave no score per channel "
                                    f"({None if scores is None else len(scores)} for {n}); try importance: magnitude.")
-        drop = torch.argsort(scores)[: n - keep].tolist()
-        _cut(dg, m, drop, name)
-        done[name] = (n, keep, sorted(set(range(n)) - set(drop)))
-    return done
+        drops[name] = sorted(torch.argsort(scores)[: n - keep].tolist())
+    return drops
+
+
+class SoftCut:
+    """Fade the channels a cut will remove to zero before removing them (progressive pruning).
+
+    Forward hooks scale those channels at the output of every BatchNorm of their group (the output of
+    the group's convs when it has no BatchNorm) by ``factor``; fine-tuning meanwhile moves their work
+    to the kept channels, and at ``factor == 0`` the cut itself changes nothing for a ReLU network."""
+
+    def __init__(self, module, dg, drops: dict[str, list[int]]):
+        import torch
+        import torch_pruning as tp
+        from torch import nn
+
+        from edgetune.spaces._discover import layer_modules
+
+        self.factor = 1.0
+        self._handles = []
+        mods = layer_modules(module)
+        for name, drop in drops.items():
+            m = mods[name]
+            fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
+            group = dg.get_pruning_group(m, fn, idxs=drop)
+            items = [(dep.target.module, [int(getattr(i, "idx", i)) for i in idxs],
+                      getattr(dep.handler, "__name__", "")) for dep, idxs in group]
+            bns = [(t, ix) for t, ix, _ in items if isinstance(t, nn.modules.batchnorm._BatchNorm)]
+            outs = bns or [(t, ix) for t, ix, h in items if isinstance(t, (nn.Conv2d, nn.Linear)) and "out" in h]
+            for target, ix in outs:
+                mask = torch.ones(target.num_features if hasattr(target, "num_features") else _width(target))
+                mask_idx = torch.as_tensor(ix, dtype=torch.long)
+                self._handles.append(target.register_forward_hook(self._hook(mask, mask_idx)))
+
+    def _hook(self, mask, idx):
+        def hook(mod, inputs, out):
+            m = mask.clone()
+            m[idx] = self.factor
+            shape = (1, -1) + (1,) * (out.dim() - 2)
+            return out * m.to(out.dtype).view(shape)
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
 
 
 def prune_to_kept(module, dg, kept: dict[str, list[int]]) -> None:

@@ -125,8 +125,11 @@ def _float(out):
 
 
 def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, features: dict | None = None,
-            on_step=None) -> dict:
+            on_step=None, start: int = 0, stop: int | None = None) -> dict:
     """Fine-tune ``student`` in place; returns {steps, seconds, loss}. ``teacher`` is not modified.
+
+    ``start`` / ``stop``: run only steps [start, stop) of the ``spec.steps`` schedule (a progressive cut
+    fine-tunes in two calls, before and after the channels are removed).
 
     ``features``: layer name -> indices of the teacher's channels that the student's input channels of
     that layer correspond to (None: all), for feature distillation (``spec.feature_weight``)."""
@@ -145,8 +148,9 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
         raise CompressionError("this model has no raw() head outputs, so recovery can only distill: set "
                                "`recovery.distill: true` or `recovery.steps: 0`.")
     t0 = time.time()
-    torch.manual_seed(spec.seed)
-    rng = np.random.default_rng(spec.seed)
+    stop = spec.steps if stop is None else min(stop, spec.steps)
+    torch.manual_seed(spec.seed + start)
+    rng = np.random.default_rng(spec.seed + start)
     images, boxes, classes = train_arrays(train, size=input_size, limit=spec.train_images)
     crop = max(32, int(round(input_size * spec.crop / 32)) * 32) if input_size >= 128 and spec.crop < 1 else None
     full_from = int(spec.steps * 0.85)
@@ -162,14 +166,16 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
     feat_loss, handles = _feature_hooks(student, teacher, features) if (features and spec.feature_weight and
                                                                         spec.distill) else (None, [])
     use_bf16 = spec.bf16 == "on" or (spec.bf16 == "auto" and _native_bf16())
-    running, step = None, 0
-    for step in range(spec.steps):
+    running, step = None, start
+    for step in range(start, stop):
         if spec.budget_s and time.time() - t0 > spec.budget_s:
             log.info("recovery stopped by budget_s=%.0f after %d steps", spec.budget_s, step)
             break
         t = 1.0 if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, spec.steps - warmup)))
         for g in opt.param_groups:
             g["lr"] = spec.lr * (step + 1) / warmup if step < warmup else spec.lr * (0.05 + 0.95 * t)
+            if start:  # a fresh optimizer mid-schedule: re-warm it over 10 steps
+                g["lr"] *= min(1.0, (step - start + 1) / 10)
         x, gb, gl, gm = _sample_batch(rng, images, boxes, classes, spec.batch, None if step >= full_from else crop)
         t_out = None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
@@ -199,10 +205,10 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
         if (step + 1) % 50 == 0:
             log.info("recovery step %d/%d loss %.4f (%.0fs)", step + 1, spec.steps, running, time.time() - t0)
     else:
-        step = spec.steps
+        step = stop
     for h in handles:
         h.remove()
     if ema is not None:
         student.load_state_dict(ema.ema.state_dict())
     student.eval()
-    return {"steps": step, "seconds": round(time.time() - t0, 2), "loss": running}
+    return {"steps": step - start, "seconds": round(time.time() - t0, 2), "loss": running}

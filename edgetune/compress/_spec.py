@@ -2,10 +2,11 @@
 
 ```yaml
 recovery:                 # fine-tuning after pruning, on by default whenever a config prunes
-  steps: 300              # optimizer steps (the budget; 0 disables recovery)
+  steps: 220              # optimizer steps (the budget; 0 disables recovery)
   lr: 0.002               # peak learning rate (AdamW, short warmup, cosine decay)
   distill: true           # knowledge distillation from the uncompressed model
   distill_weight: 1.0
+  progressive: 0.5        # channel pruning: the first half of the steps fades the cut channels out, then cuts
   batch: 32
   train_images: 2000      # at most this many images of the train split (0: all)
   seed: 0
@@ -23,8 +24,8 @@ from edgetune._strict import Strict
 
 __all__ = ["RecoverySpec", "DEFAULT_STEPS"]
 
-# ~90 s on a 2-core x86 machine for the builtin det-s (measured: see docs/compression.md)
-DEFAULT_STEPS = 300
+# ~110 s on a 2-core x86 machine for the builtin det-s at 25% channels (measured: docs/compression.md)
+DEFAULT_STEPS = 220
 
 
 class RecoverySpec(Strict):
@@ -36,7 +37,9 @@ class RecoverySpec(Strict):
     gt_weight: float = Field(default=1.0, ge=0.0, description="weight of the ground-truth detection loss")
     ema: float = Field(default=0.0, ge=0.0, lt=1.0, description="weight EMA decay of the recovered model (0: off)")
     batch: int = Field(default=32, ge=1, le=1024)
-    crop: float = Field(default=0.75, gt=0.0, le=1.0, description="random crops of this fraction of the input "
+    progressive: float = Field(default=0.5, ge=0.0, lt=1.0, description="channel pruning: the fraction of the "
+                               "steps during which the channels to be cut fade to zero BEFORE the cut (0: cut first)")
+    crop: float = Field(default=1.0, gt=0.0, le=1.0, description="random crops of this fraction of the input "
                         "size for the first 85% of the steps (cheaper steps), full images after")
     train_images: int = Field(default=2000, ge=0)
     bf16: Literal["auto", "on", "off"] = Field(

@@ -64,7 +64,7 @@ def deploy(*, sweep: str | Path, to: str, trial: int | None = None, rule: str | 
     from edgetune.deploy._registry import register_deployment
     from edgetune.deploy._sweep import agent_client, resolve_device
     from edgetune.deploy._verify import sweep_bundle, verify_on_device
-    from edgetune.search.runner import _fingerprint
+    from edgetune.search.runner import device_fingerprint
 
     records = load_sweep(sweep)
     cfg = records.cfg
@@ -84,7 +84,7 @@ def deploy(*, sweep: str | Path, to: str, trial: int | None = None, rule: str | 
         verification, m = verify_on_device(client, sha, bundle=bundle, cfg=cfg, point=point, device=to)
         if not verification.ok:
             raise DeployError(_failed(verification, client, result, name))
-    fingerprint = _fingerprint(m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}}))
+    fingerprint = device_fingerprint(m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}}))
     registration = None
     if register:
         try:

@@ -61,12 +61,12 @@ def register_deployment(*, cfg, point, artifact, model_name: str, device: str, d
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
-    from edgetune.search.tracking import _artifact_root
+    from edgetune.search.tracking import artifact_root
 
     client = _client(cfg.tracking.uri)
     experiment = cfg.tracking.experiment or cfg.name
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=_artifact_root(cfg.tracking.uri))
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root(cfg.tracking.uri))
     active = deployment.active_version
     tags = {"edgetune.role": "deployment", "edgetune.sweep": cfg.name, "edgetune.deploy.trial": str(point.number),
             "edgetune.deploy.device": device, "edgetune.deploy.name": deployment.name,

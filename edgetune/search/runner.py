@@ -90,7 +90,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
             return _failed(plan, record, f"measurement on '{device}' failed: {type(exc).__name__}: {exc}", t0, artifact)
         d = m if isinstance(m, dict) else m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
         values.update(measurement_values(d, device))
-        fingerprints[device] = _fingerprint(d)
+        fingerprints[device] = device_fingerprint(d)
     record.update({"values": values, "fingerprints": fingerprints})
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)
 
@@ -101,7 +101,7 @@ def _failed(plan, record, error: str, t0: float, artifact=None) -> TrialResult:
     return TrialResult(plan.number, False, {}, record, artifact, error, time.time() - t0)
 
 
-def _fingerprint(d: dict) -> dict:
+def device_fingerprint(d: dict) -> dict:
     dev = d.get("device") or {}
     rt = d.get("runtime") or {}
     return {

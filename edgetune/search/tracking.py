@@ -24,7 +24,7 @@ SWEEP_TAG = "edgetune.sweep"
 TRIAL_TAG = "edgetune.trial"
 
 
-def _artifact_root(uri: str) -> str | None:
+def artifact_root(uri: str) -> str | None:
     """Artifacts beside a sqlite store (``sqlite:///x/mlflow.db`` -> ``x/mlartifacts``)."""
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///")).resolve()
@@ -46,7 +46,7 @@ class Tracker:
         if exp is None and readonly:
             raise LookupError(f"MLflow experiment {experiment!r} does not exist in {uri}")
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            experiment, artifact_location=_artifact_root(uri))
+            experiment, artifact_location=artifact_root(uri))
         self.parent_id = self._parent()
 
     # -- parent -------------------------------------------------------------------------------------

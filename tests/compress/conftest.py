@@ -26,15 +26,18 @@ def ort_run(path: Path):
 
 @pytest.fixture(scope="session")
 def ort_map(shapes_val, det_s):
-    """path -> mAP50-95 of that ONNX file on the 120 validation images (onnxruntime, 1 thread), memoised."""
+    """(path[, dataset]) -> mAP50-95 of that ONNX file on the dataset (default: the 120 validation images),
+    onnxruntime, 1 thread; memoised."""
     from edgetune.models._evaluate import evaluate
 
     memo: dict = {}
 
-    def run(path: Path) -> float:
-        if str(path) not in memo:
-            memo[str(path)] = float(evaluate(ort_run(path), shapes_val, det_s.head, size=det_s.input_size)["map50_95"])
-        return memo[str(path)]
+    def run(path: Path, ds=None) -> float:
+        ds = shapes_val if ds is None else ds
+        key = (str(path), len(ds), getattr(ds, "name", ""))
+        if key not in memo:
+            memo[key] = float(evaluate(ort_run(path), ds, det_s.head, size=det_s.input_size)["map50_95"])
+        return memo[key]
 
     return run
 

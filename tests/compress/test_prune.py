@@ -76,3 +76,37 @@ def test_two_four_pattern_along_input_channels(compressed, gpu_space):
         checked += 1
     assert checked == 99 - 25 - 6 - 1
     assert 0.45 < 1 - art.sizes["nonzero_params"] / art.sizes["params"] < 0.5
+
+
+def test_a_faded_cut_changes_nothing(det_s, cpu_space):
+    """Progressive pruning: once SoftCut has faded the doomed channels to zero, removing them leaves the
+    output unchanged (and while they are still on, the model is the original one)."""
+    import copy
+
+    import torch
+
+    from edgetune.compress._importance import make_importance
+    from edgetune.compress._prune import SoftCut, channel_drops, cut_channels
+    from edgetune.compress._schedule import schedule
+    from edgetune.spaces._discover import dependency_graph, discover_groups, discover_layers
+
+    size = det_s.input_size
+    student = copy.deepcopy(det_s.module).eval()
+    dg = dependency_graph(student, size)
+    layers = discover_layers(student, size, dg=dg)
+    plan = schedule(cpu_space.config_from({d.name: "channel:0.5" if "channel:0.5" in d.choices else "dense"
+                                           if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions}),
+                    discover_groups(student, size, layers, dg=dg), layers)
+    drops = channel_drops(student, dg, plan, make_importance("magnitude"))
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    soft = SoftCut(student, dg, drops)
+    with torch.no_grad():
+        full = det_s.module(x)
+        assert torch.allclose(student(x), full, atol=1e-5)  # factor 1: the original model
+        soft.factor = 0.0
+        faded = student(x)
+        assert not torch.allclose(faded, full, atol=1e-3)
+        soft.remove()
+        changed = cut_channels(student, dg, drops)
+        assert changed["stage3.0.pw.conv"][:2] == (128, 64)
+        assert torch.allclose(student(x), faded, atol=1e-4, rtol=1e-4)

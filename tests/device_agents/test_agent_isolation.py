@@ -5,27 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
 from agent_helpers import FAST, start_agent
-
-BLOCKER = textwrap.dedent(
-    """
-    import sys
-    class _Block:
-        BLOCKED = ("torch", "optuna", "ray", "mlflow")
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in self.BLOCKED:
-                raise ImportError(f"blocked for this test: {name}")
-            return None
-    sys.meta_path.insert(0, _Block())
-    """
-)
-
-
-def run_blocked(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code), *args], capture_output=True,
-                          text=True, timeout=180)
+from blocked_imports import BLOCKER, run_blocked
 
 
 def test_agent_modules_and_app_work_without_heavy_deps(tmp_path):

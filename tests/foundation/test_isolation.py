@@ -2,27 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
-BLOCKER = textwrap.dedent(
-    """
-    import sys
-    class _Block:
-        BLOCKED = ("torch", "optuna", "ray", "mlflow")
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in self.BLOCKED:
-                raise ImportError(f"blocked for this test: {name}")
-            return None
-    sys.meta_path.insert(0, _Block())
-    """
-)
-
-
-def run_blocked(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=120)
+from blocked_imports import run_blocked
 
 
 def test_blocker_really_blocks():
