@@ -169,6 +169,8 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     mask_two_four(student, plan.two_four)
     timings["prune"] = round(time.time() - t - (first["seconds"] if progressive else 0.0), 2)
     if recovery is not None:
+        if progressive and recovery.budget_s:  # the wall-clock cap covers both halves
+            recovery = recovery.model_copy(update={"budget_s": max(1e-3, recovery.budget_s - first["seconds"])})
         rec = recover(student, teacher, train, recovery, input_size=size, features=_feature_taps(layers, groups, changed),
                       start=fade_steps if progressive else 0)
         if progressive:

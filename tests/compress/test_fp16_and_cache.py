@@ -150,3 +150,15 @@ def test_precision_variants_reuse_the_pruned_and_recovered_model(det_s, shapes_c
     shutil.rmtree(tmp_path / b.hash)
     c = compress(det_s, int8, calib=shapes_calib, workdir=tmp_path, train=train_split, recovery=rec)
     assert "recover" in c.manifest["timings_s"] and c.hash == b.hash
+
+
+def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, cpu_space, train_split, tmp_path):
+    from edgetune.compress import RecoverySpec, compress
+
+    cfg = cpu_space.config_from({d.name: "channel:0.25" if "channel:0.25" in d.choices else "dense"
+                                 if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions})
+    art = compress(det_s, cfg, calib=None, workdir=tmp_path, train=train_split,
+                   recovery=RecoverySpec(steps=10_000, batch=4, train_images=32, budget_s=2.0))
+    result = art.manifest["recovery"]["result"]
+    assert 0 < result["steps"] < 10_000 and result["faded_steps"] < 5_000
+    assert result["seconds"] < 6.0, result
