@@ -13,7 +13,7 @@ from edgetune.errors import CompressionError
 
 log = get_logger(__name__)
 
-__all__ = ["prune_channels", "cut_channels", "channel_drops", "SoftCut", "prune_to_kept", "recalibrate_bn", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
+__all__ = ["cut_channels", "channel_drops", "SoftCut", "prune_to_kept", "recalibrate_bn", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
 
 
 def _cut(dg, m, drop: list[int], name: str) -> None:
@@ -32,12 +32,6 @@ def _width(m) -> int:
     from torch import nn
 
     return m.out_features if isinstance(m, nn.Linear) else m.out_channels
-
-
-def prune_channels(module, dg, plan: PrunePlan, importance) -> dict[str, tuple[int, int, list[int]]]:
-    """Remove the least important channels of each planned group; returns group -> (before, after, the
-    indices of the kept channels in the original order)."""
-    return cut_channels(module, dg, channel_drops(module, dg, plan, importance))
 
 
 def cut_channels(module, dg, drops: dict[str, list[int]]) -> dict[str, tuple[int, int, list[int]]]:
@@ -126,9 +120,7 @@ def prune_to_kept(module, dg, kept: dict[str, list[int]]) -> None:
     from edgetune.spaces._discover import layer_modules
 
     mods = layer_modules(module)
-    for name, idx in kept.items():
-        m = mods[name]
-        _cut(dg, m, sorted(set(range(_width(m))) - set(idx)), name)
+    cut_channels(module, dg, {name: sorted(set(range(_width(mods[name]))) - set(idx)) for name, idx in kept.items()})
 
 
 def recalibrate_bn(module, batches) -> int:
