@@ -16,12 +16,17 @@ log = get_logger(__name__)
 __all__ = ["cut_channels", "channel_drops", "SoftCut", "prune_to_kept", "recalibrate_bn", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
 
 
-def _cut(dg, m, drop: list[int], name: str) -> None:
+def _out_group(dg, m, idxs: list[int]):
+    """Torch-Pruning's group of the output channels ``idxs`` of conv / linear ``m``."""
     import torch_pruning as tp
     from torch import nn
 
     fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
-    group = dg.get_pruning_group(m, fn, idxs=sorted(drop))
+    return dg.get_pruning_group(m, fn, idxs=idxs)
+
+
+def _cut(dg, m, drop: list[int], name: str) -> None:
+    group = _out_group(dg, m, sorted(drop))
     if not dg.check_pruning_group(group):
         raise CompressionError(f"group {name!r} cannot lose {len(drop)} of its channels (a layer would be left "
                                "with none); lower its ratio or pin it in `space.keep.sparsity`.")
@@ -50,8 +55,6 @@ def cut_channels(module, dg, drops: dict[str, list[int]]) -> dict[str, tuple[int
 def channel_drops(module, dg, plan: PrunePlan, importance) -> dict[str, list[int]]:
     """The channels each planned group would lose (scored now), without cutting anything."""
     import torch
-    import torch_pruning as tp
-    from torch import nn
 
     from edgetune.spaces._discover import layer_modules
 
@@ -60,9 +63,8 @@ def channel_drops(module, dg, plan: PrunePlan, importance) -> dict[str, list[int
     for name, keep in plan.channels.items():
         m = mods[name]
         n = _width(m)
-        fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
         with torch.no_grad():
-            scores = importance(dg.get_pruning_group(m, fn, idxs=list(range(n))))
+            scores = importance(_out_group(dg, m, list(range(n))))
         if scores is None or len(scores) != n:
             raise CompressionError(f"group {name!r}: the importance criterion gave no score per channel "
                                    f"({None if scores is None else len(scores)} for {n}); try importance: magnitude.")
@@ -79,33 +81,38 @@ class SoftCut:
 
     def __init__(self, module, dg, drops: dict[str, list[int]]):
         import torch
-        import torch_pruning as tp
         from torch import nn
 
         from edgetune.spaces._discover import layer_modules
 
-        self.factor = 1.0
         self._handles = []
+        self._scales: list[tuple] = []  # (per-channel scale tensor, indices of the fading channels)
         mods = layer_modules(module)
         for name, drop in drops.items():
-            m = mods[name]
-            fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
-            group = dg.get_pruning_group(m, fn, idxs=drop)
             items = [(dep.target.module, [int(getattr(i, "idx", i)) for i in idxs],
-                      getattr(dep.handler, "__name__", "")) for dep, idxs in group]
+                      getattr(dep.handler, "__name__", "")) for dep, idxs in _out_group(dg, mods[name], drop)]
             bns = [(t, ix) for t, ix, _ in items if isinstance(t, nn.modules.batchnorm._BatchNorm)]
             outs = bns or [(t, ix) for t, ix, h in items if isinstance(t, (nn.Conv2d, nn.Linear)) and "out" in h]
             for target, ix in outs:
-                mask = torch.ones(target.num_features if hasattr(target, "num_features") else _width(target))
-                mask_idx = torch.as_tensor(ix, dtype=torch.long)
-                self._handles.append(target.register_forward_hook(self._hook(mask, mask_idx)))
+                scale = torch.ones(target.num_features if hasattr(target, "num_features") else _width(target))
+                self._scales.append((scale, torch.as_tensor(ix, dtype=torch.long)))
+                self._handles.append(target.register_forward_hook(self._hook(scale)))
+        self.factor = 1.0
 
-    def _hook(self, mask, idx):
+    @property
+    def factor(self) -> float:
+        return self._factor
+
+    @factor.setter
+    def factor(self, value: float) -> None:
+        self._factor = float(value)
+        for scale, idx in self._scales:
+            scale[idx] = self._factor
+
+    @staticmethod
+    def _hook(scale):
         def hook(mod, inputs, out):
-            m = mask.clone()
-            m[idx] = self.factor
-            shape = (1, -1) + (1,) * (out.dim() - 2)
-            return out * m.to(out.dtype).view(shape)
+            return out * scale.to(out.dtype).view((1, -1) + (1,) * (out.dim() - 2))
 
         return hook
 
