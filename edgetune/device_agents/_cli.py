@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(agent_app, name="agent")
     app.command("devices")(devices_cmd)
     app.command("measure")(measure_cmd)
+    app.command("compare")(compare_cmd)
 
 
 def _console():
@@ -197,17 +198,12 @@ def measure_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the Measurement as JSON."),
 ) -> None:
     """Measure one ONNX model on one device: latency (model-only and end-to-end), memory, power, accuracy."""
-    from edgetune.device_agents.fleet import DeviceSpec, Fleet, load_fleet
     from edgetune.device_agents.protocol import LatencySpec
     from edgetune.errors import ConfigError
 
     if not model.is_file():
         raise ConfigError(f"model file '{model}' does not exist.")
-    if device.startswith(("http://", "https://")):
-        fl = Fleet([DeviceSpec(name="cli", url=device, token_env=token_env)])
-        name = "cli"
-    else:
-        fl, name = load_fleet(_fleet_path(fleet)), device
+    fl, name = _device(device, fleet, token_env)
     bundle = _cli_bundle(model, data, val_images) if data else None
     spec = LatencySpec(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, threads=threads, batch=batch,
                        keep_samples=as_json)
@@ -218,6 +214,56 @@ def measure_cmd(
         typer.echo(m.model_dump_json(indent=2))
         return
     _print_measurement(m)
+
+
+def _device(device: str, fleet: Path | None, token_env: str):
+    """(Fleet, device name) for ``--device``: a name in the fleet file, or an agent URL."""
+    from edgetune.device_agents.fleet import DeviceSpec, Fleet, load_fleet
+
+    if device.startswith(("http://", "https://")):
+        return Fleet([DeviceSpec(name="cli", url=device, token_env=token_env)]), "cli"
+    return load_fleet(_fleet_path(fleet)), device
+
+
+def compare_cmd(
+    models: list[Path] = typer.Argument(..., help="Two or more ONNX files; the first is the reference."),
+    device: str = typer.Option(..., "--device", help="Device name in the fleet, or an agent URL."),
+    fleet: Path = typer.Option(None, help="Fleet or sweep YAML (default: $EDGETUNE_FLEET or ./fleet.yaml)."),
+    token_env: str = typer.Option("EDGETUNE_AGENT_TOKEN", help="With a URL --device: the token's variable."),
+    runs: int = typer.Option(300, help="Timed runs per model."),
+    burst: int = typer.Option(5, help="Timed runs per model per turn (after one untimed run)."),
+    warmup: int = typer.Option(10),
+    threads: int = typer.Option(None, help="Intra-op threads (default: the agent's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Comparison as JSON."),
+) -> None:
+    """Time ONNX models side by side on one device (one process, interleaved): is the compressed one faster?"""
+    from rich.table import Table
+
+    from edgetune.errors import ConfigError
+
+    missing = [str(m) for m in models if not m.is_file()]
+    if missing or len(models) < 2:
+        raise ConfigError(f"model file(s) not found: {', '.join(missing)}." if missing
+                          else "give at least two ONNX files to compare (the first is the reference).")
+    fl, name = _device(device, fleet, token_env)
+    with fl, fl.lease(name) as client:
+        shas = [client.upload_artifact(m) for m in models]
+        if len(set(shas)) != len(shas):
+            raise ConfigError("two of the files are the same model (same sha256); compare distinct files.")
+        c = client.compare(shas, runs=runs, burst=burst, warmup=warmup, threads=threads)
+    if as_json:
+        typer.echo(c.model_dump_json(indent=2))
+        return
+    table = Table(title=f"{c.device.name} ({c.device.kind}): {c.runtime.name} {c.runtime.version}, {c.threads} "
+                        f"thread(s), {c.runs} interleaved runs each (bursts of {c.burst})")
+    for col in ("model", "p50 ms", "95% CI of p50", "p90 ms", "speed-up vs first"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    ref = c.latency[shas[0]].p50_ms
+    for m, sha in zip(models, shas, strict=True):
+        s = c.latency[sha]
+        table.add_row(str(m), f"{s.p50_ms:.3f}", f"[{s.ci95_low_ms:.3f}, {s.ci95_high_ms:.3f}]", f"{s.p90_ms:.3f}",
+                      f"{ref / s.p50_ms:.2f}x")
+    _console().print(table)
 
 
 def _cli_bundle(model: Path, data: str, val_images: int):

@@ -17,7 +17,7 @@ from edgetune.data._preprocess import letterbox, to_input, unletterbox
 from edgetune.device_agents.protocol import LatencySpec
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections, topk
 
-__all__ = ["time_loop", "end_to_end_step", "synthetic_images"]
+__all__ = ["time_loop", "time_interleaved", "end_to_end_step", "synthetic_images"]
 
 
 def time_loop(fn: Callable[[], object], spec: LatencySpec) -> list[float]:
@@ -37,6 +37,36 @@ def time_loop(fn: Callable[[], object], spec: LatencySpec) -> list[float]:
             samples.append((t1 - t0) / 1e6)
             if len(samples) >= spec.min_runs and t1 >= t_end:
                 break
+    finally:
+        if was_enabled:
+            gc.enable()
+    return samples
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], *, runs: int, burst: int) -> dict[str, list[float]]:
+    """Latency samples (ms) of several callables timed in turns: each turn gives every callable one untimed
+    call (its weights back in cache) and then up to ``burst`` timed calls; the order rotates every turn.
+    Ends when each has ``runs`` samples. The callers warm every callable up first."""
+    names = list(fns)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    clock = time.perf_counter_ns
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        turn = 0
+        while any(len(v) < runs for v in samples.values()):
+            shift = turn % len(names)
+            for name in names[shift:] + names[:shift]:
+                left = runs - len(samples[name])
+                if left <= 0:
+                    continue
+                fn = fns[name]
+                fn()
+                for _ in range(min(burst, left)):
+                    t0 = clock()
+                    fn()
+                    samples[name].append((clock() - t0) / 1e6)
+            turn += 1
     finally:
         if was_enabled:
             gc.enable()

@@ -10,6 +10,7 @@ the agent reports how the process ended. The process dies with its parent (``PR_
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-__all__ = ["main", "run_job"]
+__all__ = ["main", "run_job", "run_compare"]
 
 
 def _die_with_parent() -> None:
@@ -55,7 +56,6 @@ def run_job(job: dict) -> dict:
 
     import numpy as np
 
-    from edgetune.device_agents._onnx_check import scan_onnx
     from edgetune.device_agents._stats import latency_stats
     from edgetune.device_agents._timing import end_to_end_step, synthetic_images, time_loop
     from edgetune.device_agents.probes import temperatures
@@ -70,18 +70,11 @@ def run_job(job: dict) -> dict:
     threads = int(spec.threads or job["threads"])
     warnings: list[str] = []
     path = Path(job["artifact_path"])
-    summary = scan_onnx(path.read_bytes())
-    if summary.parsed and summary.external_tensors:
-        raise MeasurementFailed(
-            f"the ONNX references external data for {len(summary.external_tensors)} tensor(s) "
-            f"({', '.join(summary.external_tensors[:3])}); agents only run self-contained ONNX files. "
-            "Export with external_data=False (edgetune's export does)."
-        )
     runtime = get_runtime(job["runtime"])
     baseline_rss = _peak_rss_bytes()
     t0 = time.perf_counter()
-    session = runtime.load(path, threads=threads, providers=req.providers, cache_dir=Path(job["cache_dir"]),
-                           batch=spec.batch)
+    session = _load(runtime, path, threads=threads, providers=req.providers, cache_dir=Path(job["cache_dir"]),
+                    batch=spec.batch)
     load_s = time.perf_counter() - t0
     model_batch = session.input_shape[0] if session.input_shape and session.input_shape[0] > 0 else None
     if model_batch is not None and model_batch != spec.batch:
@@ -149,6 +142,70 @@ def run_job(job: dict) -> dict:
     }
 
 
+def _load(runtime, path: Path, **kw):
+    """A runtime session of one self-contained ONNX file (external data is refused, naming the tensors)."""
+    from edgetune.device_agents._onnx_check import scan_onnx
+    from edgetune.errors import MeasurementFailed
+
+    summary = scan_onnx(path.read_bytes())
+    if summary.parsed and summary.external_tensors:
+        raise MeasurementFailed(
+            f"the ONNX references external data for {len(summary.external_tensors)} tensor(s) "
+            f"({', '.join(summary.external_tensors[:3])}); agents only run self-contained ONNX files. "
+            "Export with external_data=False (edgetune's export does)."
+        )
+    return runtime.load(path, **kw)
+
+
+def run_compare(job: dict) -> dict:
+    """``POST /compare``: load every artifact, warm each up, time them interleaved (``time_interleaved``)."""
+    cpus = job.get("cpus") or []
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+    import numpy as np
+
+    from edgetune.device_agents._stats import latency_stats
+    from edgetune.device_agents._timing import time_interleaved
+    from edgetune.device_agents.protocol import CompareRequest, RuntimeUsed
+    from edgetune.device_agents.runtimes import get_runtime
+    from edgetune.errors import MeasurementFailed
+
+    req = CompareRequest.model_validate(job["request"])
+    threads = int(req.threads or job["threads"])
+    runtime = get_runtime(job["runtime"])
+    fns, sessions = {}, []
+    for sha in req.artifacts:
+        session = _load(runtime, Path(job["artifact_paths"][sha]), threads=threads, providers=req.providers,
+                        cache_dir=Path(job["cache_dir"]), batch=1)
+        sessions.append(session)
+        x = np.random.default_rng(0).random(session.shape_for(1), dtype=np.float32).astype(session.input_dtype)
+        x = np.ascontiguousarray(x)
+        try:
+            session.run(x)
+        except Exception as exc:
+            raise MeasurementFailed(f"{runtime.name} failed to run artifact {sha[:12]}: {exc}") from exc
+        fns[sha] = functools.partial(session.run, x)
+    for fn in fns.values():
+        for _ in range(req.warmup):
+            fn()
+    samples = time_interleaved(fns, runs=req.runs, burst=req.burst)
+    used = sorted({p for s in sessions for p in s.providers_used})
+    detail = sessions[0].detail
+    for session in sessions:
+        session.close()
+    return {
+        "artifacts": list(req.artifacts),
+        "latency": {sha: latency_stats(v, keep_samples=req.keep_samples).model_dump() for sha, v in samples.items()},
+        "runs": req.runs, "burst": req.burst, "threads": threads,
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
+        "runtime": RuntimeUsed(name=runtime.name, version=runtime.info().version or "",
+                               providers_requested=list(req.providers or runtime.default_providers()),
+                               providers_used=used, detail=detail).model_dump(),
+        "warnings": [],
+    }
+
+
 def _batched(run, model_batch: int | None, dtype):
     """A forward that pads a short last batch to a model's fixed batch size and drops the padding."""
     import numpy as np
@@ -182,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             from edgetune.device_agents._predict import run_predict
 
             payload = {"ok": True, "result": run_predict(job)}
+        elif job.get("task") == "compare":  # several artifacts timed side by side (POST /compare)
+            payload = {"ok": True, "result": run_compare(job)}
         else:
             payload = {"ok": True, "result": run_job(job)}
     except MemoryError:

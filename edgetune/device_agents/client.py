@@ -33,6 +33,8 @@ from edgetune.device_agents.deploy_protocol import Deployment, DeploymentList, D
 from edgetune.device_agents.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
+    CompareRequest,
+    Comparison,
     DeviceInfo,
     ErrorBody,
     Health,
@@ -225,6 +227,18 @@ class AgentClient:
         resp = self._request("POST", "/measure", idempotent=False, json=req.model_dump(mode="json"),
                              timeout=self.measure_timeout)
         return Measurement.model_validate(resp.json())
+
+    def compare(self, artifacts, *, runs: int = 300, burst: int = 5, warmup: int = 10, threads: int | None = None,
+                providers: list[str] | None = None, runtime: str | None = None,
+                timeout_s: float | None = None) -> Comparison:
+        """Time several artifacts (ONNX paths/bytes, uploaded if needed, or sha256s) side by side, interleaved
+        in one process on the device (``POST /compare``); ``Comparison.latency`` is keyed by sha256."""
+        shas = [a if isinstance(a, str) and _SHA.match(a) else self.upload_artifact(a) for a in artifacts]
+        req = CompareRequest(artifacts=tuple(shas), runs=runs, burst=burst, warmup=warmup, threads=threads,
+                             providers=tuple(providers) if providers else None, runtime=runtime, timeout_s=timeout_s)
+        resp = self._request("POST", "/compare", idempotent=False, json=req.model_dump(mode="json"),
+                             timeout=self.measure_timeout)
+        return Comparison.model_validate(resp.json())
 
     # ------------------------------------------------------------ deployments
     def _deploy_call(self, method: str, path: str, **kw) -> httpx.Response:

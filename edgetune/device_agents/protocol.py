@@ -19,10 +19,10 @@ __all__ = [
     "PROTOCOL_VERSION", "PROTOCOL_HEADER", "SHA256_PATTERN", "check_protocol",
     "LatencySpec", "MeasureRequest", "LatencyStats", "PowerStats", "RuntimeUsed", "Board", "CPUInfo",
     "OSInfo", "RuntimeInfo", "AgentSettings", "DeviceInfo", "Measurement", "Health", "UploadResult",
-    "QueueStatus", "ErrorInfo", "ErrorBody",
+    "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison",
 ]
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"  # 1.1: POST /compare
 PROTOCOL_HEADER = "X-Edgetune-Protocol"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -101,6 +101,37 @@ class MeasureRequest(_Request):
     head: dict[str, Any] | None = None
     accuracy: bool = True
     timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+
+
+class CompareRequest(_Request):
+    """``POST /compare``: time several uploaded artifacts side by side, in ONE process, interleaved.
+
+    The models take turns in bursts (one untimed run, then ``burst`` timed runs each; the order rotates
+    every turn) until each has ``runs`` timed runs, so every model sees the same device state (clocks,
+    temperature, other load). Ratios between them are then free of the drift that separates two
+    measurements taken minutes apart. Model-only latency on a random input of the model's shape.
+    """
+
+    artifacts: tuple[str, ...] = Field(min_length=2, max_length=64)
+    runs: int = Field(default=300, ge=1, le=1_000_000)
+    burst: int = Field(default=5, ge=1, le=10_000)
+    warmup: int = Field(default=10, ge=0, le=100_000)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    runtime: str | None = None
+    providers: tuple[str, ...] | None = None
+    keep_samples: bool = False
+    timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CompareRequest:
+        import re
+
+        bad = [a for a in self.artifacts if not re.match(SHA256_PATTERN, a)]
+        if bad:
+            raise ValueError(f"artifacts must be sha256 hex digests; got {bad[0]!r}")
+        if len(set(self.artifacts)) != len(self.artifacts):
+            raise ValueError("artifacts must be distinct (each is timed once per turn)")
+        return self
 
 
 # ---------------------------------------------------------------- results
@@ -236,6 +267,24 @@ class Measurement(_Response):
     session_load_s: float = 0.0
     device: DeviceInfo
     temperatures_after_c: dict[str, float] = Field(default_factory=dict)
+    started_at: float
+    finished_at: float
+    wall_s: float
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Comparison(_Response):
+    """``POST /compare``: model-only latency of each artifact (by sha256), all timed in one interleaved loop."""
+
+    protocol: str = PROTOCOL_VERSION
+    artifacts: list[str]
+    latency: dict[str, LatencyStats]
+    runs: int
+    burst: int
+    runtime: RuntimeUsed
+    threads: int
+    cpus: list[int] = Field(default_factory=list)
+    device: DeviceInfo
     started_at: float
     finished_at: float
     wall_s: float

@@ -89,3 +89,18 @@ def bare_ort_p50(onnx_path: Path, *, cpu: int, warmup: int = 20, runs: int = 200
     out = subprocess.run([sys.executable, "-c", BARE_LOOP, str(onnx_path), str(cpu), str(warmup), str(runs)],
                          capture_output=True, text=True, check=True, timeout=300)
     return float(out.stdout.strip())
+
+
+def one_conv_onnx(path: Path) -> Path:
+    """A one-Conv model with det-s's input: a second, much cheaper artifact to compare against."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "w"], ["out"], strides=[4, 4])], "one-conv",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 64, 64])], initializer=[w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path

@@ -1,4 +1,4 @@
-"""``edgetune devices`` and ``edgetune measure`` against a real agent, through the real CLI."""
+"""``edgetune devices``, ``edgetune measure`` and ``edgetune compare`` against a real agent, through the real CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+
+from agent_helpers import one_conv_onnx
 
 CLI = "import sys; from edgetune.cli import main; sys.argv[0] = 'edgetune'; main()"
 
@@ -47,3 +49,17 @@ def test_measure_one_model_on_one_device(tmp_path, agent, det_s_onnx):
     assert table.returncode == 0 and "model only" in table.stdout and "p50 ms" in table.stdout
     bad = edgetune("measure", str(det_s_onnx), "--device", "nano", "--fleet", str(fleet))
     assert bad.returncode == 2 and "no device named 'nano'" in bad.stderr
+
+
+def test_compare_times_models_side_by_side(tmp_path, agent, det_s_onnx):
+    fleet = _fleet(tmp_path, agent)
+    small = one_conv_onnx(tmp_path / "one-conv.onnx")
+    r = edgetune("compare", str(det_s_onnx), str(small), "--device", "main", "--fleet", str(fleet), "--runs", "20",
+                 "--warmup", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)
+    assert len(c["artifacts"]) == 2 and all(s["n"] == 20 for s in c["latency"].values())
+    table = edgetune("compare", str(det_s_onnx), str(small), "--device", "main", "--fleet", str(fleet), "--runs", "10")
+    assert table.returncode == 0 and "speed-up vs first" in table.stdout and "1.00x" in table.stdout
+    same = edgetune("compare", str(det_s_onnx), str(det_s_onnx), "--device", "main", "--fleet", str(fleet))
+    assert same.returncode == 2 and "same model" in same.stderr

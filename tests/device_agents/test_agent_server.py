@@ -12,10 +12,10 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from agent_helpers import FAST, bare_ort_p50, start_agent
+from agent_helpers import FAST, bare_ort_p50, one_conv_onnx, start_agent
 
 from edgetune.device_agents import LatencySpec
-from edgetune.device_agents.protocol import PROTOCOL_HEADER
+from edgetune.device_agents.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
 from edgetune.errors import AgentError, AgentUnavailable, AuthError, MeasurementFailed
 
 
@@ -52,7 +52,7 @@ def test_health_is_public_and_everything_else_needs_the_token(agent, client, det
     with httpx.Client(base_url=agent.url, timeout=10) as raw:
         health = raw.get("/health")
         assert health.status_code == 200 and health.json()["kind"] == "local-cpu"
-        assert health.headers[PROTOCOL_HEADER] == "1.0"
+        assert health.headers[PROTOCOL_HEADER] == PROTOCOL_VERSION
         calls = [("GET", "/info", None), ("GET", "/queue", None), ("HEAD", f"/artifacts/{sha}", None),
                  ("PUT", f"/artifacts/{sha}", b"x"), ("HEAD", f"/datasets/{sha}", None),
                  ("PUT", f"/datasets/{sha}", b"x"), ("POST", "/measure", None)]
@@ -88,7 +88,8 @@ def test_upload_is_content_addressed_and_verified(agent, client, det_s_onnx):
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "HashMismatch"
         assert raw.head(f"/artifacts/{other}").status_code == 404
         assert raw.put("/artifacts/not-a-sha", content=data).status_code == 400
-    assert sorted(p.name for p in (agent.workdir / "artifacts").iterdir() if p.is_file()) == [f"{sha}.onnx"]
+    stored = {p.name for p in (agent.workdir / "artifacts").iterdir() if p.is_file()}  # the agent is shared
+    assert f"{sha}.onnx" in stored and f"{other}.onnx" not in stored and not any("not-a-sha" in n for n in stored)
     assert list((agent.workdir / "artifacts" / ".tmp").iterdir()) == []
 
 
@@ -151,6 +152,22 @@ def test_bad_requests_say_what_is_wrong(client, det_s_onnx):
 
 
 # ------------------------------------------------------------------ measuring
+
+
+def test_compare_times_artifacts_side_by_side_in_one_process(client, det_s_onnx, tmp_path):
+    small = one_conv_onnx(tmp_path / "one-conv.onnx")
+    c = client.compare([det_s_onnx, small], runs=40, burst=4, warmup=2)
+    big_sha, small_sha = c.artifacts
+    assert set(c.latency) == {big_sha, small_sha}
+    assert all(s.n == 40 and s.p50_ms > 0 for s in c.latency.values())
+    assert c.latency[big_sha].p50_ms > 3 * c.latency[small_sha].p50_ms  # 99 convs vs one strided conv
+    assert c.runtime.name == "ort" and c.threads == 1 and c.device.kind == "local-cpu"
+    with pytest.raises(AgentError) as e:
+        client._request("POST", "/compare", idempotent=False, json={"artifacts": [big_sha, big_sha]})
+    assert e.value.status_code == 400 and "distinct" in str(e.value)
+    with pytest.raises(AgentError) as e:
+        client.compare([big_sha, "0" * 64])
+    assert e.value.status_code == 404 and "upload it first" in str(e.value)
 
 
 def test_measure_det_s_accuracy_equals_in_process_onnxruntime(agent, client, det_s, det_s_onnx, det_s_bundle, shapes_val):

@@ -118,7 +118,7 @@ class MeasureScheduler:
                     sys.executable, "-m", "edgetune.device_agents._worker", str(job_dir),
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err,
                     start_new_session=True)
-                log.info("measurement process %d started for artifact %s", proc.pid, job["request"]["artifact"][:12])
+                log.info("measurement process %d started for %s", proc.pid, _what(job))
                 try:
                     rc = await asyncio.wait_for(proc.wait(), timeout)
                 except asyncio.TimeoutError:
@@ -151,3 +151,13 @@ class MeasureScheduler:
         if not payload.get("ok"):
             raise MeasurementFailed(payload.get("error", {}).get("message", "measurement failed (no message)"))
         return payload["result"]
+
+
+def _what(job: dict) -> str:
+    """What a job measures, for the log: one artifact, several (``/compare``) or a deployment."""
+    req = job.get("request") or {}
+    if req.get("artifact"):
+        return f"artifact {req['artifact'][:12]}"
+    if req.get("artifacts"):
+        return "artifacts " + ", ".join(a[:12] for a in req["artifacts"])
+    return str(job.get("task") or "a job")
