@@ -36,6 +36,21 @@ def _cell(key: str, v) -> str:
     return _fmt(v, 2 if "_ms" in key or "mem" in key else 4)
 
 
+def _speedup(r, base_row, key: str) -> str:
+    """Speed-up of row ``r`` against fp32 on ``key``'s device: from the side-by-side timings when both were
+    timed so (marked ``=``), else from each trial's own timing."""
+    if base_row is None:
+        return "-"
+    sbs = "sbs_" + key
+    if _num(r.get(sbs)) and _num(base_row.get(sbs)):
+        return f"{base_row[sbs] / r[sbs]:.2f}x="
+    return f"{base_row[key] / r[key]:.2f}x" if _num(r.get(key)) and _num(base_row.get(key)) else "-"
+
+
+def _num(v) -> bool:
+    return v is not None and v == v and v > 0
+
+
 def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front: bool = True):
     """A rich table of the front (or all trials) with speed-up and size ratio against fp32."""
     from rich.table import Table
@@ -43,12 +58,19 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     base = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")]
     base_row = base.iloc[0] if len(base) else None
     rows = df[df["pareto"]] if only_front else df
-    table = Table(title=title, title_justify="left")
+    lat_keys = [k for k in df.columns if str(k).startswith("latency_p50_ms@")]
+    sbs_keys = [k for k in lat_keys if f"sbs_{k}" in df.columns]
+    caption = None
+    if sbs_keys:
+        caption = ("x= : fp32 and this point timed again side by side at the end of the sweep, interleaved in one "
+                   "process on the device (column 'p50 ms s-b-s'); plain x: from each trial's own timing")
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("#", justify="right")
     table.add_column("config", overflow="fold", max_width=28)
     for k in keys:
         table.add_column(_header(k), justify="right")
-    lat_keys = [k for k in df.columns if str(k).startswith("latency_p50_ms@")]
+    for k in sbs_keys:
+        table.add_column(f"p50 ms s-b-s {k.split('@')[1]}", justify="right")
     for k in lat_keys:
         table.add_column(f"speed-up {k.split('@')[1]}", justify="right")
     table.add_column("size/fp32", justify="right")
@@ -57,9 +79,8 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     for _, r in rows.sort_values(keys[0], ascending=goals[0] == "min").iterrows():
         cells = [str(r["trial"]), str(r.get("label") or ("fp32" if r.get("baseline") == "fp32" else ""))]
         cells += [_cell(k, r.get(k)) for k in keys]
-        for k in lat_keys:
-            ok = base_row is not None and r.get(k) and base_row.get(k)
-            cells.append(f"{base_row[k] / r[k]:.2f}x" if ok else "-")
+        cells += [_cell(k, r.get(f"sbs_{k}")) for k in sbs_keys]
+        cells += [_speedup(r, base_row, k) for k in lat_keys]
         ok = base_row is not None and r.get("size_bytes") and base_row.get("size_bytes")
         cells.append(f"{r['size_bytes'] / base_row['size_bytes']:.2f}x" if ok else "-")
         if not only_front:
@@ -126,13 +147,14 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
                   f"(10^{space.size_log10:.1f} points), {total} trials, sampler {cfg.search.sampler}, "
                   f"devices {', '.join(d.name for d in cfg.devices)}")
     columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("hv {task.fields[hv]:.4f}"),
-               TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+               TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[phase]}")]
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("sweep", total=total, hv=0.0, best="")
+        task = progress.add_task("sweep", total=total, hv=0.0, best="", phase="")
 
         def update(p) -> None:
             best = "  ".join(f"{k.removeprefix('best_')}={_fmt(v, 3)}" for k, v in list(p.best.items())[:3])
-            progress.update(task, completed=p.done, hv=p.hypervolume, best=best)
+            progress.update(task, completed=p.done, hv=p.hypervolume, best=best, phase=p.phase)
             if p.last:
                 progress.console.print(f"  {p.last}")
 

@@ -54,5 +54,15 @@ class SweepFleet:
                                   latency={"warmup": warmup, "min_runs": latency_runs},
                                   timeout_s=timeout_s)
 
+    def compare(self, device: str, onnx_paths: list[str], *, runs: int, warmup: int, timeout_s: float) -> dict:
+        """ONNX path -> model-only latency stats, all timed side by side on ``device`` (``POST /compare``)."""
+        with self.fleet.lease(device) as client:
+            shas = {p: client.upload_artifact(p) for p in onnx_paths}
+            distinct = list(dict.fromkeys(shas.values()))
+            if len(distinct) < 2:
+                raise ValueError("side-by-side timing needs at least two distinct models")
+            c = client.compare(distinct, runs=runs, warmup=warmup, timeout_s=timeout_s)
+        return {p: c.latency[sha].model_dump(exclude={"samples_ms"}) for p, sha in shas.items()}
+
     def close(self) -> None:
         self.fleet.close()

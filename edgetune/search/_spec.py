@@ -54,6 +54,10 @@ class SearchSpec(Strict):
     latency_runs: int = Field(default=100, ge=5)
     latency_warmup: int = Field(default=10, ge=0)
     measure_timeout_s: float = Field(default=600, gt=0)
+    side_by_side_runs: int = Field(
+        default=300, ge=0, le=100000, description="when the sweep ends, time fp32 and every front member again, "
+        "side by side and interleaved, this many runs each per latency device; speed-ups are reported from those "
+        "timings (0: off)")
 
 
 class TrackingSpec(Strict):

@@ -90,9 +90,12 @@ def short_label(summary: dict, baseline: str | None) -> str:
 
 
 def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict[int, int] | None = None,
-                 run_ids: dict[int, str] | None = None):
-    """One row per trial: number, state, baseline, config summary, objective values, front rank, run id."""
+                 run_ids: dict[int, str] | None = None, side_by_side: dict | None = None):
+    """One row per trial: number, state, baseline, config summary, objective values, front rank, run id,
+    and the ``sbs_*`` side-by-side timings of the fp32 baseline and the front (see ``search.side_by_side``)."""
     import pandas as pd
+
+    from edgetune.search.side_by_side import sbs_columns
 
     ranks, run_ids = ranks or {}, run_ids or {}
     rows = []
@@ -109,5 +112,6 @@ def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict
             row[k] = values.get(k)
         for k, v in values.items():
             row.setdefault(k, v)
+        row.update(sbs_columns(side_by_side, t.number))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -62,6 +62,9 @@ class SweepHooks:
     def devices_for_objectives(self) -> list[str]:
         raise NotImplementedError
 
+    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:  # path -> latency stats
+        raise NotImplementedError
+
 
 def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None = None) -> TrialResult:
     """Compress (or take the overlapped result) and measure one trial; never raises for trial failures."""

@@ -22,6 +22,7 @@ from edgetune.objectives.metrics import metric_key
 from edgetune.search.front import front_ranks, sweep_hypervolume, write_reports
 from edgetune.search.records import RECORD_ATTR, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, execute_trials, tell
+from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
 from edgetune.search.study import BASELINE_ATTR, enqueue_baselines, open_study, stale_trials
 from edgetune.search.tracking import Tracker
 
@@ -51,6 +52,7 @@ class SweepProgress:
     n_feasible: int = 0
     best: dict[str, float] = field(default_factory=dict)
     last: str = ""
+    phase: str = ""  # what runs now, when it is not a trial (the side-by-side check)
 
 
 class Sweep:
@@ -224,9 +226,62 @@ class Sweep:
         trials = self.study.get_trials(deepcopy=False)
         ranks = front_ranks(trials, self.keys, self.goals)
         run_ids = {n: r.info.run_id for n, r in self.tracker.child_runs().items()}
-        return trials_frame(trials, self.keys, ranks=ranks, run_ids=run_ids)
+        return trials_frame(trials, self.keys, ranks=ranks, run_ids=run_ids,
+                            side_by_side=self.study.user_attrs.get(SBS_ATTR))
+
+    def side_by_side(self) -> dict | None:
+        """Time fp32 and the front again, side by side (``search.side_by_side_runs`` runs each); see
+        ``search.side_by_side``. A failure here keeps every trial and reports the sweep's own timings."""
+        runs = self.cfg.search.side_by_side_runs
+        devices = {d: m for d, m in latency_keys(self.keys).items() if d in self.hooks.devices_for_objectives()}
+        self.study.set_user_attr(SBS_ATTR, None)  # a rerun's front may differ: never keep a stale check
+        if runs <= 0 or not devices:
+            return None
+        df = self.frame()
+        fp32 = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")]
+        rows = [r for _, r in fp32.head(1).iterrows()] + [r for _, r in df[df["pareto"]].iterrows()
+                                                          if r.get("baseline") != "fp32"]
+        members = {}
+        for r in rows:
+            art = self.hooks.artifact_dir(r["artifact"]) if r["artifact"] else None
+            if art is not None and (art / "model.onnx").is_file():
+                members[int(r["trial"])] = str(art / "model.onnx")
+        if fp32.empty or int(fp32.iloc[0]["trial"]) not in members or len(members) < 2:
+            log.warning("side-by-side check skipped: the fp32 baseline or the front members' ONNX files are missing")
+            return None
+        base = int(fp32.iloc[0]["trial"])
+
+        self.progress.last = (f"side-by-side check: fp32 and {len(members) - 1} front point(s), {runs} "
+                              f"interleaved runs each on {', '.join(devices)}")
+        self.progress.phase = "side-by-side check"
+        if self.on_progress:
+            self.on_progress(self.progress)
+        self.progress.last = ""
+        try:
+            result = run_side_by_side(members, devices=devices, compare=self.hooks.compare_latency)
+        except Exception as exc:  # an agent gone at the very end must not cost the sweep its reports
+            log.warning("side-by-side check failed (%s: %s); speed-ups come from each trial's own timing",
+                        type(exc).__name__, exc)
+            return None
+        finally:
+            self.progress.phase = ""
+        result["baseline_trial"] = base
+        self.study.set_user_attr(SBS_ATTR, result)
+        ref = result["values"][str(base)]
+        for number, vals in result["values"].items():
+            rid = self._run_ids.get(int(number))
+            if rid is None:
+                continue
+            metrics = {PREFIX + k.replace("@", "."): v for k, v in vals.items()}
+            for device in devices:
+                key = f"latency_p50_ms@{device}"
+                if vals.get(key) and ref.get(key):
+                    metrics[f"{PREFIX}speedup.{device}"] = ref[key] / vals[key]
+            self.tracker.log_metrics(rid, metrics)
+        return result
 
     def finish(self) -> None:
+        self.side_by_side()
         df = self.frame()
         with tempfile.TemporaryDirectory() as d:
             paths = write_reports(df, self.keys, self.goals, Path(d), title=f"edgetune sweep '{self.cfg.name}'")

@@ -59,6 +59,10 @@ class LocalHooks(SweepHooks):
         return self.fleet.measure(device, artifact, latency_runs=self.cfg.search.latency_runs,
                                   warmup=self.cfg.search.latency_warmup, timeout_s=self.cfg.search.measure_timeout_s)
 
+    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
+        return self.fleet.compare(device, onnx_paths, runs=self.cfg.search.side_by_side_runs,
+                                  warmup=self.cfg.search.latency_warmup, timeout_s=self.cfg.search.measure_timeout_s)
+
     def artifact_dir(self, artifact_hash: str) -> Path | None:
         d = self.artifacts / str(artifact_hash)
         return d if d.is_dir() else None
@@ -106,6 +110,7 @@ def load_front(config_path: Path):
     """(DataFrame of every trial, objective keys, goals, cfg) from the sweep's storage; no devices needed."""
     from edgetune.search.front import front_ranks
     from edgetune.search.records import trials_frame
+    from edgetune.search.side_by_side import SBS_ATTR
     from edgetune.search.tracking import Tracker
 
     cfg, _ = _load_cfg(config_path)
@@ -127,5 +132,6 @@ def load_front(config_path: Path):
         run_ids = {n: r.info.run_id for n, r in tracker.child_runs().items()}
     except Exception as exc:  # the front is in Optuna's storage; MLflow only adds run ids
         log.warning("MLflow store %s not readable (%s); run ids omitted", cfg.tracking.uri, exc)
-    df = trials_frame(trials, keys, ranks=front_ranks(trials, keys, goals), run_ids=run_ids)
+    df = trials_frame(trials, keys, ranks=front_ranks(trials, keys, goals), run_ids=run_ids,
+                      side_by_side=study.user_attrs.get(SBS_ATTR))
     return df, keys, goals, cfg

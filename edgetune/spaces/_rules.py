@@ -27,7 +27,8 @@ kind             runtime         precisions        sparsity kinds      int8 reci
 - 2:4 sparsity needs NVIDIA sparse tensor cores (Ampere / Orin) and TensorRT; nothing else exploits it.
 - Unstructured sparsity speeds up no runtime; it is offered everywhere because it shrinks the
   compressed (zstd) artifact, which is a real gain for over-the-air updates.
-- QDQ op types (measured on this x86 CPU, det-s, 1 thread): Conv alone left a Q/DQ pair around every
+- QDQ op types (measured on an x86 VM with AVX-512, det-s, 1 thread; on an AVX2-only AMD EPYC VM
+  int8 was barely faster than fp32 at all, see the README): Conv alone left a Q/DQ pair around every
   ReLU, Add and Concat and was no faster than fp32 (4.7 vs 4.6 ms); Conv + Relu + Add + Concat +
   Resize with uint8 activations was 1.6x faster (2.9 ms); signed symmetric activations (the TensorRT
   recipe) were 1.5x SLOWER than fp32 on the CPU (6.9 ms: ORT has no s8s8 depthwise kernel). Element-wise

@@ -29,7 +29,7 @@ def make_sweep():
 
 
 def write_sweep(tmp_path: Path, *, name: str, trials: int, url: str = "http://127.0.0.1:1", backend: str = "local",
-                ratios=(0.0, 0.5), extra: dict | None = None) -> Path:
+                ratios=(0.0, 0.5), extra: dict | None = None, sbs_runs: int = 0) -> Path:
     cfg = {
         "name": name,
         "model": {"source": "builtin", "name": "det-s"},
@@ -42,7 +42,8 @@ def write_sweep(tmp_path: Path, *, name: str, trials: int, url: str = "http://12
                        {"metric": "size_bytes"}],
         "constraints": ["size_bytes <= 1.5 * baseline.size_bytes"],
         "search": {"sampler": "random", "trials": trials, "seed": 0, "backend": backend, "n_startup": 2,
-                   "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 10, "latency_warmup": 2},
+                   "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 10, "latency_warmup": 2,
+                   "side_by_side_runs": sbs_runs},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": name},
     }
     for k, v in (extra or {}).items():

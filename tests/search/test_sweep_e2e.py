@@ -13,12 +13,13 @@ from edgetune.search.tracking import Tracker
 from edgetune.search.wiring import load_front, prepare_sweep
 
 TRIALS = 6
+SBS_RUNS = 30
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory, local_agent, artifact_workdir, make_sweep):
     tmp = tmp_path_factory.mktemp("sweep")
-    path = make_sweep(tmp, name="e2e", trials=TRIALS)
+    path = make_sweep(tmp, name="e2e", trials=TRIALS, sbs_runs=SBS_RUNS)
     sweep, space, cfg = prepare_sweep(path, workdir=artifact_workdir, local_agents=local_agent)
     sweep.run(space)
     return path, sweep, cfg
@@ -84,6 +85,30 @@ def test_parent_run_holds_the_front_reports(finished_sweep):
     assert "plotly" in html.lower() and "Pareto front" in html
 
 
+def test_front_is_timed_again_side_by_side_with_fp32(finished_sweep):
+    path, sweep, cfg = finished_sweep
+    sbs = sweep.study.user_attrs["side_by_side"]
+    assert sbs["n"] == SBS_RUNS
+    df, _, _, _ = load_front(path)
+    fp32 = int(df.loc[df["baseline"] == "fp32", "trial"].iloc[0])
+    timed = {int(n) for n in sbs["values"]}
+    assert sbs["baseline_trial"] == fp32
+    assert timed == {fp32} | set(df.loc[df["pareto"], "trial"])
+    for n, vals in sbs["values"].items():
+        low, high = sbs["ci95"][n]["local"]
+        assert 0 < low <= vals["latency_p50_ms@local"] <= high
+        row = df[df["trial"] == int(n)].iloc[0]
+        assert row["sbs_latency_p50_ms@local"] == vals["latency_p50_ms@local"]
+    tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
+    children = tracker.child_runs()
+    ref = sbs["values"][str(fp32)]["latency_p50_ms@local"]
+    for n in timed:
+        m = children[n].data.metrics
+        assert m["sbs_latency_p50_ms.local"] == pytest.approx(sbs["values"][str(n)]["latency_p50_ms@local"])
+        assert m["sbs_speedup.local"] == pytest.approx(ref / m["sbs_latency_p50_ms.local"])
+    assert all("sbs_speedup.local" not in r.data.metrics for n, r in children.items() if n not in timed)
+
+
 def test_front_cli_reprints_and_writes_csv(finished_sweep, tmp_path):
     import subprocess
     import sys
@@ -94,7 +119,9 @@ def test_front_cli_reprints_and_writes_csv(finished_sweep, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Pareto front of 'e2e'" in r.stdout
+    assert "x=" in r.stdout  # speed-ups from the side-by-side timings
     import pandas as pd
 
     df = pd.read_csv(out)
     assert len(df) == TRIALS and df["pareto"].iloc[0]
+    assert df.loc[df["pareto"], "sbs_latency_p50_ms@local"].notna().all()

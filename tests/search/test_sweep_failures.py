@@ -16,7 +16,7 @@ from edgetune.search.wiring import prepare_sweep
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, artifact_workdir):
     from edgetune.device_agents.local import start_local_agents
 
-    path = make_sweep(tmp_path, name="failing", trials=4)
+    path = make_sweep(tmp_path, name="failing", trials=4, sbs_runs=20)
     with start_local_agents(1, threads=1) as agents:
         sweep, space, cfg = prepare_sweep(path, workdir=artifact_workdir, local_agents=agents)
         hooks = sweep.hooks
@@ -50,6 +50,10 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, artif
         assert runs[n].info.status == "FAILED"
         assert runs[n].data.tags["error"] == errors[n]
     assert runs[0].info.status == "FINISHED"
+    # the side-by-side check at the end found the agent dead: no check recorded, the reports are still there
+    assert sweep.study.user_attrs.get("side_by_side") is None
+    files = {f.path for f in tracker.client.list_artifacts(tracker.parent_id)}
+    assert {"pareto.csv", "pareto.html", "pareto.png"} <= files
 
 
 @pytest.mark.parametrize(("patch", "match"), [

@@ -1,0 +1,52 @@
+"""The side-by-side check: the interleaved timing loop and how the sweep reads its result (the end-to-end
+sweep test times a real front on a real agent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgetune.device_agents._timing import time_interleaved
+from edgetune.search.side_by_side import latency_keys, run_side_by_side, sbs_columns
+
+
+def test_latency_keys_always_include_p50_per_device():
+    keys = ["map50_95@a", "latency_p90_ms@a", "latency_p50_ms@b", "e2e_latency_p50_ms@c", "size_bytes"]
+    assert latency_keys(keys) == {"a": ["latency_p50_ms", "latency_p90_ms"], "b": ["latency_p50_ms"]}
+
+
+def test_interleaved_turns_rotate_and_each_burst_starts_untimed():
+    calls: list[str] = []
+    fns = {name: (lambda n: lambda: calls.append(n))(name) for name in "abc"}
+    samples = time_interleaved(fns, runs=7, burst=3)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 7, "b": 7, "c": 7}
+    # turn 0: a b c, turn 1: b c a, turn 2: c a b; each burst = 1 untimed + up to 3 timed calls
+    assert calls[:12] == list("aaaabbbbcccc")
+    assert calls[12:24] == list("bbbbccccaaaa")
+    assert calls[24:] == list("ccaabb")  # last turn: 1 timed run left each
+    assert all(v >= 0 for s in samples.values() for v in s)
+
+
+def test_run_side_by_side_maps_stats_to_trials_and_dedupes_paths():
+    seen = []
+
+    def compare(paths, device):
+        seen.append((tuple(paths), device))
+        return {p: {"p50_ms": 2.0 if p == "fp32.onnx" else 1.0, "p90_ms": 3.0, "ci95_low_ms": 0.9,
+                    "ci95_high_ms": 2.1, "n": 50} for p in paths}
+
+    members = {0: "fp32.onnx", 4: "a.onnx", 9: "a.onnx"}  # two trials that produced the same artifact
+    out = run_side_by_side(members, devices={"dev": ["latency_p50_ms", "latency_p90_ms"]}, compare=compare)
+    assert seen == [(("fp32.onnx", "a.onnx"), "dev")]
+    assert out["values"]["0"] == {"latency_p50_ms@dev": 2.0, "latency_p90_ms@dev": 3.0}
+    assert out["values"]["9"]["latency_p50_ms@dev"] == 1.0 and out["n"] == 50
+    assert out["ci95"]["4"]["dev"] == [0.9, 2.1]
+    assert sbs_columns(out, 4) == {"sbs_latency_p50_ms@dev": 1.0, "sbs_latency_p90_ms@dev": 3.0}
+    assert sbs_columns(out, 5) == {} and sbs_columns(None, 0) == {}
+
+
+def test_a_failing_device_raises_to_the_caller():
+    def compare(paths, device):
+        raise ConnectionError("agent gone")
+
+    with pytest.raises(ConnectionError):
+        run_side_by_side({0: "x.onnx", 1: "y.onnx"}, devices={"d": ["latency_p50_ms"]}, compare=compare)
