@@ -13,7 +13,9 @@ def pruning_config(tmp_path):
     """configs/demo.yaml with the channel ratios offered (whatever the demo currently offers)."""
     text = Path("configs/demo.yaml").read_text()
     path = tmp_path / "sweep.yaml"
-    path.write_text(re.sub(r"ratios: \[0\.0\]", "ratios: [0.0, 0.25, 0.5]", text))
+    text, n = re.subn(r"ratios: \[[0-9., ]*\]", "ratios: [0.0, 0.25, 0.5]", text)
+    assert n == 1, "configs/demo.yaml no longer has one `ratios: [...]` line"
+    path.write_text(text)
     return path
 
 
