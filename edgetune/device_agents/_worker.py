@@ -48,11 +48,16 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def run_job(job: dict) -> dict:
-    """Measure as ``job`` says; returns the child's part of a Measurement (a dict)."""
+def _pin(job: dict) -> None:
+    """Run on the agent's CPUs (``--cpus``)."""
     cpus = job.get("cpus") or []
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
+
+
+def run_job(job: dict) -> dict:
+    """Measure as ``job`` says; returns the child's part of a Measurement (a dict)."""
+    _pin(job)
 
     import numpy as np
 
@@ -159,9 +164,7 @@ def _load(runtime, path: Path, **kw):
 
 def run_compare(job: dict) -> dict:
     """``POST /compare``: load every artifact, warm each up, time them interleaved (``time_interleaved``)."""
-    cpus = job.get("cpus") or []
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, cpus)
+    _pin(job)
 
     import numpy as np
 

@@ -9,9 +9,9 @@ Requests forbid unknown fields, so a typo in a latency spec is an error, never s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from edgetune.errors import ProtocolMismatch
 
@@ -112,7 +112,7 @@ class CompareRequest(_Request):
     measurements taken minutes apart. Model-only latency on a random input of the model's shape.
     """
 
-    artifacts: tuple[str, ...] = Field(min_length=2, max_length=64)
+    artifacts: tuple[Annotated[str, StringConstraints(pattern=SHA256_PATTERN)], ...] = Field(min_length=2, max_length=64)
     runs: int = Field(default=300, ge=1, le=1_000_000)
     burst: int = Field(default=5, ge=1, le=10_000)
     warmup: int = Field(default=10, ge=0, le=100_000)
@@ -124,11 +124,6 @@ class CompareRequest(_Request):
 
     @model_validator(mode="after")
     def _distinct(self) -> CompareRequest:
-        import re
-
-        bad = [a for a in self.artifacts if not re.match(SHA256_PATTERN, a)]
-        if bad:
-            raise ValueError(f"artifacts must be sha256 hex digests; got {bad[0]!r}")
         if len(set(self.artifacts)) != len(self.artifacts):
             raise ValueError("artifacts must be distinct (each is timed once per turn)")
         return self
