@@ -75,10 +75,7 @@ class Tracker:
             self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in new.items()])
 
     def log_sweep_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+        self.client.log_batch(self.parent_id, metrics=_metric_list(metrics, step=step))
 
     def log_parent_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.parent_id, str(path), artifact_path)
@@ -109,15 +106,14 @@ class Tracker:
                   tags: dict[str, str], json_artifacts: dict[str, object], files: dict[str, Path] | None = None,
                   status: str = "FINISHED") -> str:
         """Write one trial's child run in one go and terminate it with ``status``."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Param, RunTag
 
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
             "mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), SWEEP_TAG: self.sweep})
         rid = run.info.run_id
-        ts = int(time.time() * 1000)
         self.client.log_batch(
             rid,
-            metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items() if v is not None],
+            metrics=_metric_list(metrics),
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
             tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()],
         )
@@ -130,10 +126,7 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add metrics to a finished run (the side-by-side timings of front members)."""
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items() if v is not None])
+        self.client.log_batch(run_id, metrics=_metric_list(metrics))
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
@@ -144,3 +137,11 @@ class Tracker:
             p = Path(d) / name
             p.write_text(json.dumps(obj, indent=2))
             self.client.log_artifact(self.parent_id, str(p))
+
+
+def _metric_list(metrics: dict[str, float], *, step: int = 0) -> list:
+    """MLflow Metric entities (one timestamp, ``step``) for the non-None values of ``metrics``."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    return [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
