@@ -171,11 +171,17 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     if recovery is not None:
         if progressive and recovery.budget_s:  # the wall-clock cap covers both halves
             recovery = recovery.model_copy(update={"budget_s": max(1e-3, recovery.budget_s - first["seconds"])})
-        rec = recover(student, teacher, train, recovery, input_size=size, features=_feature_taps(layers, groups, changed),
-                      start=fade_steps if progressive else 0)
+        if progressive and first["stopped"] == "budget_s":  # the cap ran out before the cut: nothing left
+            rec = {"steps": 0, "steps_asked": recovery.steps - fade_steps, "stopped": "budget_s", "seconds": 0.0,
+                   "loss": first["loss"]}
+        else:
+            rec = recover(student, teacher, train, recovery, input_size=size,
+                          features=_feature_taps(layers, groups, changed), start=fade_steps if progressive else 0)
         if progressive:
-            rec = {"steps": first["steps"] + rec["steps"], "seconds": round(first["seconds"] + rec["seconds"], 2),
-                   "loss": rec["loss"], "faded_steps": first["steps"]}
+            rec = {"steps": first["steps"] + rec["steps"], "steps_asked": first["steps_asked"] + rec["steps_asked"],
+                   "stopped": "budget_s" if "budget_s" in (first["stopped"], rec["stopped"]) else "steps",
+                   "seconds": round(first["seconds"] + rec["seconds"], 2), "loss": rec["loss"],
+                   "faded_steps": first["steps"]}
         timings["recover"] = rec["seconds"]
     make_permanent(student)
     student.zero_grad(set_to_none=True)

@@ -5,7 +5,7 @@ the detector's own loss on the ground truth (``detection_loss``) plus a dense di
 teacher's predictions at every anchor: BCE towards the teacher's class probabilities and GIoU towards
 its boxes, weighted by its confidence. Models without ``raw()`` (any Ultralytics-layout detector) are
 distilled on their output alone. The budget is in optimizer steps (reproducible); ``budget_s`` caps
-the wall-clock time on top when set. Pruning masks stay attached, so pruned weights stay zero.
+the wall-clock time of the steps on top when set. Pruning masks stay attached, so pruned weights stay zero.
 """
 
 from __future__ import annotations
@@ -126,7 +126,9 @@ def _float(out):
 
 def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, features: dict | None = None,
             on_step=None, start: int = 0, stop: int | None = None) -> dict:
-    """Fine-tune ``student`` in place; returns {steps, seconds, loss}. ``teacher`` is not modified.
+    """Fine-tune ``student`` in place; returns {steps, steps_asked, stopped, seconds, loss}. ``teacher`` is
+    not modified. ``stopped`` says why it ended: ``"steps"`` (the schedule ran out) or ``"budget_s"`` (the
+    wall-clock cap ended it early, with ``steps < steps_asked``).
 
     ``start`` / ``stop``: run only steps [start, stop) of the ``spec.steps`` schedule (a progressive cut
     fine-tunes in two calls, before and after the channels are removed).
@@ -166,10 +168,12 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
     feat_loss, handles = _feature_hooks(student, teacher, features) if (features and spec.feature_weight and
                                                                         spec.distill) else (None, [])
     use_bf16 = spec.bf16 == "on" or (spec.bf16 == "auto" and _native_bf16())
-    running, step = None, start
+    running, step, stopped = None, start, "steps"
+    t_steps = time.time()  # the cap counts training steps, not the one-off data preparation above
     for step in range(start, stop):
-        if spec.budget_s and time.time() - t0 > spec.budget_s:
+        if spec.budget_s and time.time() - t_steps > spec.budget_s:
             log.info("recovery stopped by budget_s=%.0f after %d steps", spec.budget_s, step)
+            stopped = "budget_s"
             break
         t = 1.0 if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, spec.steps - warmup)))
         for g in opt.param_groups:
@@ -211,4 +215,5 @@ def recover(student, teacher, train, spec: RecoverySpec, *, input_size: int, fea
     if ema is not None:
         student.load_state_dict(ema.ema.state_dict())
     student.eval()
-    return {"steps": step - start, "seconds": round(time.time() - t0, 2), "loss": running}
+    return {"steps": step - start, "steps_asked": stop - start, "stopped": stopped,
+            "seconds": round(time.time() - t0, 2), "loss": running}

@@ -74,13 +74,14 @@ def all_groups(space, label: str) -> dict:
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("artifacts")
+def workdir(sweep_workdir) -> Path:
+    """The session's artifact cache (shared with the sweep and deploy tests)."""
+    return sweep_workdir / "artifacts"
 
 
 @pytest.fixture(scope="session")
 def compressed(det_s, shapes_calib, cpu_space, gpu_space, workdir, request):
-    """name -> Artifact, built on first use (fp32, int8, mixed, ch50, unstructured50, two_four, fp16, rec25)."""
+    """name -> Artifact, built on first use (fp32, int8, mixed, ch50, unstructured50, two_four, fp16)."""
     from edgetune.compress import RecoverySpec, compress
 
     def configs(name):
@@ -98,8 +99,6 @@ def compressed(det_s, shapes_calib, cpu_space, gpu_space, workdir, request):
                     RecoverySpec(steps=4, batch=4))
         if name == "two_four":
             return gpu_space, gpu_space.config_from(all_groups(gpu_space, "2:4")), RecoverySpec(steps=4, batch=4)
-        if name == "rec25":  # 25% channels with the DEFAULT recovery
-            return cpu_space, cpu_space.config_from(all_groups(cpu_space, "channel:0.25")), RecoverySpec()
         raise KeyError(name)
 
     memo: dict = {}

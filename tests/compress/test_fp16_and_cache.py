@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import onnx
@@ -70,9 +69,7 @@ def test_same_inputs_same_hash_and_a_cache_hit(compressed, det_s, shapes_calib, 
     mixed = compressed("mixed")
     shutil.copytree(mixed.onnx_path.parent, tmp_path / mixed.hash)
     cfg = mixed.config.model_copy(update={"name": "same point, another label"})
-    t = time.perf_counter()
     hit = compress(det_s, cfg, calib=shapes_calib, workdir=tmp_path)
-    assert time.perf_counter() - t < 2.0
     assert hit.from_cache and hit.hash == mixed.hash and hit.onnx_bytes == mixed.onnx_bytes
     manifest = json.loads((tmp_path / mixed.hash / "manifest.json").read_text())
     calib = calibration_arrays(shapes_calib, size=256)
@@ -152,13 +149,36 @@ def test_precision_variants_reuse_the_pruned_and_recovered_model(det_s, shapes_c
     assert "recover" in c.manifest["timings_s"] and c.hash == b.hash
 
 
-def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, cpu_space, train_split, tmp_path):
-    from edgetune.compress import RecoverySpec, compress
+def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, cpu_space, train_split):
+    """``budget_s`` is checked by what it does, never by the seconds it took: the fine-tuning ends early,
+    says so, and the second half (after the cut) gets only what the first half left of the cap."""
+    import copy
+
+    from edgetune.compress import RecoverySpec
+    from edgetune.compress._compress import _prune_and_recover
 
     cfg = cpu_space.config_from({d.name: "channel:0.25" if "channel:0.25" in d.choices else "dense"
                                  if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions})
-    art = compress(det_s, cfg, calib=None, workdir=tmp_path, train=train_split,
-                   recovery=RecoverySpec(steps=10_000, batch=4, train_images=32, budget_s=2.0))
-    result = art.manifest["recovery"]["result"]
-    assert 0 < result["steps"] < 10_000 and result["faded_steps"] < 5_000
-    assert result["seconds"] < 6.0, result
+    spec = RecoverySpec(steps=10_000, batch=2, train_images=16, budget_s=1.0)
+    out = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, cfg, "magnitude", det_s.input_size,
+                             train_split, spec, {})
+    result = out["recovery"]
+    assert result["stopped"] == "budget_s" and result["steps_asked"] == 10_000
+    assert 0 < result["faded_steps"] < int(10_000 * spec.progressive)  # the fade itself was cut short
+    assert result["steps"] == result["faded_steps"]  # nothing left for the second half
+    assert out["channels"]["stage3.0.pw.conv"] == [128, 96]  # and the channels were still cut
+
+
+def test_recovery_that_runs_its_schedule_says_so(det_s, cpu_space, train_split):
+    import copy
+
+    from edgetune.compress import RecoverySpec
+    from edgetune.compress._compress import _prune_and_recover
+
+    cfg = cpu_space.config_from({d.name: "channel:0.25" if "channel:0.25" in d.choices else "dense"
+                                 if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions})
+    spec = RecoverySpec(steps=4, batch=2, train_images=16)
+    result = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, cfg, "magnitude", det_s.input_size,
+                                train_split, spec, {})["recovery"]
+    assert result["stopped"] == "steps" and result["steps"] == result["steps_asked"] == 4
+    assert result["faded_steps"] == 2

@@ -1,57 +1,97 @@
-"""25% channel pruning with the default recovery: accuracy kept, latency lower (the issue's bar)."""
+"""Recovery after pruning, by behaviour on a handful of steps: the student moves towards its teacher, BN
+statistics are re-estimated after a cut.
+
+What recovery is worth in accuracy (fp32 vs 25% channels + the default recovery vs 50%) is a result, not
+a test: ``benchmarks/bench_compress.py`` measures it and docs/compression.md shows the table. Masks that
+survive fine-tuning and the parity of the exported, recovered model are checked in test_prune.py (the
+``unstructured50`` and ``two_four`` artifacts are recovered for 4 steps and exported with the parity check).
+"""
 
 from __future__ import annotations
 
-import statistics
-import time
+import copy
 
 import numpy as np
 import pytest
 
-
-def p50_side_by_side(paths, rounds: int = 7, runs: int = 40) -> list[float]:
-    """Median over alternating rounds of each model's per-round median latency (1 thread, ms)."""
-    import onnxruntime as ort
-
-    sessions = []
-    for p in paths:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        sessions.append(ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]))
-    x = {"images": np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)}
-    per: list[list[float]] = [[] for _ in paths]
-    for _ in range(rounds):
-        for k, s in enumerate(sessions):
-            for _ in range(5):
-                s.run(None, x)
-            ts = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                s.run(None, x)
-                ts.append(time.perf_counter() - t)
-            per[k].append(statistics.median(ts) * 1e3)
-    return [statistics.median(v) for v in per]
+SIZE = 128  # the recovery code is size-agnostic; a quarter of det-s's pixels keeps each step cheap
 
 
 @pytest.fixture(scope="module")
-def val300():
-    """The demo's validation size: on the suite's 120 images the mAP of one model moves by about a point
-    (the 25% model below: 0.7154 on 120 images, 0.7255 on 300), too coarse for a 0.95x bar."""
-    from edgetune.data.shapes import shapes_split
+def cut_25(det_s, cpu_space):
+    """det-s with every prunable group cut by 25% (magnitude, no fade, no BN re-estimation)."""
+    from edgetune.compress._importance import make_importance
+    from edgetune.compress._prune import channel_drops, cut_channels
+    from edgetune.compress._schedule import schedule
+    from edgetune.spaces._discover import dependency_graph, discover_groups, discover_layers
 
-    return shapes_split("val", 300)
+    student = copy.deepcopy(det_s.module).eval()
+    dg = dependency_graph(student, det_s.input_size)
+    layers = discover_layers(student, det_s.input_size, dg=dg)
+    cfg = cpu_space.config_from({d.name: "channel:0.25" if "channel:0.25" in d.choices else "dense"
+                                 if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions})
+    plan = schedule(cfg, discover_groups(student, det_s.input_size, layers, dg=dg), layers)
+    cut_channels(student, dg, channel_drops(student, dg, plan, make_importance("magnitude")))
+    return student
 
 
-@pytest.mark.slow
-def test_pruned_25_with_default_recovery(compressed, ort_map, val300):
-    """Measured: 0.7255 / 0.7578 = 0.957x in ~115 s of recovery (220 steps, progressive cut, taylor scoring)."""
-    from edgetune.compress import DEFAULT_STEPS
+def held_out_batch(ds, n: int = 8):
+    import torch
 
-    fp32, rec = compressed("fp32"), compressed("rec25")
-    assert rec.manifest["recovery"]["result"]["steps"] == DEFAULT_STEPS
-    assert rec.manifest["recovery"]["distill"] is True
-    assert 0.45 < rec.sizes["params"] / fp32.sizes["params"] < 0.7
-    m32, mrec = ort_map(fp32.onnx_path, val300), ort_map(rec.onnx_path, val300)
-    assert mrec >= 0.95 * m32, (m32, mrec)
-    t32, trec = p50_side_by_side([fp32.onnx_path, rec.onnx_path])
-    assert trec < t32, (t32, trec)
+    from edgetune.compress._recover import train_arrays
+
+    images, _, _ = train_arrays(ds, size=SIZE, limit=n)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def distill_gap(student, teacher, x) -> float:
+    """The dense distillation loss of ``student`` against ``teacher`` on a fixed batch (eval mode)."""
+    import torch
+
+    from edgetune.compress._recover import _kd_raw
+
+    student.eval()
+    with torch.no_grad():
+        return float(_kd_raw(student.raw(x), teacher.raw(x)))
+
+
+def test_recovery_moves_the_pruned_student_towards_its_teacher(cut_25, det_s, train_split, shapes_val):
+    from edgetune.compress import RecoverySpec
+    from edgetune.compress._recover import recover
+
+    student, teacher = copy.deepcopy(cut_25), det_s.module
+    x = held_out_batch(shapes_val)
+    before = distill_gap(student, teacher, x)
+    losses: list[float] = []
+    spec = RecoverySpec(steps=12, batch=8, train_images=64, lr=2e-3)
+    result = recover(student, teacher, train_split, spec, input_size=SIZE, on_step=lambda s, v: losses.append(v))
+    after = distill_gap(student, teacher, x)
+    assert result["steps"] == result["steps_asked"] == 12 and result["stopped"] == "steps"
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    assert after < 0.8 * before, (before, after)  # on images the fine-tuning never saw
+    for p_teacher, p_orig in zip(teacher.parameters(), det_s.module.parameters(), strict=True):
+        assert p_teacher is p_orig  # the teacher is read, not trained
+    assert not student.training
+
+
+def test_bn_statistics_are_re_estimated_after_a_cut(cut_25, det_s, train_split, shapes_val):
+    import torch
+
+    from edgetune.compress._prune import recalibrate_bn
+
+    student = copy.deepcopy(cut_25)
+    x = held_out_batch(shapes_val)
+    stale = distill_gap(student, det_s.module, x)
+    first_bn = next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list = []
+    hook = first_bn.register_forward_pre_hook(lambda m, i: seen.append(i[0].detach()))
+    batches = [held_out_batch(train_split, 8)[k : k + 4] for k in (0, 4)]
+    assert recalibrate_bn(student, batches) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules())
+    hook.remove()
+    feats = torch.cat(seen)
+    # a cumulative average over the batches: the per-batch means, averaged
+    want = torch.stack([f.mean((0, 2, 3)) for f in seen]).mean(0)
+    assert torch.allclose(first_bn.running_mean, want, atol=1e-5)
+    assert feats.shape[1] == first_bn.num_features and not student.training
+    assert first_bn.momentum == det_s.module.get_submodule("stem.bn").momentum  # restored after
+    assert distill_gap(student, det_s.module, x) < stale  # fresh statistics fit the cut network better

@@ -3,9 +3,9 @@ int8 precision only (no pruning, no recovery), 3 trials, Optuna and MLflow in sq
 
 The sweep YAML names the local agent as device ``local`` (url + token file), so ``deploy --to local``
 resolves it the way a user's config does. The sweep runs for real once per session (Optuna, the agent's
-measurements, MLflow); its compressions go to the content-addressed artifact cache under
-``$EDGETUNE_CACHE`` like every other generated test input, so only the first run pays for them (~1 min).
-The deploy tests read that cache; the fetch tests use empty workdirs of their own.
+measurements, MLflow); its compressions go to the session's content-addressed artifact cache
+(``sweep_workdir``, shared with the compress and sweep tests, so det-s in fp32 is exported once). The
+deploy tests read that cache; the fetch tests use empty workdirs of their own.
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ class SweepRun:
 
 
 @pytest.fixture(scope="session")
-def sweep_run(tmp_path_factory):
-    from edgetune._paths import cache_dir
+def sweep_run(tmp_path_factory, sweep_workdir):
     from edgetune.device_agents.local import start_local_agents
     from edgetune.search.wiring import prepare_sweep
 
@@ -63,7 +62,7 @@ def sweep_run(tmp_path_factory):
         spec = agents.specs()[0]
         config = root / "sweep.yaml"
         config.write_text(SWEEP.format(url=spec.url, token_file=spec.token_file, root=root))
-        workdir = cache_dir() / "deploy-sweep"
+        workdir = sweep_workdir
         sweep, space, _ = prepare_sweep(config, workdir=workdir)
         sweep.run(space, trials=3)
         yield SweepRun(config=config, workdir=workdir, root=root, agents=agents, frame=sweep.frame())

@@ -1,4 +1,4 @@
-"""Helpers for the device-agent tests: start a real agent process, a bare onnxruntime loop."""
+"""Helpers for the device-agent tests: start a real agent process, wait for a condition, a tiny model."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 FIXTURES = Path(__file__).parent / "fixtures"
 FAST = {"warmup": 3, "min_runs": 20, "min_seconds": 0.0, "keep_samples": False}
+
 
 @dataclass
 class AgentProcess:
@@ -66,29 +69,14 @@ def start_agent(workdir: Path, *, token: str | None = None, args: tuple[str, ...
     return AgentProcess(json.loads(ready.read_text())["url"], token, proc, workdir, cpus)
 
 
-BARE_LOOP = r"""
-import os, sys, time, statistics
-os.sched_setaffinity(0, {int(sys.argv[2])})
-import numpy as np, onnxruntime as ort
-so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
-so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-sess = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
-name = sess.get_inputs()[0].name
-x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
-for _ in range(int(sys.argv[3])):
-    sess.run(None, {name: x})
-t = []
-for _ in range(int(sys.argv[4])):
-    t0 = time.perf_counter(); sess.run(None, {name: x}); t.append((time.perf_counter() - t0) * 1e3)
-print(statistics.median(t))
-"""
-
-
-def bare_ort_p50(onnx_path: Path, *, cpu: int, warmup: int = 20, runs: int = 200) -> float:
-    """p50 (ms) of a bare onnxruntime loop in a fresh process pinned to ``cpu`` (1 thread)."""
-    out = subprocess.run([sys.executable, "-c", BARE_LOOP, str(onnx_path), str(cpu), str(warmup), str(runs)],
-                         capture_output=True, text=True, check=True, timeout=300)
-    return float(out.stdout.strip())
+def wait_until(condition, *, what: str, timeout: float = 60.0, poll: float = 0.05) -> None:
+    """Poll ``condition`` until it holds. The timeout is a hang detector, not a speed check: far longer
+    than the thing should ever take, so that a slow or busy machine never fails the test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting after {timeout:.0f} s for {what}")
+        time.sleep(poll)
 
 
 def one_conv_onnx(path: Path) -> Path:

@@ -67,23 +67,27 @@ def test_token_file_and_token_overrides(tmp_path, monkeypatch):
 
 def test_leases_give_one_trial_at_a_time_per_device():
     fleet = Fleet([DeviceSpec(name="a", url="http://127.0.0.1:1"), DeviceSpec(name="b", url="http://127.0.0.1:2")])
-    spans: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+    holding = {"a": 0, "b": 0}
+    most = {"a": 0, "b": 0}
 
     def trial(name: str) -> None:
         with fleet.lease(name):
-            t0 = time.monotonic()
-            time.sleep(0.1)
-            spans.append((name, t0, time.monotonic()))
+            with lock:
+                holding[name] += 1
+                most[name] = max(most[name], holding[name])
+            time.sleep(0.05)  # hold it while the other threads try
+            with lock:
+                holding[name] -= 1
 
     threads = [threading.Thread(target=trial, args=(n,)) for n in ("a", "a", "a", "b")]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    a = sorted((s, e) for n, s, e in spans if n == "a")
-    assert all(prev_end <= start for (_, prev_end), (start, _) in zip(a, a[1:], strict=False))
-    b_start = next(s for n, s, _ in spans if n == "b")
-    assert b_start < a[0][1]  # another device is not held up by a's leases
+    assert most == {"a": 1, "b": 1}  # never two trials at once on one device
+    with fleet.lease("a"), fleet.lease("b", timeout=5):
+        pass  # another device is not held up by a's lease
     with fleet.lease("a"), pytest.raises(AgentError, match="stayed leased"), fleet.lease("a", timeout=0.05):
         pass
     with fleet.lease_any() as first, fleet.lease_any() as second:
@@ -95,10 +99,8 @@ def test_client_raises_agent_unavailable_when_nothing_listens():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     c = AgentClient(f"http://127.0.0.1:{port}", token="whatever-token", retries=2, backoff=0.05, timeout=2)
-    t0 = time.monotonic()
     with pytest.raises(AgentUnavailable, match="unreachable after 3 attempts"):
         c.health()
-    assert time.monotonic() - t0 < 5
     with pytest.raises(ConfigError):
         AgentClient("127.0.0.1:8765")
 

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from agent_helpers import FAST, bare_ort_p50, one_conv_onnx, start_agent
+from agent_helpers import FAST, one_conv_onnx, start_agent, wait_until
 
 from edgetune.device_agents import LatencySpec
 from edgetune.device_agents.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION
@@ -202,22 +202,6 @@ def test_measure_det_s_accuracy_equals_in_process_onnxruntime(agent, client, det
     assert m.power is None and m.warnings == []  # no power sensor on this machine
 
 
-def test_agent_p50_is_close_to_a_bare_onnxruntime_loop(agent, client, det_s_onnx):
-    """Same model, core and threads, alternating rounds; the exact ratio is printed by
-    benchmarks/bench_agent_overhead.py. Timings on this shared 2-core machine are bimodal (up to 2x when
-    the other core is busy), so the fastest round of each side is compared and the bounds are loose: the
-    test still fails if the agent adds a large overhead (> 1.5x) or times something else (< 0.4x)."""
-    agent_p50, bare_p50 = [], []
-    for _ in range(3):
-        m = client.measure(det_s_onnx, latency=LatencySpec(warmup=20, min_runs=150, min_seconds=0.0,
-                                                           end_to_end=False, keep_samples=False))
-        agent_p50.append(m.latency.p50_ms)
-        bare_p50.append(bare_ort_p50(det_s_onnx, cpu=agent.cpus[0], warmup=20, runs=150))
-    ratio = min(agent_p50) / min(bare_p50)
-    print(f"agent p50 {agent_p50} ms, bare onnxruntime p50 {bare_p50} ms, ratio {ratio:.3f}")
-    assert 0.4 < ratio < 1.5
-
-
 def test_corrupt_onnx_fails_with_the_runtime_error_and_the_agent_serves_the_next(client, det_s_onnx):
     data = det_s_onnx.read_bytes()
     with pytest.raises(MeasurementFailed) as e:
@@ -241,10 +225,10 @@ def test_a_killed_measurement_process_is_an_error_and_the_agent_stays_up(agent, 
 
 
 def test_a_measurement_past_its_timeout_is_killed(client, det_s_onnx):
-    t0 = time.monotonic()
-    with pytest.raises(MeasurementFailed) as e:
+    with pytest.raises(MeasurementFailed) as e:  # it would run for 60 s: the agent's own limit ends it
         client.measure(det_s_onnx, latency={**FAST, "min_seconds": 60.0}, timeout_s=2.0)
-    assert "longer than 2 s" in str(e.value) and time.monotonic() - t0 < 30
+    assert "longer than 2 s" in str(e.value)
+    assert client.health().status == "ok" and client.queue().running is False
 
 
 def test_concurrent_measurements_never_overlap_and_a_full_queue_answers_429(agent, client, det_s_onnx):
@@ -253,10 +237,7 @@ def test_concurrent_measurements_never_overlap_and_a_full_queue_answers_429(agen
     t1, b1 = _in_background(lambda: client.measure(det_s_onnx, latency=slow))
     _worker_pid(agent.proc.pid)
     t2, b2 = _in_background(lambda: client.measure(det_s_onnx, latency=slow))
-    deadline = time.monotonic() + 20
-    while client.queue().waiting < 1:  # the session agent has a queue of 1
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: client.queue().waiting >= 1, what="the second measurement to queue")  # a queue of 1
     with pytest.raises(AgentError) as e:
         client.measure(det_s_onnx, latency=FAST)
     assert e.value.status_code == 429
@@ -273,17 +254,13 @@ def test_an_agent_killed_mid_request_raises_agent_unavailable(tmp_path, det_s_on
             c.upload_artifact(det_s_onnx)
             t, box = _in_background(lambda: c.measure(det_s_onnx, latency={**FAST, "min_seconds": 60.0}))
             worker = _worker_pid(victim.proc.pid)
-            t0 = time.monotonic()
             victim.proc.send_signal(signal.SIGKILL)
-            t.join(60)
-            assert isinstance(box.get("error"), AgentUnavailable), box
-            assert time.monotonic() - t0 < 10  # far within the client's 120 s timeout
+            t.join(60)  # the client's timeout is 120 s: the dropped connection must end the call, not it
+            assert not t.is_alive() and isinstance(box.get("error"), AgentUnavailable), box
             with pytest.raises(AgentUnavailable):
                 c.health()
         # the orphaned measurement process dies with its agent (PR_SET_PDEATHSIG)
-        deadline = time.monotonic() + 10
-        while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "measurement process outlived its agent"
-            time.sleep(0.05)
+        wait_until(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE,
+                   what="the measurement process to die with its agent")
     finally:
         victim.stop()

@@ -17,9 +17,10 @@ def local_agent():
 
 
 @pytest.fixture(scope="session")
-def artifact_workdir(tmp_path_factory) -> Path:
-    """Shared across sweep tests: artifacts are content-addressed, so equal configs compress once."""
-    return tmp_path_factory.mktemp("sweep-work")
+def artifact_workdir(sweep_workdir) -> Path:
+    """Shared across sweep tests (and with the compress and deploy tests): artifacts are content-addressed,
+    so equal configs compress once."""
+    return sweep_workdir
 
 
 @pytest.fixture(scope="session")

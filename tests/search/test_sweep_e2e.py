@@ -12,7 +12,7 @@ from edgetune.search.records import RECORD_ATTR
 from edgetune.search.tracking import Tracker
 from edgetune.search.wiring import load_front, prepare_sweep
 
-TRIALS = 6
+TRIALS = 4
 SBS_RUNS = 30
 
 
