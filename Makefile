@@ -38,7 +38,7 @@ lint: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check edgetune tests benchmarks
-	MLFLOW_DISABLE_TELEMETRY=true RAY_AUTH_MODE=disabled $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+	MLFLOW_DISABLE_TELEMETRY=true RAY_AUTH_MODE=disabled $(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 clean:
 	rm -rf $(VENV) .edgetune-cache build *.egg-info
