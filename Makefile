@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # A CPU build of torch; an already importable torch (any >=2.4) is kept as it is.
 TORCH_SPEC ?= torch==2.13.0
+# make test runs the suite in this many processes (one per core on the 2-core reference box), whole test
+# files per process so that module fixtures are built once; torch gets one thread in each.
+TEST_WORKERS ?= 2
 
 .PHONY: venv install install-dev demo test lint clean
 
@@ -38,7 +41,8 @@ lint: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check edgetune tests benchmarks
-	MLFLOW_DISABLE_TELEMETRY=true RAY_AUTH_MODE=disabled $(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=15 tests
+	MLFLOW_DISABLE_TELEMETRY=true RAY_AUTH_MODE=disabled OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) .edgetune-cache build *.egg-info

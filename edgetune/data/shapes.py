@@ -9,6 +9,7 @@ dir as JPEG files + ``instances_<split>.json`` so the COCO loader is what reads 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -172,7 +173,9 @@ def generate_split(root: Path, split: str, n: int, *, seed: int = 0) -> Path:
         rng = np.random.default_rng([seed, SPLIT_SALT[split], i, VERSION])
         pixels, objects = draw_image(rng)
         fname = f"{i:06d}.jpg"
-        Image.fromarray(pixels).save(img_dir / fname, quality=92)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+        atomic_write_bytes(img_dir / fname, buf.getvalue())  # a reader never sees a half-written image
         image_id = i + 1
         images.append({"id": image_id, "file_name": fname, "width": IMAGE_SIZE, "height": IMAGE_SIZE})
         for cls, bbox in objects:
