@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import typer
@@ -40,6 +41,9 @@ def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show info logs."),
 ) -> None:
     _STATE["debug"] = debug
+    columns = os.environ.get("COLUMNS", "")
+    for c in (console, err_console):  # the width of THIS invocation (the consoles outlive one in tests)
+        c.width = int(columns) if columns.isdigit() else None
     from rich.logging import RichHandler
 
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING

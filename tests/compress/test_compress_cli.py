@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 
@@ -19,6 +20,7 @@ def small_demo(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_compress_baseline_then_cache_hit(tmp_path):
     from edgetune.cli import app
 

@@ -114,6 +114,7 @@ def test_fp32_does_not_depend_on_calibration_data(det_s, shapes_calib, cpu_space
         compress(det_s, cpu_space.baseline("int8-uniform"), calib=shapes_calib.subset([]), workdir=workdir)
 
 
+@pytest.mark.slow
 def test_precision_variants_reuse_the_pruned_and_recovered_model(det_s, shapes_calib, cpu_space, train_split,
                                                                  tmp_path):
     """The fine-tuning is cached by the sparsity part of the config: an int8 variant of a pruned fp32 point

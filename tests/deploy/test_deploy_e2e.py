@@ -24,6 +24,8 @@ from edgetune.errors import AgentError
 NAME = "shapes-det"
 RULE = "max map50_95 where latency_p50_ms@local <= 1000 and size_bytes <= 2e6"
 
+pytestmark = pytest.mark.slow  # they share one real 3-trial sweep (~40 s to build)
+
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "250"}

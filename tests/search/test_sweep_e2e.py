@@ -15,6 +15,8 @@ from edgetune.search.wiring import load_front, prepare_sweep
 TRIALS = 4
 SBS_RUNS = 30
 
+pytestmark = pytest.mark.slow  # they share one real 4-trial sweep (~1 min to build)
+
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory, local_agent, artifact_workdir, make_sweep):
