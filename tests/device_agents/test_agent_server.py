@@ -160,7 +160,6 @@ def test_compare_times_artifacts_side_by_side_in_one_process(client, det_s_onnx,
     big_sha, small_sha = c.artifacts
     assert set(c.latency) == {big_sha, small_sha}
     assert all(s.n == 40 and s.p50_ms > 0 for s in c.latency.values())
-    assert c.latency[big_sha].p50_ms > 3 * c.latency[small_sha].p50_ms  # 99 convs vs one strided conv
     assert c.runtime.name == "ort" and c.threads == 1 and c.device.kind == "local-cpu"
     with pytest.raises(AgentError) as e:
         client._request("POST", "/compare", idempotent=False, json={"artifacts": [big_sha, big_sha]})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -36,9 +35,7 @@ def synthetic(n_stages: int = 10, blocks: int = 5):
 
 def test_scales_to_hundreds_of_layers():
     layers, groups = synthetic(20, 10)  # 403 layers, 201 groups
-    t = time.perf_counter()
     space = space_from_layers(layers, groups, SpaceSpec(keep={"precision": {"fp32": ["first", "last"]}}))
-    assert time.perf_counter() - t < 2.0
     dims = {d.kind: sum(1 for x in space.dimensions if x.kind == d.kind) for d in space.dimensions}
     assert dims == {"precision": len(layers) - 3, "sparsity": len(groups)}  # first + 2 last pinned fp32
     cfg = space.random_config(seed=3)
