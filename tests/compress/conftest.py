@@ -74,6 +74,12 @@ def all_groups(space, label: str) -> dict:
 
 
 @pytest.fixture(scope="session")
+def channel_25(cpu_space):
+    """Every prunable group at 25% channels, fp32."""
+    return cpu_space.config_from(all_groups(cpu_space, "channel:0.25"))
+
+
+@pytest.fixture(scope="session")
 def workdir(sweep_workdir) -> Path:
     """The session's artifact cache (shared with the sweep and deploy tests)."""
     return sweep_workdir / "artifacts"

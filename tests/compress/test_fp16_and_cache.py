@@ -150,7 +150,7 @@ def test_precision_variants_reuse_the_pruned_and_recovered_model(det_s, shapes_c
     assert "recover" in c.manifest["timings_s"] and c.hash == b.hash
 
 
-def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, cpu_space, train_split):
+def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, channel_25, train_split):
     """``budget_s`` is checked by what it does, never by the seconds it took: the fine-tuning ends early,
     says so, and the second half (after the cut) gets only what the first half left of the cap."""
     import copy
@@ -158,10 +158,8 @@ def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, cp
     from edgetune.compress import RecoverySpec
     from edgetune.compress._compress import _prune_and_recover
 
-    cfg = cpu_space.config_from({d.name: "channel:0.25" if "channel:0.25" in d.choices else "dense"
-                                 if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions})
     spec = RecoverySpec(steps=10_000, batch=2, train_images=16, budget_s=1.0)
-    out = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, cfg, "magnitude", det_s.input_size,
+    out = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, channel_25, "magnitude", det_s.input_size,
                              train_split, spec, {})
     result = out["recovery"]
     assert result["stopped"] == "budget_s" and result["steps_asked"] == 10_000
@@ -170,16 +168,14 @@ def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, cp
     assert out["channels"]["stage3.0.pw.conv"] == [128, 96]  # and the channels were still cut
 
 
-def test_recovery_that_runs_its_schedule_says_so(det_s, cpu_space, train_split):
+def test_recovery_that_runs_its_schedule_says_so(det_s, channel_25, train_split):
     import copy
 
     from edgetune.compress import RecoverySpec
     from edgetune.compress._compress import _prune_and_recover
 
-    cfg = cpu_space.config_from({d.name: "channel:0.25" if "channel:0.25" in d.choices else "dense"
-                                 if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions})
     spec = RecoverySpec(steps=4, batch=2, train_images=16)
-    result = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, cfg, "magnitude", det_s.input_size,
+    result = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, channel_25, "magnitude", det_s.input_size,
                                 train_split, spec, {})["recovery"]
     assert result["stopped"] == "steps" and result["steps"] == result["steps_asked"] == 4
     assert result["faded_steps"] == 2

@@ -18,7 +18,7 @@ SIZE = 128  # the recovery code is size-agnostic; a quarter of det-s's pixels ke
 
 
 @pytest.fixture(scope="module")
-def cut_25(det_s, cpu_space):
+def cut_25(det_s, channel_25):
     """det-s with every prunable group cut by 25% (magnitude, no fade, no BN re-estimation)."""
     from edgetune.compress._importance import make_importance
     from edgetune.compress._prune import channel_drops, cut_channels
@@ -28,9 +28,7 @@ def cut_25(det_s, cpu_space):
     student = copy.deepcopy(det_s.module).eval()
     dg = dependency_graph(student, det_s.input_size)
     layers = discover_layers(student, det_s.input_size, dg=dg)
-    cfg = cpu_space.config_from({d.name: "channel:0.25" if "channel:0.25" in d.choices else "dense"
-                                 if d.kind == "sparsity" else "fp32" for d in cpu_space.dimensions})
-    plan = schedule(cfg, discover_groups(student, det_s.input_size, layers, dg=dg), layers)
+    plan = schedule(channel_25, discover_groups(student, det_s.input_size, layers, dg=dg), layers)
     cut_channels(student, dg, channel_drops(student, dg, plan, make_importance("magnitude")))
     return student
 
