@@ -46,15 +46,15 @@ def machine() -> str:
     import onnxruntime
     import torch
 
-    model, flags = platform.processor() or platform.machine(), set()
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())  # the first core's lines
     except OSError:
         pass
+    model = info.get("model name") or platform.processor() or platform.machine()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
     simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "asimddp")
             if f in flags]
     return (f"{model}, {os.cpu_count()} cores, {'/'.join(simd) or 'no avx2'}; python {platform.python_version()}, "

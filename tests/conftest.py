@@ -38,7 +38,7 @@ def shapes_calib():
 def sweep_workdir(tmp_path_factory) -> Path:
     """One workdir for the session's sweeps, deployments and compressions. Artifacts are content-addressed
     (``<workdir>/artifacts/<hash>``), so a model compressed again with the same inputs is a cache hit: det-s
-    in fp32 is exported once for the whole suite, not once per test module (~15 s each)."""
+    in fp32 is exported once per test process, not once per test module (~15 s each)."""
     return tmp_path_factory.mktemp("sweep-work")
 
 

@@ -17,13 +17,6 @@ def local_agent():
 
 
 @pytest.fixture(scope="session")
-def artifact_workdir(sweep_workdir) -> Path:
-    """Shared across sweep tests (and with the compress and deploy tests): artifacts are content-addressed,
-    so equal configs compress once."""
-    return sweep_workdir
-
-
-@pytest.fixture(scope="session")
 def make_sweep():
     """write_sweep(tmp_path, name=, trials=, ...) -> path of a small sweep YAML."""
     return write_sweep

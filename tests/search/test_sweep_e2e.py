@@ -19,10 +19,10 @@ pytestmark = pytest.mark.slow  # they share one real 4-trial sweep (~1 min to bu
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory, local_agent, artifact_workdir, make_sweep):
+def finished_sweep(tmp_path_factory, local_agent, sweep_workdir, make_sweep):
     tmp = tmp_path_factory.mktemp("sweep")
     path = make_sweep(tmp, name="e2e", trials=TRIALS, sbs_runs=SBS_RUNS)
-    sweep, space, cfg = prepare_sweep(path, workdir=artifact_workdir, local_agents=local_agent)
+    sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     sweep.run(space)
     return path, sweep, cfg
 

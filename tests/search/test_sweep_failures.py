@@ -13,12 +13,12 @@ from edgetune.search.tracking import Tracker
 from edgetune.search.wiring import prepare_sweep
 
 
-def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, artifact_workdir):
+def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, sweep_workdir):
     from edgetune.device_agents.local import start_local_agents
 
     path = make_sweep(tmp_path, name="failing", trials=4, sbs_runs=20)
     with start_local_agents(1, threads=1) as agents:
-        sweep, space, cfg = prepare_sweep(path, workdir=artifact_workdir, local_agents=agents)
+        sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=agents)
         hooks = sweep.hooks
         real_compress, real_measure = hooks.compress, hooks.measure
 

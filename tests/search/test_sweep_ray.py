@@ -13,7 +13,7 @@ pytest.importorskip("ray")
 
 
 @pytest.mark.slow
-def test_ray_backend_produces_the_same_records(tmp_path, make_sweep, local_agent, artifact_workdir, monkeypatch):
+def test_ray_backend_produces_the_same_records(tmp_path, make_sweep, local_agent, sweep_workdir, monkeypatch):
     import ray
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -24,7 +24,7 @@ def test_ray_backend_produces_the_same_records(tmp_path, make_sweep, local_agent
     path = make_sweep(tmp_path, name="ray", trials=4, extra={})
     text = path.read_text().replace("backend: local", "backend: ray").replace("storage:", "concurrency: 2\n  storage:")
     path.write_text(text)
-    sweep, space, cfg = prepare_sweep(path, workdir=artifact_workdir, local_agents=local_agent)
+    sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     assert cfg.search.backend == "ray" and cfg.search.concurrency == 2
     try:
         sweep.run(space)

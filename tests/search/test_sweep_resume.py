@@ -33,12 +33,12 @@ def search(path, workdir, **kw) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume(tmp_path, make_sweep, artifact_workdir):
+def test_sigkill_then_resume(tmp_path, make_sweep, sweep_workdir):
     import optuna
 
     path = make_sweep(tmp_path, name="resume", trials=TRIALS)
     db = tmp_path / "optuna.db"
-    proc = search(path, artifact_workdir)
+    proc = search(path, sweep_workdir)
     deadline = time.time() + 400
     while complete_trials(db) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)
@@ -48,7 +48,7 @@ def test_sigkill_then_resume(tmp_path, make_sweep, artifact_workdir):
     killed_at = complete_trials(db)
     assert 2 <= killed_at < TRIALS
 
-    again = search(path, artifact_workdir)
+    again = search(path, sweep_workdir)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out
 
