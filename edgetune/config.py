@@ -11,17 +11,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgetune._strict import Strict
 from edgetune.compress._spec import RecoverySpec
 from edgetune.device_agents.fleet import DeviceSpec
-from edgetune.errors import ConfigError
+from edgetune.errors import ConfigError, format_validation_error
 from edgetune.search._spec import ObjectiveSpec, SearchSpec, TrackingSpec, check_sweep
 from edgetune.spaces._spec import SpaceSpec
 
 __all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "parse_model_ref",
-           "parse_data_ref", "format_validation_error"]
+           "parse_data_ref"]
 
 
 class ModelSpec(Strict):
@@ -31,10 +31,11 @@ class ModelSpec(Strict):
     - ``python``: ``factory`` = ``pkg.module:fn`` returning an ``nn.Module`` (called with ``kwargs``),
       ``weights`` = a state-dict file;
     - ``onnx``: ``path`` to an ONNX file (no pruning, precision search only).
-    ``task`` and ``input_size`` are needed for ``python`` and ``onnx`` sources.
+    ``task`` and ``input_size`` are needed for ``python`` and ``onnx`` sources. ``source`` is any name of
+    the model-source registry (``edgetune.models.available_sources()``).
     """
 
-    source: Literal["builtin", "python", "onnx", "ultralytics"] = "builtin"
+    source: str = "builtin"
     name: str | None = None
     factory: str | None = None
     weights: str | None = None
@@ -43,10 +44,21 @@ class ModelSpec(Strict):
     input_size: int | None = Field(default=None, ge=32, le=4096)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from edgetune.models import available_sources
+
+        if v not in available_sources():
+            raise ValueError(f"model source {v!r} is not registered; registered sources: "
+                             f"{', '.join(available_sources())}")
+        return v
+
     @model_validator(mode="after")
     def _needs(self) -> ModelSpec:
-        need = {"builtin": ["name"], "python": ["factory", "input_size", "task"], "onnx": ["path", "task"],
-                "ultralytics": ["path"]}[self.source]
+        from edgetune.models import source_class
+
+        need = source_class(self.source).requires
         missing = [k for k in need if getattr(self, k) in (None, "")]
         if missing:
             raise ValueError(f"model source '{self.source}' needs {', '.join(missing)}")
@@ -61,9 +73,10 @@ class DataSpec(Strict):
       ``train_images`` for fine-tuning; otherwise val and calib are split off the one set;
     - ``yolo``: ``path`` to a ``data.yaml``;
     - ``imagefolder``: ``path`` to a folder of ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``.
+    ``source`` is any name of the data-source registry (``edgetune.data.available_data_sources()``).
     """
 
-    source: Literal["builtin", "coco", "yolo", "imagefolder"] = "builtin"
+    source: str = "builtin"
     name: str | None = None
     path: str | None = None
     annotations: str | None = None
@@ -75,10 +88,21 @@ class DataSpec(Strict):
     train_size: int = Field(default=5000, ge=0)
     seed: int = 0
 
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from edgetune.data import available_data_sources
+
+        if v not in available_data_sources():
+            raise ValueError(f"data source {v!r} is not registered; registered sources: "
+                             f"{', '.join(available_data_sources())}")
+        return v
+
     @model_validator(mode="after")
     def _needs(self) -> DataSpec:
-        need = {"builtin": ["name"], "coco": ["annotations", "images"], "yolo": ["path"],
-                "imagefolder": ["path"]}[self.source]
+        from edgetune.data import data_source_requires
+
+        need = data_source_requires(self.source)
         missing = [k for k in need if getattr(self, k) in (None, "")]
         if missing:
             raise ValueError(f"data source '{self.source}' needs {', '.join(missing)}")
@@ -103,26 +127,31 @@ class SweepConfig(Strict):
     def _cross_checks(self) -> SweepConfig:
         try:
             check_sweep(self)
+            _check_names(self)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
 
 
-def format_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (remove it or check its spelling)"
-        if not loc and not prefix:  # a cross-section check: its message names the fields
-            lines.append(msg)
-            continue
-        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")
-        got = err.get("input")
-        show = err["type"] != "extra_forbidden" and not isinstance(got, (dict, list))
-        lines.append(f"`{loc}`: {msg}" + (f" (got {got!r})" if show else ""))
-    return "; ".join(lines)
+def _check_names(cfg: SweepConfig) -> None:
+    """Names the sections hold as plain strings, checked against the registries that define them, and
+    settings that contradict each other across sections."""
+    from edgetune.compress import IMPORTANCES
+    from edgetune.compress._importance import needs_gradients
+    from edgetune.spaces import DEVICE_KINDS
+
+    importance = cfg.space.sparsity.importance
+    valid = ["auto", *sorted(IMPORTANCES)]
+    if importance not in valid:
+        raise ConfigError(f"`space.sparsity.importance` {importance!r} is not registered; valid: {', '.join(valid)}.")
+    if needs_gradients(importance) and not cfg.recovery.enabled and cfg.space.sparsity.prunes_channels:
+        raise ConfigError(f"`space.sparsity.importance: {importance}` scores channels with gradients on the train "
+                          "split, which is loaded only for recovery, and `recovery.steps` is 0. Use `importance: "
+                          "magnitude` (or `auto`), or turn recovery on.")
+    for i, d in enumerate(cfg.devices):
+        if d.kind is not None and d.kind not in DEVICE_KINDS:
+            raise ConfigError(f"`devices.{i}.kind` {d.kind!r} is not a known device kind; kinds: "
+                              f"{', '.join(DEVICE_KINDS)} (or leave it out: the agent reports its kind).")
 
 
 def load_sweep_config(path: str | Path, model_cls: type[BaseModel] | None = None) -> BaseModel:

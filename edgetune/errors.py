@@ -20,6 +20,8 @@ __all__ = [
     "MeasurementFailed",
     "MissingDependency",
     "DeployError",
+    "SweepError",
+    "format_validation_error",
 ]
 
 
@@ -71,6 +73,29 @@ class MissingDependency(EdgetuneError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
+class SweepError(EdgetuneError):
+    """A sweep ran but has nothing to show: every trial failed (the message lists the distinct reasons)."""
+
+
 class DeployError(EdgetuneError):
     """A deployment cannot proceed: no trial matches a pick rule, an artifact cannot be fetched or does not
     match its hash, or the device's re-measurement disagrees with the sweep."""
+
+
+def format_validation_error(exc, *, prefix: str = "") -> str:
+    """One line naming each failing field of a pydantic ``ValidationError`` by its YAML path
+    (``data.val_images``), what is wrong and the value given."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        if not loc and not prefix:  # a cross-section check: its message names the fields
+            lines.append(msg)
+            continue
+        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        got = err.get("input")
+        show = err["type"] != "extra_forbidden" and not isinstance(got, (dict, list))
+        lines.append(f"`{loc}`: {msg}" + (f" (got {got!r})" if show else ""))
+    return "; ".join(lines)

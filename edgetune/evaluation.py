@@ -42,8 +42,7 @@ def evaluate_model(mspec, dspec, *, runs: int = 200) -> dict:
     """Export (parity-checked), then mAP / params / GFLOPs / size / 1-thread latency through onnxruntime."""
     import onnxruntime as ort
 
-    from edgetune.models import load_model
-    from edgetune.models._evaluate import evaluate
+    from edgetune.models import evaluate, load_model
 
     splits = load_data(dspec)
     val = splits.val

@@ -4,7 +4,7 @@ Importing this package does not import torch or onnxruntime; :func:`compress` do
 """
 
 from edgetune.compress._artifact import Artifact
-from edgetune.compress._compress import COMPRESS_VERSION, artifact_key, compress
+from edgetune.compress._compress import COMPRESS_VERSION, artifact_key, compress, needs_train
 from edgetune.compress._importance import IMPORTANCES, register_importance
 from edgetune.compress._onnx_map import layer_node_map, quantized_nodes
 from edgetune.compress._schedule import PrunePlan, schedule
@@ -12,7 +12,7 @@ from edgetune.compress._spec import DEFAULT_STEPS, RecoverySpec
 from edgetune.compress.export import ExportReport, export_onnx, node_module_paths
 
 __all__ = [
-    "compress", "artifact_key", "COMPRESS_VERSION", "Artifact",
+    "compress", "needs_train", "artifact_key", "COMPRESS_VERSION", "Artifact",
     "RecoverySpec", "DEFAULT_STEPS", "PrunePlan", "schedule", "IMPORTANCES", "register_importance",
     "layer_node_map", "quantized_nodes",
     "ExportReport", "export_onnx", "node_module_paths",

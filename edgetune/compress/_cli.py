@@ -30,22 +30,25 @@ def compress_cmd(
     from rich.table import Table
 
     from edgetune._paths import cache_dir
+    from edgetune.assembly import assemble
     from edgetune.cli import console
-    from edgetune.compress import compress
-    from edgetune.data import load_data
+    from edgetune.compress import compress, needs_train
+    from edgetune.config import load_sweep_config
     from edgetune.spaces import BASELINES, CompressionConfig
-    from edgetune.spaces._cli import load_space
 
+    cfg = load_sweep_config(config)
     with console.status("loading the model and building the space ...", spinner="dots"):
-        cfg, model, space = load_space(config, target or None)
+        parts = assemble(cfg, kinds=target or None, train=False)
+    space = parts.space
     conf = space.baseline(point) if point in BASELINES else CompressionConfig.load(point)
     space.validate(conf)
-    recovering = conf.prunes and cfg.recovery.enabled
-    with console.status("loading data ...", spinner="dots"):
-        data = load_data(cfg.data, need_train=recovering)
+    recovering = needs_train(cfg.recovery, conf)
+    if recovering:
+        with console.status("loading the train split ...", spinner="dots"):
+            parts = parts.with_train()
     with console.status(f"compressing ({'with' if recovering else 'no'} recovery) ...", spinner="dots"):
-        art = compress(model, conf, calib=data.calib, train=data.train, recovery=cfg.recovery, space=space,
-                       workdir=cache_dir() / "artifacts", use_cache=not no_cache)
+        art = compress(parts.model, conf, calib=parts.splits.calib, train=parts.splits.train, recovery=cfg.recovery,
+                       space=space, workdir=cache_dir() / "artifacts", use_cache=not no_cache)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(art.onnx_path, out / "model.onnx")
     shutil.copyfile(art.onnx_path.with_name("manifest.json"), out / "manifest.json")

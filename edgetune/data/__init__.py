@@ -14,7 +14,13 @@ from edgetune.data._base import (
     split_indices,
 )
 from edgetune.data._preprocess import LetterboxMeta, letterbox, to_input, unletterbox
-from edgetune.data._registry import available_data_sources, load_data, make_splits, register_data_source
+from edgetune.data._registry import (
+    available_data_sources,
+    data_source_requires,
+    load_data,
+    make_splits,
+    register_data_source,
+)
 from edgetune.data.coco import load_coco
 from edgetune.data.imagefolder import class_folders, load_imagefolder
 from edgetune.data.yolo import YoloDataset, load_yolo
@@ -22,6 +28,6 @@ from edgetune.data.yolo import YoloDataset, load_yolo
 __all__ = [
     "Dataset", "ImageRecord", "Splits", "plan_splits", "read_image", "read_image_size", "split_indices",
     "LetterboxMeta", "letterbox", "to_input", "unletterbox",
-    "available_data_sources", "load_data", "make_splits", "register_data_source",
+    "available_data_sources", "data_source_requires", "load_data", "make_splits", "register_data_source",
     "load_coco", "class_folders", "load_imagefolder", "YoloDataset", "load_yolo",
 ]

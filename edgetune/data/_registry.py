@@ -7,14 +7,18 @@ from collections.abc import Callable
 from edgetune.data._base import Dataset, Splits, plan_splits
 from edgetune.errors import DataError
 
-__all__ = ["register_data_source", "load_data", "available_data_sources", "make_splits"]
+__all__ = ["register_data_source", "load_data", "available_data_sources", "data_source_requires", "make_splits"]
 
 _LOADERS: dict[str, Callable] = {}
+_REQUIRES: dict[str, tuple[str, ...]] = {}
 
 
-def register_data_source(name: str) -> Callable[[Callable], Callable]:
+def register_data_source(name: str, *, requires: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Register ``fn(spec, *, need_train) -> Splits`` as data source ``name``; ``requires``: the DataSpec
+    fields it cannot do without (the sweep config checks them)."""
     def deco(fn: Callable) -> Callable:
         _LOADERS[name] = fn
+        _REQUIRES[name] = tuple(requires)
         return fn
 
     return deco
@@ -24,15 +28,21 @@ def available_data_sources() -> list[str]:
     return sorted(_LOADERS)
 
 
+def data_source_requires(name: str) -> tuple[str, ...]:
+    """The DataSpec fields data source ``name`` needs (DataError for an unregistered name)."""
+    if name not in _LOADERS:
+        raise DataError(f"unknown data source {name!r}; registered sources: {', '.join(available_data_sources())}.")
+    return _REQUIRES[name]
+
+
 def load_data(spec, *, need_train: bool = False) -> Splits:
     """The deterministic train / val / calib splits described by a DataSpec (``train`` may be None
     unless ``need_train``)."""
-    if spec.source not in _LOADERS:
-        raise DataError(f"unknown data source {spec.source!r}; valid: {', '.join(available_data_sources())}.")
+    data_source_requires(spec.source)
     return _LOADERS[spec.source](spec, need_train=need_train)
 
 
-@register_data_source("builtin")
+@register_data_source("builtin", requires=("name",))
 def _builtin(spec, *, need_train: bool) -> Splits:
     from edgetune.data.shapes import shapes_split
 
@@ -43,7 +53,7 @@ def _builtin(spec, *, need_train: bool) -> Splits:
                   calib=shapes_split("calib", spec.calib_images, seed=spec.seed))
 
 
-@register_data_source("coco")
+@register_data_source("coco", requires=("annotations", "images"))
 def _coco(spec, *, need_train: bool) -> Splits:
     from edgetune.data.coco import load_coco
 

@@ -84,7 +84,7 @@ def load_imagefolder(root: str | os.PathLike, *, name: str = "imagefolder") -> D
     return _dataset(items, classes, list(range(len(items))), name)
 
 
-@register_data_source("imagefolder")
+@register_data_source("imagefolder", requires=("path",))
 def _imagefolder_source(spec, *, need_train: bool) -> Splits:
     """val from ``val/``, calib and train from ``train/``; one pool split by seed otherwise."""
     val_dir, train_dir = _layout(Path(spec.path))

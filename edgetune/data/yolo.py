@@ -182,7 +182,7 @@ def load_yolo(data_yaml: str | os.PathLike, *, split: str = "val", name: str | N
     return ds.dataset(ds.image_files(split), name=name or f"yolo-{split}")
 
 
-@register_data_source("yolo")
+@register_data_source("yolo", requires=("path",))
 def _yolo_source(spec, *, need_train: bool) -> Splits:
     """val from ``val``; calib (and train, when needed) from ``train`` minus any val image; with no
     ``train``, val and calib are split off ``val`` (see :func:`~edgetune.data._base.plan_splits`)."""

@@ -87,9 +87,8 @@ def _from_mlflow(sweep, point, cache: Path):
 
 def _rebuild(sweep, point, cache: Path):
     """Compress the trial's config again from the source weights (same inputs give the same hash)."""
-    from edgetune.compress import compress
-    from edgetune.data import load_data
-    from edgetune.models import load_model
+    from edgetune.assembly import assemble
+    from edgetune.compress import compress, needs_train
     from edgetune.spaces import CompressionConfig
 
     cfg, record = sweep.cfg, point.record
@@ -97,9 +96,10 @@ def _rebuild(sweep, point, cache: Path):
         raise DeployError(f"trial {point.number} has no compression config in its record; it cannot be rebuilt.")
     log.warning("rebuilding the artifact of trial %d from its config and the source weights", point.number)
     config = CompressionConfig.model_validate(record["config"])
-    splits = load_data(cfg.data, need_train=config.prunes and cfg.recovery.steps > 0)
-    loaded = load_model(cfg.model, class_names=splits.val.class_names, category_ids=splits.val.category_ids)
-    art = compress(loaded, config, calib=splits.calib, workdir=cache, train=splits.train, recovery=cfg.recovery)
+    parts = assemble(cfg, train=needs_train(cfg.recovery, config))
+    loaded = parts.model
+    art = compress(loaded, config, calib=parts.splits.calib, workdir=cache, train=parts.splits.train,
+                   recovery=cfg.recovery)
     if art.hash != point.artifact_hash:
         raise DeployError(
             f"rebuilding trial {point.number} gives artifact {art.hash[:12]}, not {point.artifact_hash[:12]} as the "

@@ -100,10 +100,10 @@ def load_sweep(sweep: str | Path) -> SweepRecords:
     import optuna
 
     from edgetune.config import load_sweep_config
+    from edgetune.objectives import objective_keys
     from edgetune.search.front import front_ranks
     from edgetune.search.records import RECORD_ATTR
     from edgetune.search.study import BASELINE_ATTR
-    from edgetune.search.sweep import objective_keys
 
     path = resolve_sweep_path(sweep)
     cfg = load_sweep_config(path)
@@ -143,8 +143,8 @@ def resolve_device(name: str, *, cfg=None, fleet: str | Path | None = None):
     import yaml
     from pydantic import ValidationError
 
-    from edgetune.config import format_validation_error
     from edgetune.device_agents.fleet import FleetSpec
+    from edgetune.errors import format_validation_error
 
     sources: list[tuple[str, list]] = []
     if fleet is not None:

@@ -60,7 +60,7 @@ def sweep_bundle(cfg, manifest: dict):
 
 def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, tolerance: float = MAP_TOLERANCE):
     """(Verification, Measurement) of the bytes ``sha256`` already on the agent behind ``client``."""
-    from edgetune.search.records import measurement_values
+    from edgetune.objectives import measurement_values
 
     search = cfg.search
     m = client.measure(sha256, dataset=bundle, latency={"warmup": search.latency_warmup, "min_runs": search.latency_runs},

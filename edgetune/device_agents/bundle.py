@@ -6,8 +6,8 @@ end-to-end timing, and ``spec.npy``: UTF-8 JSON with the task-head spec, the inp
 ground truth. Its bytes are deterministic (fixed zip timestamps), so the same data gives the same hash
 and an agent that has it already is not sent it again.
 
-The agent evaluates a bundle with the controller's own helpers (``postprocess_detections``,
-``coco_map``), so agent mAP and in-process mAP of the same outputs are the same number.
+The agent scores a bundle with the controller's own function (``edgetune.models.score_outputs``), so
+agent mAP and in-process mAP of the same outputs are the same number.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from edgetune.data._base import Dataset
 from edgetune.data._preprocess import LetterboxMeta, to_input
 from edgetune.errors import DataError
-from edgetune.models.heads import ClassifyHead, DetectHead, head_from_dict
+from edgetune.models import ClassifyHead, DetectHead, head_from_dict, iter_batches, score_outputs
 
 __all__ = ["BUNDLE_VERSION", "DatasetBundle", "BundleData", "make_bundle", "read_bundle", "evaluate_bundle"]
 
@@ -76,8 +76,6 @@ class BundleData:
 
 def make_bundle(dataset: Dataset, head: DetectHead | ClassifyHead, *, size: int, raw_images: int = 8) -> DatasetBundle:
     """Letterbox ``dataset`` to ``size`` and pack it with ``head`` and its ground truth (controller side)."""
-    from edgetune.models._evaluate import iter_batches
-
     if len(dataset) == 0:
         raise DataError(f"dataset '{dataset.name}' is empty: a bundle needs at least one image.")
     images, metas, ids = [], [], []
@@ -157,18 +155,7 @@ def read_bundle(src: str | Path | bytes) -> BundleData:
 def evaluate_bundle(forward: Callable[[np.ndarray], np.ndarray], bundle: BundleData, *, batch: int = 1) -> dict[str, float]:
     """Accuracy of ``forward`` (float32 (b, 3, S, S) in [0, 1] -> raw output) on a bundle: COCO mAP
     (detection) or top-1/top-5 (classification). ``batch`` is the batch ``forward`` is called with."""
-    from edgetune.models._evaluate import postprocess_detections
-    from edgetune.objectives.accuracy import coco_map, topk_accuracy
-
-    outputs = []
-    for start in range(0, len(bundle.ids), batch):
-        outputs.append(np.asarray(forward(to_input(bundle.images[start : start + batch]))))
-    out = np.concatenate(outputs)
-    if isinstance(bundle.head, DetectHead):
-        if bundle.coco_gt is None:
-            raise DataError("dataset bundle of a detection task has no COCO ground truth.")
-        dets = postprocess_detections(out, bundle.metas, bundle.ids, bundle.head)
-        return coco_map(bundle.coco_gt, dets)
-    if bundle.labels is None:
-        raise DataError("dataset bundle of a classification task has no labels.")
-    return topk_accuracy(out, bundle.labels)
+    outputs = [np.asarray(forward(to_input(bundle.images[start : start + batch])))
+               for start in range(0, len(bundle.ids), batch)]
+    return score_outputs(np.concatenate(outputs), head=bundle.head, metas=bundle.metas, ids=bundle.ids,
+                         coco_gt=bundle.coco_gt, labels=bundle.labels)

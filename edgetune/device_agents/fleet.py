@@ -102,7 +102,7 @@ def load_fleet(path: str | Path, **client_options) -> Fleet:
     try:
         spec = FleetSpec.model_validate({"devices": raw["devices"]} if is_sweep else raw)
     except ValidationError as exc:
-        from edgetune.config import format_validation_error
+        from edgetune.errors import format_validation_error
 
         raise ConfigError(f"fleet file '{path}': {format_validation_error(exc)}") from exc
     return Fleet(spec.devices, **client_options)
@@ -122,6 +122,11 @@ class Device:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def token(self) -> str | None:
+        """The token this device's client sends (None: the agent runs without one)."""
+        return self._token
 
     @property
     def client(self) -> AgentClient:
@@ -156,6 +161,10 @@ class Fleet:
     @classmethod
     def from_yaml(cls, path: str | Path, **client_options) -> Fleet:
         return load_fleet(path, **client_options)
+
+    def tokens(self) -> dict[str, str]:
+        """Device name -> token, for the devices that have one."""
+        return {n: d.token for n, d in self._devices.items() if d.token}
 
     @property
     def names(self) -> list[str]:

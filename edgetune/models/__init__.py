@@ -1,5 +1,7 @@
-"""Model sources and task heads. Importing this package does not import torch (the agent uses heads)."""
+"""Model sources, task heads and scoring of raw outputs. Importing this package does not import torch: the
+agent uses the heads and :func:`score_outputs`."""
 
+from edgetune.models._evaluate import evaluate, iter_batches, score_outputs
 from edgetune.models._registry import (
     LoadedModel,
     ModelSource,
@@ -7,10 +9,23 @@ from edgetune.models._registry import (
     get_source,
     load_model,
     register_source,
+    source_class,
 )
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections, head_from_dict, nms, topk
+from edgetune.models.tasks import (
+    ClassifyAdapter,
+    DetectAdapter,
+    ModelEMA,
+    TaskAdapter,
+    adapter_for,
+    detection_arrays,
+    sample_detection_batch,
+)
 
 __all__ = [
-    "LoadedModel", "ModelSource", "available_sources", "get_source", "load_model", "register_source",
+    "LoadedModel", "ModelSource", "available_sources", "get_source", "load_model", "register_source", "source_class",
     "ClassifyHead", "DetectHead", "decode_detections", "head_from_dict", "nms", "topk",
+    "evaluate", "iter_batches", "score_outputs",
+    "TaskAdapter", "DetectAdapter", "ClassifyAdapter", "ModelEMA", "adapter_for", "detection_arrays",
+    "sample_detection_batch",
 ]

@@ -1,22 +1,25 @@
-"""Accuracy of a model on a dataset: one loop over letterboxed batches for any forward function.
+"""Accuracy of a model on a dataset: raw outputs -> metrics in one place, for every forward function.
 
-``run_batches`` takes a callable (torch module, onnxruntime session, ...) mapping a float32
-(N, 3, S, S) batch in [0, 1] to the raw output, so torch and every runtime share the same decode and
-COCO evaluation. numpy only.
+:func:`score_outputs` is the only code that turns raw model outputs into metrics (detection: decode,
+unletterbox, COCO mAP; classification: top-k). :func:`evaluate` (controller, ``edgetune eval``) and
+``edgetune.device_agents.evaluate_bundle`` (agent) compute the outputs of their forward function
+(torch module, onnxruntime session, TensorRT engine, ...) on float32 (N, 3, S, S) batches in [0, 1]
+and hand them to it, so agent and in-process numbers of the same outputs are the same. numpy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from edgetune.data._base import Dataset
 from edgetune.data._preprocess import LetterboxMeta, letterbox, to_input, unletterbox
+from edgetune.errors import DataError
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections
 from edgetune.objectives.accuracy import coco_map, detections_to_coco, topk_accuracy
 
-__all__ = ["iter_batches", "evaluate", "postprocess_detections"]
+__all__ = ["iter_batches", "evaluate", "score_outputs", "postprocess_detections"]
 
 
 def iter_batches(ds: Dataset, *, size: int, batch: int) -> Iterator[tuple[np.ndarray, list[LetterboxMeta], list[int]]]:
@@ -27,9 +30,9 @@ def iter_batches(ds: Dataset, *, size: int, batch: int) -> Iterator[tuple[np.nda
         yield np.stack([a for a, _ in items]), [m for _, m in items], [ds.records[i].id for i in idx]
 
 
-def postprocess_detections(output: np.ndarray, metas: list[LetterboxMeta], ids: list[int],
+def postprocess_detections(output: np.ndarray, metas: Sequence[LetterboxMeta], ids: Sequence[int],
                            head: DetectHead) -> list[dict]:
-    """Raw batch output (N, 4 + C, A) -> COCO result dicts in original-image pixels."""
+    """Raw output (N, 4 + C, A) -> COCO result dicts in original-image pixels."""
     dets: list[dict] = []
     for out, meta, iid in zip(output, metas, ids, strict=True):
         boxes, scores, classes = decode_detections(out, head)
@@ -37,17 +40,48 @@ def postprocess_detections(output: np.ndarray, metas: list[LetterboxMeta], ids: 
     return dets
 
 
+def score_outputs(outputs: np.ndarray, *, head: DetectHead | ClassifyHead, metas: Sequence[LetterboxMeta],
+                  ids: Sequence[int], coco_gt: dict | None = None,
+                  labels: np.ndarray | Sequence[int] | None = None) -> dict[str, float]:
+    """Metrics of the raw outputs of a whole validation set, row ``k`` being image ``ids[k]``.
+
+    Detection (``DetectHead``): outputs (N, 4 + C, A) are decoded, mapped back to original pixels with
+    ``metas`` and scored against ``coco_gt`` (a COCO instances dict): the 12 COCO metrics. Classification
+    (``ClassifyHead``): outputs (N, C) are scored against ``labels`` (N,): top-1 / top-5. The ground truth
+    the task needs missing, or row counts that disagree, raise DataError.
+    """
+    outputs = np.asarray(outputs)
+    n, rows = len(ids), (outputs.shape[0] if outputs.ndim else 0)
+    if rows != n or len(metas) != n:
+        raise DataError(f"got outputs of {rows} images, {len(metas)} letterbox metas and {n} image ids; they must "
+                        "be one per image: pass the outputs of every image, in the order of `ids`.")
+    if isinstance(head, DetectHead):
+        if coco_gt is None:
+            raise DataError("scoring a detector needs the COCO ground truth of the images (`coco_gt`), but it is "
+                            "missing: use a detection dataset (or a bundle made from one).")
+        return coco_map(coco_gt, postprocess_detections(outputs, metas, ids, head))
+    if labels is None:
+        raise DataError("scoring a classifier needs the label of every image (`labels`), but they are missing: "
+                        "use a classification dataset (or a bundle made from one).")
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise DataError(f"labels must be one per image, shape ({n},), but got shape {labels.shape}.")
+    return topk_accuracy(outputs, labels)
+
+
 def evaluate(forward: Callable[[np.ndarray], np.ndarray], ds: Dataset, head: DetectHead | ClassifyHead, *,
              size: int, batch: int = 16) -> dict[str, float]:
     """COCO metrics (detection) or top-1/top-5 (classification) of ``forward`` on ``ds``."""
-    if isinstance(head, DetectHead):
-        dets: list[dict] = []
-        for x, metas, ids in iter_batches(ds, size=size, batch=batch):
-            dets.extend(postprocess_detections(np.asarray(forward(to_input(x))), metas, ids, head))
-        return coco_map(ds.coco_gt(), dets)
-    scores, labels = [], []
-    for x, _, ids in iter_batches(ds, size=size, batch=batch):
-        scores.append(np.asarray(forward(to_input(x))))
+    outputs, metas, ids = [], [], []
+    for x, m, i in iter_batches(ds, size=size, batch=batch):
+        outputs.append(np.asarray(forward(to_input(x))))
+        metas.extend(m)
+        ids.extend(i)
+    if not outputs:
+        raise DataError(f"dataset '{ds.name}' is empty: evaluation needs at least one image.")
+    labels = None
+    if ds.task == "classify":
         by_id = {r.id: r.label for r in ds.records}
-        labels.extend(by_id[i] for i in ids)
-    return topk_accuracy(np.concatenate(scores), np.asarray(labels))
+        labels = np.asarray([by_id[i] for i in ids])
+    return score_outputs(np.concatenate(outputs), head=head, metas=metas, ids=ids,
+                         coco_gt=ds.coco_gt() if ds.task == "detect" else None, labels=labels)

@@ -15,8 +15,10 @@ from typing import Any
 
 from edgetune.errors import ModelError
 from edgetune.models.heads import ClassifyHead, DetectHead
+from edgetune.models.tasks import TaskAdapter, adapter_for
 
-__all__ = ["LoadedModel", "ModelSource", "register_source", "get_source", "available_sources", "load_model"]
+__all__ = ["LoadedModel", "ModelSource", "register_source", "get_source", "source_class", "available_sources",
+           "load_model"]
 
 
 @dataclass
@@ -25,7 +27,8 @@ class LoadedModel:
 
     ``module`` is the torch ``nn.Module`` (eval mode), or None for sources that only have an ONNX file
     (``onnx_path``), which can be quantized but not pruned. ``source_hash`` is the sha256 of the weights
-    (or ONNX) file: the artifact hash depends on it.
+    (or ONNX) file: the artifact hash depends on it. ``adapter`` is the task seam recovery and gradient
+    scoring use (batches, training forward, losses); sources with their own training loss set it.
     """
 
     name: str
@@ -34,6 +37,11 @@ class LoadedModel:
     input_size: int
     source_hash: str
     onnx_path: Path | None = None
+    adapter: TaskAdapter | None = None  # None: the task's generic adapter (see ``models.tasks``)
+
+    def __post_init__(self) -> None:
+        if self.adapter is None and self.module is not None:
+            self.adapter = adapter_for(self.head.kind)
 
     @property
     def task(self) -> str:
@@ -44,6 +52,7 @@ class ModelSource(ABC):
     """Loads one kind of model. Implementations are stateless; ``load`` may be called from any thread."""
 
     name: str = ""
+    requires: tuple[str, ...] = ()  # the ModelSpec fields this source cannot do without (checked by the config)
 
     @abstractmethod
     def load(self, spec, *, class_names: tuple[str, ...], category_ids: tuple[int, ...]) -> LoadedModel:
@@ -68,11 +77,15 @@ def available_sources() -> list[str]:
     return sorted(_SOURCES)
 
 
-def get_source(name: str) -> ModelSource:
+def source_class(name: str) -> type[ModelSource]:
     valid = available_sources()
     if name not in _SOURCES:
-        raise ModelError(f"unknown model source {name!r}; valid sources: {', '.join(valid)}.")
-    return _SOURCES[name]()
+        raise ModelError(f"unknown model source {name!r}; registered sources: {', '.join(valid)}.")
+    return _SOURCES[name]
+
+
+def get_source(name: str) -> ModelSource:
+    return source_class(name)()
 
 
 def load_model(spec, *, class_names: tuple[str, ...], category_ids: tuple[int, ...]) -> LoadedModel:

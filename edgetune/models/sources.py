@@ -52,8 +52,11 @@ def _load_state_dict(module, weights: Path, what: str) -> None:
 
 @register_source("builtin")
 class BuiltinSource(ModelSource):
+    requires = ("name",)
+
     def load(self, spec, *, class_names, category_ids) -> LoadedModel:
         from edgetune.models.builtin.det import build_detector
+        from edgetune.models.builtin.task import BuiltinDetectAdapter
 
         if spec.name not in BUILTIN_MODELS:
             raise ModelError(f"unknown builtin model {spec.name!r}; builtin models: {', '.join(BUILTIN_MODELS)}.")
@@ -77,12 +80,14 @@ class BuiltinSource(ModelSource):
         module = build_detector(info["arch"], num_classes=info["num_classes"], input_size=info["input_size"])
         _load_state_dict(module, weights, f"builtin '{spec.name}'")
         return LoadedModel(spec.name, module.eval(), _head("detect", class_names, category_ids),
-                           spec.input_size or info["input_size"], digest)
+                           spec.input_size or info["input_size"], digest, adapter=BuiltinDetectAdapter())
 
 
 @register_source("python")
 class PythonSource(ModelSource):
     """``factory: pkg.module:fn`` returns an ``nn.Module``; ``weights`` is a state-dict file."""
+
+    requires = ("factory", "input_size", "task")
 
     def load(self, spec, *, class_names, category_ids) -> LoadedModel:
         mod_name, _, fn_name = spec.factory.partition(":")
@@ -116,6 +121,8 @@ class PythonSource(ModelSource):
 @register_source("onnx")
 class OnnxSource(ModelSource):
     """An ONNX file: precision search only (it cannot be pruned)."""
+
+    requires = ("path", "task")
 
     def load(self, spec, *, class_names, category_ids) -> LoadedModel:
         import onnx

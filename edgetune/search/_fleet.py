@@ -33,6 +33,10 @@ class SweepFleet:
                 "device agent(s) not reachable: " + "; ".join(lines) + ". Start the agent on the device "
                 "(`edgetune agent serve ...`) or fix `devices:` (url, token_env).")
 
+    def tokens(self) -> dict[str, str]:
+        """Device name -> the token its client sends (for remote workers that measure through this fleet)."""
+        return self.fleet.tokens()
+
     def kinds(self) -> list[str]:
         return sorted({self.fleet.kind(n) for n in self.fleet.names})
 

@@ -39,11 +39,11 @@ class ObjectiveSpec(Strict):
 
 
 class SearchSpec(Strict):
-    sampler: Literal["nsga2", "tpe", "gp", "random"] = "tpe"
+    sampler: str = Field(default="tpe", description="a registered sampler (``search.samplers.SAMPLERS``)")
     trials: int = Field(default=40, ge=1, le=100000)
     seed: int = 0
     n_startup: int = Field(default=10, ge=1, description="random trials before the model-based sampler")
-    backend: Literal["local", "ray"] = "local"
+    backend: str = Field(default="local", description="a registered backend (``search.backends``): local | ray")
     address: str | None = Field(default=None, description="Ray cluster address (backend: ray); None starts a local Ray")
     storage: str = "sqlite:///edgetune.db"
     concurrency: int = Field(default=1, ge=1, le=256, description="trials compressed at once (Ray workers)")
@@ -58,6 +58,25 @@ class SearchSpec(Strict):
         default=300, ge=0, le=100000, description="when the sweep ends, time fp32 and every front member again, "
         "side by side and interleaved, this many runs each per latency device; speed-ups are reported from those "
         "timings (0: off)")
+
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        from edgetune.search.samplers import SAMPLERS
+
+        if v not in SAMPLERS:
+            raise ValueError(f"sampler {v!r} is not registered; samplers: {', '.join(SAMPLERS)}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from edgetune.search.backends import available_backends
+
+        if v not in available_backends():
+            raise ValueError(f"backend {v!r} is not registered; backends: {', '.join(available_backends())}")
+        return v
 
 
 class TrackingSpec(Strict):

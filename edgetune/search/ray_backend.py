@@ -1,24 +1,26 @@
 """The Ray backend: the same sweep with compression on Ray workers and device access through one
 fleet actor (so one device never runs two measurements at once, wherever the workers are).
 
-The driver keeps Optuna and MLflow (a single writer); each trial is a Ray task that rebuilds the model,
-data and space once per worker process (cached), compresses, and asks the fleet actor to measure.
-Artifacts are written to ``workdir``, which must be on a filesystem the driver shares with the workers
-(local Ray; NFS on a cluster).
+The driver keeps Optuna and MLflow (a single writer). It ships each worker a
+:class:`~edgetune.search.runner.RemoteContext`: the validated config and the target kinds it resolved
+from the agents, so a worker assembles exactly the driver's space (:func:`edgetune.assembly.assemble`,
+once per worker process), compresses, and asks the fleet actor to measure. Artifacts are written to the
+workdir, which must be on a filesystem the driver shares with the workers (local Ray; NFS on a cluster).
+Importing this module does not import ray.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from edgetune._imports import require
 from edgetune._logging import get_logger
-from edgetune.search.runner import SweepHooks, TrialPlan, TrialResult, run_one
+from edgetune.search.backends import Backend, OnResult, Plans, register_backend
+from edgetune.search.runner import RemoteContext, SweepHooks, TrialPlan, TrialResult, run_one
 
 log = get_logger(__name__)
 
-__all__ = ["execute_trials_ray", "init_ray"]
+__all__ = ["RayBackend", "init_ray"]
 
 _WORKER_CACHE: dict[str, object] = {}
 
@@ -37,50 +39,55 @@ def init_ray(address: str | None, *, temp_dir: str | None = None) -> None:
 
 
 class _WorkerHooks(SweepHooks):
-    """Inside a Ray worker: compress here, measure through the fleet actor."""
+    """Inside a Ray worker: the driver's compression (local hooks over the same assembled parts), with
+    measurements through the fleet actor."""
 
-    def __init__(self, state, fleet_actor, devices: list[str], cfg):
-        self.state, self.fleet_actor, self.devices, self.cfg = state, fleet_actor, devices, cfg
+    def __init__(self, local, fleet_actor, ctx: RemoteContext):
+        self.local, self.fleet_actor, self.ctx = local, fleet_actor, ctx
 
     def devices_for_objectives(self) -> list[str]:
-        return self.devices
+        return list(self.ctx.devices)
 
     def compress(self, plan: TrialPlan):
-        return self.state.compress(plan)
+        return self.local.compress(plan)
 
     def measure(self, artifact, device: str):
         import ray
 
-        return ray.get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent)))
+        from edgetune.device_agents import Measurement
+
+        return Measurement.model_validate(ray.get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent))))
+
+    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
+        raise NotImplementedError("side-by-side timing runs on the driver")
+
+    def artifact_dir(self, artifact_hash: str):
+        return self.local.artifact_dir(artifact_hash)
+
+    def overlap_ok(self) -> bool:
+        return False
+
+    def remote(self) -> RemoteContext:
+        return self.ctx
 
 
-def _worker_state(config_path: str, workdir: str):
-    """Model, data, space and local hooks of this sweep, built once per worker process."""
-    key = f"{config_path}|{workdir}"
+def _worker_hooks(ctx: RemoteContext):
+    """The local hooks of this sweep, assembled once per worker process for the driver's target kinds."""
+    key = f"{ctx.cfg.model_dump_json()}|{ctx.kinds}|{ctx.workdir}"
     if key not in _WORKER_CACHE:
-        from edgetune.config import load_sweep_config
-        from edgetune.data import load_data
-        from edgetune.models import load_model
-        from edgetune.search.wiring import LocalHooks
-        from edgetune.spaces import build_space
+        from edgetune.assembly import assemble
+        from edgetune.search.hooks import LocalHooks
 
-        cfg = load_sweep_config(config_path)
-        splits = load_data(cfg.data, need_train=cfg.recovery.steps > 0)
-        loaded = load_model(cfg.model, class_names=splits.val.class_names, category_ids=splits.val.category_ids)
-        kinds = [d.kind for d in cfg.devices if d.kind] or None
-        space = build_space(loaded, cfg.space, targets=kinds)
-        _WORKER_CACHE[key] = (cfg, LocalHooks(cfg=cfg, loaded=loaded, splits=splits, space=space, fleet=None,
-                                              workdir=Path(workdir)))
+        parts = assemble(ctx.cfg, kinds=list(ctx.kinds) if ctx.kinds else None)
+        _WORKER_CACHE[key] = LocalHooks(parts, fleet=None, workdir=ctx.workdir)
     return _WORKER_CACHE[key]
 
 
-def _trial_task(config_path: str, workdir: str, number: int, config_json: dict, baseline, params: dict,
-                devices: list[str], fleet_actor) -> dict:
+def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, params: dict, fleet_actor) -> dict:
     from edgetune.spaces import CompressionConfig
 
-    cfg, local = _worker_state(config_path, workdir)
     plan = TrialPlan(number, None, CompressionConfig.model_validate(config_json), baseline, params)
-    result = run_one(plan, _WorkerHooks(local, fleet_actor, devices, cfg))
+    result = run_one(plan, _WorkerHooks(_worker_hooks(ctx), fleet_actor, ctx))
     art = result.artifact
     return {"number": result.number, "ok": result.ok, "values": result.values, "record": result.record,
             "error": result.error, "wall_s": result.wall_s, "artifact_dir": str(art.onnx_path.parent) if art else None}
@@ -89,14 +96,13 @@ def _trial_task(config_path: str, workdir: str, number: int, config_json: dict, 
 class _FleetActor:
     """Owns the fleet's HTTP clients and leases; ``measure`` calls are serialised per actor."""
 
-    def __init__(self, device_specs: list[dict], dataset_hash: str | None, measure_kwargs: dict,
-                 tokens: dict[str, str] | None = None):
-        from edgetune.device_agents.fleet import DeviceSpec
+    def __init__(self, ctx: RemoteContext):
+        from edgetune.device_agents import DeviceSpec
         from edgetune.search._fleet import SweepFleet
 
-        self.fleet = SweepFleet([DeviceSpec.model_validate(d) for d in device_specs], tokens=tokens)
-        self.fleet.dataset_hash = dataset_hash
-        self.kwargs = measure_kwargs
+        self.fleet = SweepFleet([DeviceSpec.model_validate(d) for d in ctx.device_specs], tokens=ctx.tokens)
+        self.fleet.dataset_hash = ctx.dataset_hash
+        self.kwargs = ctx.measure_kwargs
 
     def measure(self, device: str, artifact_dir: str) -> dict:
         from edgetune.compress import Artifact
@@ -105,41 +111,39 @@ class _FleetActor:
         return m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
 
 
-def execute_trials_ray(plans, hooks, *, cfg, config_path: Path, workdir: Path, on_result) -> None:
-    """Run plans on Ray with up to ``search.concurrency`` trials in flight."""
-    import ray
+@register_backend("ray")
+class RayBackend(Backend):
+    """Up to ``search.concurrency`` trials in flight on Ray (``search.address``; None starts a local Ray)."""
 
-    from edgetune.compress import Artifact
+    def run(self, plans: Plans, hooks: SweepHooks, on_result: OnResult) -> None:
+        init_ray(self.cfg.search.address)
+        import ray
 
-    init_ray(cfg.search.address)
-    actor_cls = ray.remote(num_cpus=0)(_FleetActor)
-    fleet_actor = actor_cls.remote([d.model_dump() for d in cfg.devices], getattr(hooks.fleet, "dataset_hash", None),
-                                   {"latency_runs": cfg.search.latency_runs, "warmup": cfg.search.latency_warmup,
-                                    "timeout_s": cfg.search.measure_timeout_s},
-                                   {d.name: hooks.fleet.fleet[d.name]._token for d in cfg.devices
-                                    if hooks.fleet.fleet[d.name]._token})
-    task = ray.remote(num_cpus=1, max_retries=0)(_trial_task)
-    devices = hooks.devices_for_objectives()
-    inflight: dict = {}
-    exhausted = False
-    while True:
-        while not exhausted and len(inflight) < cfg.search.concurrency:
-            plan = plans()
-            if plan is None:
-                exhausted = True
+        from edgetune.compress import Artifact
+
+        ctx = hooks.remote()
+        fleet_actor = ray.remote(num_cpus=0)(_FleetActor).remote(ctx)
+        task = ray.remote(num_cpus=1, max_retries=0)(_trial_task)
+        ctx_ref = ray.put(ctx)
+        inflight: dict = {}
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < self.cfg.search.concurrency:
+                plan = plans()
+                if plan is None:
+                    exhausted = True
+                    break
+                inflight[task.remote(ctx_ref, plan.number, plan.config.model_dump(mode="json"), plan.baseline,
+                                     plan.params, fleet_actor)] = plan
+            if not inflight:
                 break
-            ref = task.remote(str(Path(config_path).resolve()), str(Path(workdir).resolve()), plan.number,
-                              plan.config.model_dump(mode="json"), plan.baseline, plan.params, devices, fleet_actor)
-            inflight[ref] = plan
-        if not inflight:
-            break
-        done, _ = ray.wait(list(inflight), num_returns=1)
-        plan = inflight.pop(done[0])
-        try:
-            d = ray.get(done[0])
-            art = Artifact.load(d["artifact_dir"]) if d["artifact_dir"] else None
-            result = TrialResult(d["number"], d["ok"], d["values"], d["record"], art, d["error"], d["wall_s"])
-        except Exception as exc:  # a worker that died: the trial fails, the sweep goes on
-            result = TrialResult(plan.number, False, {}, {"error": f"Ray task failed: {exc}"}, None,
-                                 f"Ray task failed: {exc}", 0.0)
-        on_result(plan, result)
+            done, _ = ray.wait(list(inflight), num_returns=1)
+            plan = inflight.pop(done[0])
+            try:
+                d = ray.get(done[0])
+                art = Artifact.load(d["artifact_dir"]) if d["artifact_dir"] else None
+                result = TrialResult(d["number"], d["ok"], d["values"], d["record"], art, d["error"], d["wall_s"])
+            except Exception as exc:  # a worker that died: the trial fails, the sweep goes on
+                result = TrialResult(plan.number, False, {}, {"error": f"Ray task failed: {exc}"}, None,
+                                     f"Ray task failed: {exc}", 0.0)
+            on_result(plan, result)

@@ -1,4 +1,4 @@
-"""Trial records: flat metric values from a Measurement + an Artifact, config summaries, DataFrames.
+"""Trial records: config summaries and DataFrames (the metric values come from ``edgetune.objectives``).
 
 A finished trial's record lives in its Optuna user attrs (``record``): JSON with the config summary,
 every value (``metric`` or ``metric@device``), fingerprints and the error, if any. Everything else (the
@@ -9,41 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["measurement_values", "artifact_values", "config_summary", "RECORD_ATTR", "trials_frame"]
+__all__ = ["config_summary", "short_label", "RECORD_ATTR", "trials_frame"]
 
 RECORD_ATTR = "record"
-
-
-def measurement_values(m, device: str) -> dict[str, float]:
-    """Flat ``metric@device`` values of one device Measurement (pydantic model or its dict)."""
-    d = m if isinstance(m, dict) else m.model_dump()
-    out: dict[str, float] = {}
-    lat = d.get("latency") or {}
-    for src, name in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("p99_ms", "latency_p99_ms"),
-                      ("mean_ms", "latency_mean_ms")):
-        if lat.get(src) is not None:
-            out[f"{name}@{device}"] = float(lat[src])
-    e2e = d.get("end_to_end") or {}
-    for src, name in (("p50_ms", "e2e_latency_p50_ms"), ("p90_ms", "e2e_latency_p90_ms")):
-        if e2e.get(src) is not None:
-            out[f"{name}@{device}"] = float(e2e[src])
-    if d.get("peak_rss_bytes"):
-        out[f"peak_mem_mb@{device}"] = d["peak_rss_bytes"] / 1e6
-    power = d.get("power") or {}
-    if power.get("energy_per_inference_mj") is not None:
-        out[f"energy_mj@{device}"] = float(power["energy_per_inference_mj"])
-    if power.get("total_mw") is not None:
-        out[f"power_w@{device}"] = float(power["total_mw"]) / 1e3
-    for k, v in (d.get("accuracy") or {}).items():
-        out[f"{k}@{device}"] = float(v)
-    return out
-
-
-def artifact_values(sizes: dict) -> dict[str, float]:
-    """Device-independent values from an artifact manifest's ``sizes``."""
-    mapping = {"bytes": "size_bytes", "zstd_bytes": "compressed_bytes", "params": "params",
-               "nonzero_params": "nonzero_params", "macs": "macs", "bitops": "bitops"}
-    return {dst: float(sizes[src]) for src, dst in mapping.items() if sizes.get(src) is not None}
 
 
 def config_summary(manifest: dict) -> dict[str, float | int | str]:

@@ -8,33 +8,37 @@ reason, logged as a FAILED MLflow run with an ``error`` tag, and the sweep goes 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgetune._logging import get_logger
 from edgetune.errors import EdgetuneError
-from edgetune.search.records import (
-    RECORD_ATTR,
-    artifact_values,
-    config_summary,
-    measurement_values,
-    short_label,
-)
+from edgetune.objectives import artifact_values, measurement_values
+from edgetune.search.records import RECORD_ATTR, config_summary, short_label
 from edgetune.search.study import BASELINE_ATTR
+
+if TYPE_CHECKING:
+    from edgetune.compress import Artifact
+    from edgetune.device_agents import Measurement
+    from edgetune.spaces import CompressionConfig
 
 log = get_logger(__name__)
 
-__all__ = ["TrialPlan", "TrialResult", "execute_trials"]
+__all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "execute_trials", "run_one"]
 
 
 @dataclass
 class TrialPlan:
-    """What to run for one Optuna trial: its number, the config (a CompressionConfig) and baseline name."""
+    """What to run for one Optuna trial: its number, the Optuna trial (None on a remote worker), the
+    config and the baseline name."""
 
     number: int
-    trial: object  # optuna.trial.Trial
-    config: object
+    trial: object | None  # optuna.trial.Trial
+    config: CompressionConfig
     baseline: str | None
     params: dict
 
@@ -45,25 +49,58 @@ class TrialResult:
     ok: bool
     values: dict[str, float] = field(default_factory=dict)
     record: dict = field(default_factory=dict)
-    artifact: object | None = None
+    artifact: Artifact | None = None
     error: str | None = None
     wall_s: float = 0.0
 
 
-class SweepHooks:
-    """What the runner needs from the outside world (compression, devices); see ``search.sweep``."""
+@dataclass(frozen=True)
+class RemoteContext:
+    """What a remote worker needs to compress and measure trials of this sweep exactly as the driver
+    would: the config, the target kinds the driver resolved (never re-derived), the shared workdir, the
+    devices to measure on, and the fleet's connection state (device specs as dicts, tokens by device
+    name, the sha256 of the validation bundle already on the agents)."""
 
-    def compress(self, plan: TrialPlan):  # -> Artifact
-        raise NotImplementedError
+    cfg: object  # SweepConfig
+    kinds: tuple[str, ...] | None
+    workdir: Path
+    devices: tuple[str, ...]
+    device_specs: tuple[dict, ...]
+    tokens: dict[str, str]
+    dataset_hash: str | None
+    measure_kwargs: dict
 
-    def measure(self, artifact, device: str):  # -> Measurement (pydantic) or dict
-        raise NotImplementedError
 
+class SweepHooks(ABC):
+    """What the trial runner and the backends need from the outside world: compression, devices, files."""
+
+    @abstractmethod
     def devices_for_objectives(self) -> list[str]:
-        raise NotImplementedError
+        """The devices each trial is measured on (those the objectives and constraints name)."""
 
-    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:  # path -> latency stats
-        raise NotImplementedError
+    @abstractmethod
+    def compress(self, plan: TrialPlan) -> Artifact:
+        """The artifact of the plan's config (from the cache when built before)."""
+
+    @abstractmethod
+    def measure(self, artifact: Artifact, device: str) -> Measurement:
+        """The artifact measured on one device."""
+
+    @abstractmethod
+    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
+        """ONNX path -> model-only latency stats, all timed side by side on ``device``."""
+
+    @abstractmethod
+    def artifact_dir(self, artifact_hash: str) -> Path | None:
+        """The directory of a built artifact, or None when it is not (or no longer) there."""
+
+    @abstractmethod
+    def overlap_ok(self) -> bool:
+        """Whether compressing one trial while another is measured leaves the timings undisturbed."""
+
+    @abstractmethod
+    def remote(self) -> RemoteContext:
+        """What a remote backend ships to its workers."""
 
 
 def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None = None) -> TrialResult:
@@ -91,7 +128,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         except Exception as exc:
             log.exception("trial %d: measuring on %s raised", plan.number, device)
             return _failed(plan, record, f"measurement on '{device}' failed: {type(exc).__name__}: {exc}", t0, artifact)
-        d = m if isinstance(m, dict) else m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
+        d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
         values.update(measurement_values(d, device))
         fingerprints[device] = device_fingerprint(d)
     record.update({"values": values, "fingerprints": fingerprints})

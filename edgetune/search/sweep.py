@@ -16,29 +16,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetune._logging import get_logger
-from edgetune.errors import ConfigError
+from edgetune.errors import SweepError
+from edgetune.objectives import objective_keys
 from edgetune.objectives.constraints import parse_constraint
-from edgetune.objectives.metrics import metric_key
+from edgetune.search.backends import get_backend
 from edgetune.search.front import front_ranks, sweep_hypervolume, write_reports
 from edgetune.search.records import RECORD_ATTR, trials_frame
-from edgetune.search.runner import SweepHooks, TrialPlan, execute_trials, tell
+from edgetune.search.runner import SweepHooks, TrialPlan, tell
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
 from edgetune.search.study import BASELINE_ATTR, enqueue_baselines, open_study, stale_trials
 from edgetune.search.tracking import Tracker
 
 log = get_logger(__name__)
 
-__all__ = ["Sweep", "SweepProgress", "objective_keys"]
+__all__ = ["Sweep", "SweepProgress"]
 
 
-def objective_keys(cfg) -> tuple[list[str], list[str]]:
-    """(value keys, goals) of the config's objectives, in order."""
-    names = [d.name for d in cfg.devices]
-    keys, goals = [], []
-    for obj in cfg.objectives:
-        keys.append(metric_key(obj.metric, obj.device or (names[0] if names else None)))
-        goals.append(obj.resolved_goal())
-    return keys, goals
+def all_failed_message(trials) -> str:
+    """Why a sweep has no completed trial: each distinct failure reason, with how many trials it hit."""
+    reasons: dict[str, int] = {}
+    for t in trials:
+        err = (t.user_attrs.get(RECORD_ATTR) or {}).get("error") or f"trial left {t.state.name}"
+        reasons[err] = reasons.get(err, 0) + 1
+    listed = "; ".join(f"{n}x {r}" if n > 1 else r for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+    return (f"every trial of the sweep failed ({len(trials)} of {len(trials)}), for {len(reasons)} distinct "
+            f"reason(s): {listed}. Fix the cause, then rerun under a new `name:` (failed trials count towards "
+            "`search.trials`; `edgetune front` lists each trial's error).")
 
 
 @dataclass
@@ -56,11 +59,12 @@ class SweepProgress:
 
 
 class Sweep:
-    """Runs one sweep config. ``hooks`` provides compression and measurement (see ``search.wiring``)."""
+    """Runs one sweep config. ``hooks`` provides compression and measurement (``search.hooks``); the
+    backend named by ``search.backend`` runs the trials (``search.backends``)."""
 
-    def __init__(self, cfg, *, config_text: str, hooks: SweepHooks, workdir: Path, config_path: Path | None = None,
+    def __init__(self, cfg, *, config_text: str, hooks: SweepHooks, workdir: Path,
                  on_progress: Callable[[SweepProgress], None] | None = None):
-        self.cfg, self.hooks, self.workdir, self.config_path = cfg, hooks, Path(workdir), config_path
+        self.cfg, self.hooks, self.workdir = cfg, hooks, Path(workdir)
         self.keys, self.goals = objective_keys(cfg)
         names = [d.name for d in cfg.devices]
         self.constraints = [parse_constraint(c, devices=names, where=f"`constraints.{i}`")
@@ -126,14 +130,7 @@ class Sweep:
             return self._plan(trial, space, params, trial.user_attrs.get(BASELINE_ATTR))
 
         self._update_progress()
-        if self.cfg.search.backend == "ray":
-            from edgetune.search.ray_backend import execute_trials_ray
-
-            execute_trials_ray(plans, self.hooks, cfg=self.cfg, config_path=self.config_path, workdir=self.workdir,
-                               on_result=self._on_result)
-        else:
-            overlap = self.hooks.overlap_ok() if self.cfg.search.overlap == "auto" else self.cfg.search.overlap == "on"
-            execute_trials(plans, self.hooks, overlap=overlap, on_result=self._on_result)
+        get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
         self.finish()
 
     def _plan(self, trial, space, params: dict, baseline: str | None) -> TrialPlan:
@@ -299,7 +296,6 @@ class Sweep:
                         if rid and f"model/{f}" not in have:
                             self.tracker.client.log_artifact(rid, str(art / f), "model")
         self.tracker.finish()
-        if df.empty or not df["pareto"].any():
-            raise_if = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-            if not raise_if:
-                raise ConfigError("no trial completed: see the errors above (`edgetune front` lists them).")
+        trials = self.study.get_trials(deepcopy=False)
+        if trials and not any(t.state.name == "COMPLETE" for t in trials):
+            raise SweepError(all_failed_message(trials))

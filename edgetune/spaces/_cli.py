@@ -10,27 +10,11 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["register", "load_space"]
+__all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
     app.command("space")(space_cmd)
-
-
-def load_space(config: Path, targets: list[str] | None = None):
-    """(SweepConfig, LoadedModel, SearchSpace) of a sweep file. Target kinds: ``targets``, else the kinds
-    declared by the sweep's ``devices:``, else ``space.targets``."""
-    from edgetune.config import load_sweep_config
-    from edgetune.data import load_data
-    from edgetune.models import load_model
-    from edgetune.spaces import build_space
-
-    cfg = load_sweep_config(config)
-    data = load_data(cfg.data.model_copy(update={"val_images": min(cfg.data.val_images, 8)}))
-    model = load_model(cfg.model, class_names=data.val.class_names, category_ids=data.val.category_ids)
-    kinds = targets or [d.kind for d in getattr(cfg, "devices", []) if d.kind] or None
-    space = build_space(model, cfg.space, targets=kinds)
-    return cfg, model, space
 
 
 def space_cmd(
@@ -42,10 +26,14 @@ def space_cmd(
     """Print the search space of a sweep: layers, coupling groups, per-layer/per-group choices, pins."""
     from rich.table import Table
 
+    from edgetune.assembly import assemble
     from edgetune.cli import console
+    from edgetune.config import load_sweep_config
 
+    cfg = load_sweep_config(config)
     with console.status("discovering layers and coupling groups ...", spinner="dots"):
-        cfg, model, space = load_space(config, target)
+        parts = assemble(cfg, kinds=target or None, train=False, val_images=8)  # the classes are all it needs
+    model, space = parts.model, parts.space
     if as_json:
         console.print_json(json.dumps(space.to_dict()))
         return

@@ -126,7 +126,7 @@ class CompressionConfig(Strict):
 
     @classmethod
     def from_dict(cls, data: dict, *, where: str = "compression config") -> CompressionConfig:
-        from edgetune.config import format_validation_error
+        from edgetune.errors import format_validation_error
 
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must be a mapping (default_precision:, precision:, sparsity:, ...).")

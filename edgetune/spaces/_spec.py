@@ -32,7 +32,7 @@ __all__ = ["SparsitySpec", "KeepSpec", "TieSpec", "SpaceSpec", "Precision", "Spa
 
 Precision = Literal["fp32", "fp16", "int8"]
 SparsityKind = Literal["channel", "unstructured", "2:4"]
-Importance = Literal["auto", "magnitude", "lamp", "fpgm", "bn_scale", "taylor"]
+Importance = str  # "auto" or a registered scoring (``edgetune.compress.IMPORTANCES``); checked by the sweep config
 TieLevel = Literal["none", "stage", "block", "model"]
 MAX_RATIO = 0.95
 
@@ -48,7 +48,8 @@ class SparsitySpec(Strict):
     kind: SparsityKind | list[SparsityKind] = "channel"
     ratios: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
     importance: Importance = Field(default="auto", description="channel scoring; 'auto' = taylor (gradient "
-                                   "energy) when the train split is there, else magnitude")
+                                   "energy) when the train split is there and the model offers a supervised loss, else magnitude; any name "
+                                   "of the importance registry")
     round_to: int = Field(default=8, ge=1, le=256)
 
     @field_validator("ratios")
@@ -60,6 +61,11 @@ class SparsitySpec(Strict):
     def kinds(self) -> tuple[str, ...]:
         kinds = [self.kind] if isinstance(self.kind, str) else list(self.kind)
         return tuple(dict.fromkeys(kinds))
+
+    @property
+    def prunes_channels(self) -> bool:
+        """Whether the space can offer channel pruning at all (a kind ``channel`` and a ratio above 0)."""
+        return "channel" in self.kinds and any(r > 0 for r in self.ratios)
 
 
 class KeepSpec(Strict):

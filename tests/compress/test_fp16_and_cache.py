@@ -160,7 +160,7 @@ def test_a_wall_clock_cap_covers_both_halves_of_a_progressive_recovery(det_s, ch
 
     spec = RecoverySpec(steps=10_000, batch=2, train_images=16, budget_s=1.0)
     out = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, channel_25, "magnitude", det_s.input_size,
-                             train_split, spec, {})
+                             train_split, spec, {}, det_s.adapter)
     result = out["recovery"]
     assert result["stopped"] == "budget_s" and result["steps_asked"] == 10_000
     assert 0 < result["faded_steps"] < int(10_000 * spec.progressive)  # the fade itself was cut short
@@ -176,6 +176,6 @@ def test_recovery_that_runs_its_schedule_says_so(det_s, channel_25, train_split)
 
     spec = RecoverySpec(steps=4, batch=2, train_images=16)
     result = _prune_and_recover(copy.deepcopy(det_s.module), det_s.module, channel_25, "magnitude", det_s.input_size,
-                                train_split, spec, {})["recovery"]
+                                train_split, spec, {}, det_s.adapter)["recovery"]
     assert result["stopped"] == "steps" and result["steps"] == result["steps_asked"] == 4
     assert result["faded_steps"] == 2

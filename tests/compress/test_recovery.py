@@ -36,9 +36,9 @@ def cut_25(det_s, channel_25):
 def held_out_batch(ds, n: int = 8):
     import torch
 
-    from edgetune.compress._recover import train_arrays
+    from edgetune.models import detection_arrays
 
-    images, _, _ = train_arrays(ds, size=SIZE, limit=n)
+    images, _, _ = detection_arrays(ds, size=SIZE, limit=n)
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -46,11 +46,11 @@ def distill_gap(student, teacher, x) -> float:
     """The dense distillation loss of ``student`` against ``teacher`` on a fixed batch (eval mode)."""
     import torch
 
-    from edgetune.compress._recover import _kd_raw
+    from edgetune.models.builtin.task import BuiltinDetectAdapter
 
     student.eval()
     with torch.no_grad():
-        return float(_kd_raw(student.raw(x), teacher.raw(x)))
+        return float(BuiltinDetectAdapter().distill(student.raw(x), teacher.raw(x), (x,)))
 
 
 def test_recovery_moves_the_pruned_student_towards_its_teacher(cut_25, det_s, train_split, shapes_val):
@@ -63,7 +63,8 @@ def test_recovery_moves_the_pruned_student_towards_its_teacher(cut_25, det_s, tr
     before = distill_gap(student, teacher, x)
     losses: list[float] = []
     spec = RecoverySpec(steps=12, batch=8, train_images=64, lr=2e-3)
-    result = recover(student, teacher, train_split, spec, input_size=SIZE, on_step=lambda s, v: losses.append(v))
+    result = recover(student, teacher, train_split, spec, adapter=det_s.adapter, input_size=SIZE,
+                     on_step=lambda s, v: losses.append(v))
     after = distill_gap(student, teacher, x)
     assert result["steps"] == result["steps_asked"] == 12 and result["stopped"] == "steps"
     assert len(losses) == 12 and all(np.isfinite(losses))

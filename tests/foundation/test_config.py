@@ -37,3 +37,58 @@ def test_broken_yaml_and_missing_file(tmp_path):
         load_sweep_config(write(tmp_path, "model: {source: builtin\n"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_sweep_config(tmp_path / "nope.yaml")
+
+
+BASE = "model: {source: builtin, name: det-s}\ndata: {source: builtin, name: shapes}\n"
+
+
+@pytest.mark.parametrize(("text", "field", "registered"), [
+    ("model: {source: ultralytics, path: y.pt}\ndata: {source: builtin, name: shapes}\n", "model.source",
+     "edgetune.models:available_sources"),
+    ("model: {source: builtin, name: det-s}\ndata: {source: voc, path: x}\n", "data.source",
+     "edgetune.data:available_data_sources"),
+    (BASE + "search: {sampler: cmaes}\n", "search.sampler", "edgetune.search.samplers:SAMPLERS"),
+    (BASE + "search: {backend: dask}\n", "search.backend", "edgetune.search.backends:available_backends"),
+    (BASE + "space: {sparsity: {importance: hessian}}\n", "space.sparsity.importance", "edgetune.compress:IMPORTANCES"),
+    (BASE + "devices: [{name: a, url: 'http://127.0.0.1:1', kind: rpi9}]\n", "devices.0.kind",
+     "edgetune.spaces:DEVICE_KINDS"),
+])
+def test_names_are_checked_against_their_registry(tmp_path, text, field, registered):
+    """The error names the field and lists what is registered (read from the registry, not a copy)."""
+    import importlib
+
+    mod, _, attr = registered.partition(":")
+    names = getattr(importlib.import_module(mod), attr)
+    names = sorted(names() if callable(names) else names)
+    with pytest.raises(ConfigError) as err:
+        load_sweep_config(write(tmp_path, text))
+    msg = str(err.value)
+    assert f"`{field}`" in msg and all(n in msg for n in names), msg
+
+
+def test_a_newly_registered_source_is_accepted_with_its_required_fields(tmp_path):
+    from edgetune.models import ModelSource, register_source
+    from edgetune.models._registry import _SOURCES
+
+    @register_source("test-only")
+    class _TestSource(ModelSource):
+        requires = ("path",)
+
+        def load(self, spec, *, class_names, category_ids):
+            raise NotImplementedError
+
+    try:
+        cfg = load_sweep_config(write(tmp_path, "model: {source: test-only, path: m.bin}\ndata: {source: builtin, "
+                                                "name: shapes}\n"))
+        assert cfg.model.source == "test-only"
+        with pytest.raises(ConfigError, match="model source 'test-only' needs path"):
+            load_sweep_config(write(tmp_path, "model: {source: test-only}\ndata: {source: builtin, name: shapes}\n"))
+    finally:
+        _SOURCES.pop("test-only")
+
+
+def test_taylor_scoring_without_recovery_is_a_config_error(tmp_path):
+    text = BASE + "space: {sparsity: {kind: channel, ratios: [0, 0.25], importance: taylor}}\nrecovery: {steps: 0}\n"
+    with pytest.raises(ConfigError, match=r"importance: taylor.*recovery.steps"):
+        load_sweep_config(write(tmp_path, text))
+    load_sweep_config(write(tmp_path, text.replace("taylor", "magnitude")))  # the fix it names works

@@ -21,10 +21,11 @@ from torch.nn import functional as F
 
 from edgetune._logging import get_logger
 from edgetune.data._base import Dataset
+from edgetune.models.tasks import ModelEMA, sample_detection_batch
 
 log = get_logger(__name__)
 
-__all__ = ["TrainConfig", "detection_loss", "train_detector", "load_train_arrays", "ModelEMA"]
+__all__ = ["TrainConfig", "detection_loss", "train_detector", "load_train_arrays"]
 
 
 @dataclass(frozen=True)
@@ -110,75 +111,11 @@ def detection_loss(model: nn.Module, images: torch.Tensor, gt_boxes: torch.Tenso
     return loss_cls + box_weight * loss_box
 
 
-class ModelEMA:
-    """Exponential moving average of a model's weights (ramped decay, as in YOLOv5/v8)."""
-
-    def __init__(self, model: nn.Module, decay: float, tau: float = 500.0):
-        import copy
-
-        self.ema = copy.deepcopy(model).eval()
-        for p in self.ema.parameters():
-            p.requires_grad_(False)
-        self.decay, self.tau, self.updates = decay, tau, 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        msd = model.state_dict()
-        for k, v in self.ema.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
-            else:
-                v.copy_(msd[k])
-
-
 def load_train_arrays(ds: Dataset) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """All images of a (square, same-size) dataset as uint8 (N, H, W, 3) plus per-image boxes/classes."""
     images = np.stack([ds.load_image(i) for i in range(len(ds))])
     boxes, classes = zip(*(ds.targets(i) for i in range(len(ds))), strict=True)
     return images, list(boxes), list(classes)
-
-
-def _sample_batch(rng: np.random.Generator, images: np.ndarray, boxes: list[np.ndarray],
-                  classes: list[np.ndarray], batch: int, crop: int | None):
-    n, h, w, _ = images.shape
-    idx = rng.integers(0, n, batch)
-    size = crop or h
-    out = np.empty((batch, size, size, 3), np.uint8)
-    tb, tc = [], []
-    for j, i in enumerate(idx):
-        img, bx, cl = images[i], boxes[i].copy(), classes[i]
-        if crop:
-            y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-            img = img[y0 : y0 + crop, x0 : x0 + crop]
-            area0 = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
-            bx = bx - np.array([x0, y0, x0, y0], np.float32)
-            bx = bx.clip(0, crop)
-            area1 = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
-            keep = (area1 >= 0.45 * area0) & (bx[:, 2] - bx[:, 0] >= 3) & (bx[:, 3] - bx[:, 1] >= 3)
-            bx, cl = bx[keep], cl[keep]
-        if rng.uniform() < 0.5:
-            img = img[:, ::-1]
-            bx = np.stack([size - bx[:, 2], bx[:, 1], size - bx[:, 0], bx[:, 3]], 1)
-        if rng.uniform() < 0.5:
-            img = img[::-1]
-            bx = np.stack([bx[:, 0], size - bx[:, 3], bx[:, 2], size - bx[:, 1]], 1)
-        out[j] = img
-        tb.append(bx.astype(np.float32).reshape(-1, 4))
-        tc.append(cl)
-    m = max(1, max(len(b) for b in tb))
-    gb = np.zeros((batch, m, 4), np.float32)
-    gl = np.zeros((batch, m), np.int64)
-    gm = np.zeros((batch, m), bool)
-    for j, (b, c) in enumerate(zip(tb, tc, strict=True)):
-        gb[j, : len(b)], gl[j, : len(c)], gm[j, : len(b)] = b, c, True
-    x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
-    # photometric jitter: per-image contrast and brightness
-    gain = torch.from_numpy(rng.uniform(0.75, 1.25, (batch, 1, 1, 1)).astype(np.float32))
-    bias = torch.from_numpy(rng.uniform(-0.08, 0.08, (batch, 1, 1, 1)).astype(np.float32))
-    x = ((x - 0.5) * gain + 0.5 + bias).clamp_(0, 1)
-    return x, torch.from_numpy(gb), torch.from_numpy(gl), torch.from_numpy(gm)
 
 
 def train_detector(model: nn.Module, train: Dataset, cfg: TrainConfig, *,
@@ -209,7 +146,7 @@ def train_detector(model: nn.Module, train: Dataset, cfg: TrainConfig, *,
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
         crop = None if it >= cfg.iters - cfg.full_size_iters else cfg.crop
-        x, gb, gl, gm = _sample_batch(rng, images, boxes, classes, cfg.batch, crop)
+        x, gb, gl, gm = sample_detection_batch(rng, images, boxes, classes, cfg.batch, crop)
         loss = detection_loss(model, x, gb, gl, gm)
         if teacher_loss is not None:
             loss = loss + teacher_loss(model, x)

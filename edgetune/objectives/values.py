@@ -1,0 +1,52 @@
+"""From what was measured to metric values: a device's Measurement and an artifact's sizes become the
+flat ``metric`` / ``metric@device`` dict the objectives and constraints read (see ``metrics``). A new
+metric is a row of ``metrics._TABLE`` plus its line here, in this package only."""
+
+from __future__ import annotations
+
+from edgetune.objectives.metrics import metric_key
+
+__all__ = ["measurement_values", "artifact_values", "objective_keys"]
+
+
+def objective_keys(cfg) -> tuple[list[str], list[str]]:
+    """(value keys, goals) of a sweep config's objectives, in order (on-device metrics default to the
+    first device)."""
+    names = [d.name for d in cfg.devices]
+    keys, goals = [], []
+    for obj in cfg.objectives:
+        keys.append(metric_key(obj.metric, obj.device or (names[0] if names else None)))
+        goals.append(obj.resolved_goal())
+    return keys, goals
+
+
+def measurement_values(m, device: str) -> dict[str, float]:
+    """Flat ``metric@device`` values of one device's Measurement (the pydantic model or its dict)."""
+    d = m if isinstance(m, dict) else m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
+    out: dict[str, float] = {}
+    lat = d.get("latency") or {}
+    for src, name in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("p99_ms", "latency_p99_ms"),
+                      ("mean_ms", "latency_mean_ms")):
+        if lat.get(src) is not None:
+            out[f"{name}@{device}"] = float(lat[src])
+    e2e = d.get("end_to_end") or {}
+    for src, name in (("p50_ms", "e2e_latency_p50_ms"), ("p90_ms", "e2e_latency_p90_ms")):
+        if e2e.get(src) is not None:
+            out[f"{name}@{device}"] = float(e2e[src])
+    if d.get("peak_rss_bytes"):
+        out[f"peak_mem_mb@{device}"] = d["peak_rss_bytes"] / 1e6
+    power = d.get("power") or {}
+    if power.get("energy_per_inference_mj") is not None:
+        out[f"energy_mj@{device}"] = float(power["energy_per_inference_mj"])
+    if power.get("total_mw") is not None:
+        out[f"power_w@{device}"] = float(power["total_mw"]) / 1e3
+    for k, v in (d.get("accuracy") or {}).items():
+        out[f"{k}@{device}"] = float(v)
+    return out
+
+
+def artifact_values(sizes: dict) -> dict[str, float]:
+    """Device-independent values from an artifact manifest's ``sizes``."""
+    mapping = {"bytes": "size_bytes", "zstd_bytes": "compressed_bytes", "params": "params",
+               "nonzero_params": "nonzero_params", "macs": "macs", "bitops": "bitops"}
+    return {dst: float(sizes[src]) for src, dst in mapping.items() if sizes.get(src) is not None}

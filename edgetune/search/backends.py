@@ -1,0 +1,70 @@
+"""Backends: where a sweep's trials run. A :class:`Backend` takes the plans (``plans()`` asks the
+sampler for the next one, None when the sweep has all its trials), the sweep's hooks, and calls
+``on_result`` once per plan, in the driver's process (the driver alone writes Optuna and MLflow).
+
+``local`` (this process) and ``ray`` (a Ray cluster) are registered here; ``search.backend`` names one,
+and the config lists what is registered. Every backend gives the same records for the same trials
+(tests/search/test_backend_conformance.py runs over all of them).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from edgetune.errors import ConfigError
+from edgetune.search.runner import SweepHooks, TrialPlan, TrialResult, execute_trials
+
+__all__ = ["Backend", "register_backend", "available_backends", "get_backend", "LocalBackend"]
+
+Plans = Callable[[], TrialPlan | None]
+OnResult = Callable[[TrialPlan, TrialResult], None]
+
+_BACKENDS: dict[str, type[Backend]] = {}
+
+
+class Backend(ABC):
+    """Runs trials. Built with the sweep config (``search.*`` settings); stateless between sweeps."""
+
+    name: str = ""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def run(self, plans: Plans, hooks: SweepHooks, on_result: OnResult) -> None:
+        """Run plans until ``plans()`` returns None; ``on_result(plan, result)`` for each, never raising for
+        a failed trial."""
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    def deco(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        _BACKENDS[name] = cls
+        return cls
+
+    return deco
+
+
+def available_backends() -> list[str]:
+    from edgetune.search import ray_backend  # noqa: F401  (registers "ray"; imports no ray until it runs)
+
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str, cfg) -> Backend:
+    valid = available_backends()
+    if name not in _BACKENDS:
+        raise ConfigError(f"`search.backend` {name!r} is not registered; backends: {', '.join(valid)}.")
+    return _BACKENDS[name](cfg)
+
+
+@register_backend("local")
+class LocalBackend(Backend):
+    """Trials one after the other in this process; with ``search.overlap`` the next trial compresses in a
+    thread while the current one is measured (``auto``: when no measured device runs on this host)."""
+
+    def run(self, plans: Plans, hooks: SweepHooks, on_result: OnResult) -> None:
+        mode = self.cfg.search.overlap
+        overlap = hooks.overlap_ok() if mode == "auto" else mode == "on"
+        execute_trials(plans, hooks, overlap=overlap, on_result=on_result)

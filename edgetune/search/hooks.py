@@ -1,0 +1,87 @@
+"""The hooks of a sweep on this machine: compression in this process (content-addressed cache in
+``workdir/artifacts``), measurement through the fleet's agents (each device leased for one measurement
+at a time). Remote workers build the same hooks from a :class:`~edgetune.search.runner.RemoteContext`."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from edgetune.objectives import objective_keys
+from edgetune.search.runner import RemoteContext, SweepHooks, TrialPlan
+
+__all__ = ["LocalHooks", "measured_devices"]
+
+
+def _is_local(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.startswith("127."):
+        return True
+    try:
+        return host in (socket.gethostname(), socket.getfqdn())
+    except OSError:
+        return False
+
+
+def measured_devices(cfg) -> list[str]:
+    """The devices each trial is measured on: those the objectives and constraints name (a constraint
+    without ``@device`` reads the first device)."""
+    keys, _ = objective_keys(cfg)
+    names = [d.name for d in cfg.devices]
+    wanted = {k.split("@", 1)[1] for k in keys if "@" in k}
+    for c in cfg.constraints:
+        wanted.update(n for n in names if f"@{n}" in c)
+    if cfg.constraints and names and any("@" not in c for c in cfg.constraints):
+        wanted.add(names[0])
+    return [n for n in names if n in wanted]
+
+
+class LocalHooks(SweepHooks):
+    """``parts``: the assembled sweep (``edgetune.assembly.SweepParts``); ``fleet``: the SweepFleet (None on
+    a remote worker, which measures through its backend instead)."""
+
+    def __init__(self, parts, *, fleet, workdir: Path):
+        self.parts, self.cfg, self.fleet = parts, parts.cfg, fleet
+        self.workdir = Path(workdir)
+        self.artifacts = self.workdir / "artifacts"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self._devices = measured_devices(self.cfg)
+
+    def devices_for_objectives(self) -> list[str]:
+        return self._devices
+
+    def overlap_ok(self) -> bool:
+        """Overlap compression with measurement only when no measured device runs on this host."""
+        return not any(_is_local(d.url) for d in self.cfg.devices if d.name in self._devices)
+
+    def compress(self, plan: TrialPlan):
+        from edgetune.compress import compress
+
+        p = self.parts
+        return compress(p.model, plan.config, calib=p.splits.calib, workdir=self.artifacts, train=p.splits.train,
+                        recovery=self.cfg.recovery, space=p.space)
+
+    def _measure_kwargs(self) -> dict:
+        s = self.cfg.search
+        return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "timeout_s": s.measure_timeout_s}
+
+    def measure(self, artifact, device: str):
+        return self.fleet.measure(device, artifact, **self._measure_kwargs())
+
+    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
+        s = self.cfg.search
+        return self.fleet.compare(device, onnx_paths, runs=s.side_by_side_runs, warmup=s.latency_warmup,
+                                  timeout_s=s.measure_timeout_s)
+
+    def artifact_dir(self, artifact_hash: str) -> Path | None:
+        d = self.artifacts / str(artifact_hash)
+        return d if d.is_dir() else None
+
+    def remote(self) -> RemoteContext:
+        kinds = tuple(self.parts.kinds) if self.parts.kinds else None
+        return RemoteContext(cfg=self.cfg, kinds=kinds, workdir=self.workdir.resolve(),
+                             devices=tuple(self._devices), device_specs=tuple(d.model_dump() for d in self.cfg.devices),
+                             tokens=self.fleet.tokens() if self.fleet is not None else {},
+                             dataset_hash=self.fleet.dataset_hash if self.fleet is not None else None,
+                             measure_kwargs=self._measure_kwargs())
