@@ -14,11 +14,11 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgetune._strict import Strict
-from edgetune.compress._spec import RecoverySpec
+from edgetune.compress import RecoverySpec
 from edgetune.device_agents.fleet import DeviceSpec
 from edgetune.errors import ConfigError, format_validation_error
-from edgetune.search._spec import ObjectiveSpec, SearchSpec, TrackingSpec, check_sweep
-from edgetune.spaces._spec import SpaceSpec
+from edgetune.search import ObjectiveSpec, SearchSpec, TrackingSpec, check_sweep
+from edgetune.spaces import SpaceSpec
 
 __all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "parse_model_ref",
            "parse_data_ref"]
@@ -136,8 +136,7 @@ class SweepConfig(Strict):
 def _check_names(cfg: SweepConfig) -> None:
     """Names the sections hold as plain strings, checked against the registries that define them, and
     settings that contradict each other across sections."""
-    from edgetune.compress import IMPORTANCES
-    from edgetune.compress._importance import needs_gradients
+    from edgetune.compress import IMPORTANCES, needs_gradients
     from edgetune.spaces import DEVICE_KINDS
 
     importance = cfg.space.sparsity.importance

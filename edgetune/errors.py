@@ -22,6 +22,7 @@ __all__ = [
     "DeployError",
     "SweepError",
     "format_validation_error",
+    "closest_names",
 ]
 
 
@@ -99,3 +100,11 @@ def format_validation_error(exc, *, prefix: str = "") -> str:
         show = err["type"] != "extra_forbidden" and not isinstance(got, (dict, list))
         lines.append(f"`{loc}`: {msg}" + (f" (got {got!r})" if show else ""))
     return "; ".join(lines)
+
+
+def closest_names(name: str, names) -> str:
+    """`` Closest names: a, b.`` for a misspelt ``name`` among ``names`` (empty when nothing is close)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.5)
+    return f" Closest names: {', '.join(close)}." if close else ""

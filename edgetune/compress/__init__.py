@@ -3,9 +3,9 @@
 Importing this package does not import torch or onnxruntime; :func:`compress` does when called.
 """
 
-from edgetune.compress._artifact import Artifact
+from edgetune.compress._artifact import Artifact, store
 from edgetune.compress._compress import COMPRESS_VERSION, artifact_key, compress, needs_train
-from edgetune.compress._importance import IMPORTANCES, register_importance
+from edgetune.compress._importance import IMPORTANCES, needs_gradients, register_importance
 from edgetune.compress._onnx_map import layer_node_map, quantized_nodes
 from edgetune.compress._schedule import PrunePlan, schedule
 from edgetune.compress._spec import DEFAULT_STEPS, RecoverySpec
@@ -13,7 +13,7 @@ from edgetune.compress.export import ExportReport, export_onnx, node_module_path
 
 __all__ = [
     "compress", "needs_train", "artifact_key", "COMPRESS_VERSION", "Artifact",
-    "RecoverySpec", "DEFAULT_STEPS", "PrunePlan", "schedule", "IMPORTANCES", "register_importance",
+    "RecoverySpec", "DEFAULT_STEPS", "PrunePlan", "schedule", "IMPORTANCES", "register_importance", "needs_gradients", "store",
     "layer_node_map", "quantized_nodes",
     "ExportReport", "export_onnx", "node_module_paths",
 ]

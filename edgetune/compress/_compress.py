@@ -22,10 +22,8 @@ from edgetune._logging import get_logger
 from edgetune.compress._artifact import MANIFEST_VERSION, Artifact, load_cached, onnx_sizes, store, zstd_size
 from edgetune.compress._compact import compact
 from edgetune.compress._spec import RecoverySpec
-from edgetune.errors import CompressionError, ConfigError
-from edgetune.spaces import CompressionConfig
-from edgetune.spaces._config import BITS
-from edgetune.spaces._space import _close
+from edgetune.errors import CompressionError, ConfigError, closest_names
+from edgetune.spaces import BITS, CompressionConfig
 
 log = get_logger(__name__)
 
@@ -64,7 +62,7 @@ def artifact_key(*, source_hash: str, input_size: int, precision: dict, config: 
 def _check_layers(config: CompressionConfig, names: list[str]) -> None:
     for name in config.precision:
         if name not in names:
-            raise ConfigError(f"`precision` names unknown layer {name!r}.{_close(name, names)}")
+            raise ConfigError(f"`precision` names unknown layer {name!r}.{closest_names(name, names)}")
 
 
 def _node_map(pre_proto, names, exported_proto, module, size) -> dict[str, str]:
@@ -76,7 +74,7 @@ def _node_map(pre_proto, names, exported_proto, module, size) -> dict[str, str]:
     except CompressionError:
         if module is None:
             raise
-    from edgetune.spaces._discover import norm_to_layer
+    from edgetune.spaces import norm_to_layer
 
     scopes = node_module_paths(exported_proto)  # node names survive pre-processing, metadata does not
     return layer_node_map(pre_proto, names, scopes=scopes, bn_to_layer=norm_to_layer(module, size))
@@ -123,7 +121,7 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     )
     from edgetune.compress._recover import recover
     from edgetune.compress._schedule import schedule
-    from edgetune.spaces._discover import dependency_graph, discover_groups, discover_layers
+    from edgetune.spaces import dependency_graph, discover_groups, discover_layers
 
     t = time.time()
     dg = dependency_graph(student, size)
@@ -132,7 +130,7 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     gnames = [g.name for g in groups]
     for name in config.sparsity:
         if name not in gnames:
-            raise ConfigError(f"`sparsity` names unknown group {name!r}.{_close(name, gnames)} Groups are named "
+            raise ConfigError(f"`sparsity` names unknown group {name!r}.{closest_names(name, gnames)} Groups are named "
                               "after their producer layer (`edgetune space` lists them).")
     plan = schedule(config, groups, layers)
     arrays = adapter.prepare(train, size=size, limit=TAYLOR_BATCHES * TAYLOR_BATCH) if train is not None else None
@@ -237,7 +235,7 @@ def _load_pruned(workdir: Path, key: str, student, size: int) -> dict | None:
     import torch
 
     from edgetune.compress._prune import prune_to_kept
-    from edgetune.spaces._discover import dependency_graph
+    from edgetune.spaces import dependency_graph
 
     d = _pruned_dir(workdir, key)
     if not (d / "pruned.json").is_file():
@@ -325,7 +323,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     if module is None:
         raise CompressionError(f"model {model.name!r} has no torch module (ONNX source); compress needs a builtin "
                                "or python model source.")
-    from edgetune.spaces._discover import layer_modules, measure_macs
+    from edgetune.spaces import layer_modules, measure_macs
 
     names = list(layer_modules(module))
     _check_layers(config, names)
@@ -385,7 +383,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
 
 def _folded_params(module, size: int) -> int:
     """Weights + biases of the layers once normalisations are folded (what the fp32 ONNX holds)."""
-    from edgetune.spaces._discover import layer_modules, norm_to_layer
+    from edgetune.spaces import layer_modules, norm_to_layer
 
     folded = set(norm_to_layer(module, size).values())
     return int(sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else
@@ -401,7 +399,7 @@ def _manifest(model, config, key, data, precision, macs, params, nonzero, calib_
 
     from edgetune import __version__
     from edgetune.compress.export import INPUT_NAME, OUTPUT_NAME
-    from edgetune.data._preprocess import PAD_VALUE
+    from edgetune.data import PAD_VALUE
 
     bitops = sum(m * BITS[precision.get(n, "fp32")] ** 2 for n, m in macs.items())
     return {

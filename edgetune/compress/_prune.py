@@ -41,7 +41,7 @@ def _width(m) -> int:
 
 def cut_channels(module, dg, drops: dict[str, list[int]]) -> dict[str, tuple[int, int, list[int]]]:
     """Remove the given channels of each group; returns group -> (before, after, kept indices)."""
-    from edgetune.spaces._discover import layer_modules
+    from edgetune.spaces import layer_modules
 
     mods = layer_modules(module)
     done: dict[str, tuple[int, int, list[int]]] = {}
@@ -56,7 +56,7 @@ def channel_drops(module, dg, plan: PrunePlan, importance) -> dict[str, list[int
     """The channels each planned group would lose (scored now), without cutting anything."""
     import torch
 
-    from edgetune.spaces._discover import layer_modules
+    from edgetune.spaces import layer_modules
 
     mods = layer_modules(module)
     drops: dict[str, list[int]] = {}
@@ -83,7 +83,7 @@ class SoftCut:
         import torch
         from torch import nn
 
-        from edgetune.spaces._discover import layer_modules
+        from edgetune.spaces import layer_modules
 
         self._handles = []
         self._scales: list[tuple] = []  # (per-channel scale tensor, indices of the fading channels)
@@ -124,7 +124,7 @@ class SoftCut:
 
 def prune_to_kept(module, dg, kept: dict[str, list[int]]) -> None:
     """Cut each group down to the given kept channel indices (rebuilds a pruned structure from the cache)."""
-    from edgetune.spaces._discover import layer_modules
+    from edgetune.spaces import layer_modules
 
     mods = layer_modules(module)
     cut_channels(module, dg, {name: sorted(set(range(_width(mods[name]))) - set(idx)) for name, idx in kept.items()})
@@ -156,7 +156,7 @@ def mask_unstructured(module, ratios: dict[str, float]) -> None:
     """Zero the smallest-magnitude weights of each layer (L1, per layer), through a mask."""
     from torch.nn.utils import prune
 
-    from edgetune.spaces._discover import layer_modules
+    from edgetune.spaces import layer_modules
 
     mods = layer_modules(module)
     for name, ratio in ratios.items():
@@ -180,7 +180,7 @@ def two_four_mask(weight):
 def mask_two_four(module, layers: tuple[str, ...] | list[str]) -> None:
     from torch.nn.utils import prune
 
-    from edgetune.spaces._discover import layer_modules
+    from edgetune.spaces import layer_modules
 
     mods = layer_modules(module)
     for name in layers:

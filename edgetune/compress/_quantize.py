@@ -30,7 +30,7 @@ def calibration_arrays(calib, *, size: int) -> np.ndarray:
         if x.ndim != 4 or x.shape[1:] != (3, size, size):
             raise CompressionError(f"calibration array has shape {x.shape}; expected (N, 3, {size}, {size}).")
         return x
-    from edgetune.data._preprocess import letterbox, to_input
+    from edgetune.data import letterbox, to_input
 
     if calib is None or len(calib) == 0:
         raise CompressionError("int8 quantization needs calibration images, but the calib split is empty. "

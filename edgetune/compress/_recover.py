@@ -29,7 +29,7 @@ def _feature_hooks(student, teacher, features: dict):
     """Capture the inputs of ``features``' layers in both models; returns (loss_fn, handles)."""
     import torch
 
-    from edgetune.spaces._discover import layer_modules
+    from edgetune.spaces import layer_modules
 
     s_mods, t_mods = layer_modules(student), layer_modules(teacher)
     got: dict = {}

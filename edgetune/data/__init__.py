@@ -13,7 +13,7 @@ from edgetune.data._base import (
     read_image_size,
     split_indices,
 )
-from edgetune.data._preprocess import LetterboxMeta, letterbox, to_input, unletterbox
+from edgetune.data._preprocess import PAD_VALUE, LetterboxMeta, letterbox, to_input, unletterbox
 from edgetune.data._registry import (
     available_data_sources,
     data_source_requires,
@@ -27,7 +27,7 @@ from edgetune.data.yolo import YoloDataset, load_yolo
 
 __all__ = [
     "Dataset", "ImageRecord", "Splits", "plan_splits", "read_image", "read_image_size", "split_indices",
-    "LetterboxMeta", "letterbox", "to_input", "unletterbox",
+    "LetterboxMeta", "letterbox", "to_input", "unletterbox", "PAD_VALUE",
     "available_data_sources", "data_source_requires", "load_data", "make_splits", "register_data_source",
     "load_coco", "class_folders", "load_imagefolder", "YoloDataset", "load_yolo",
 ]

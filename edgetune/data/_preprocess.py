@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LetterboxMeta", "letterbox", "to_input", "unletterbox"]
+__all__ = ["LetterboxMeta", "letterbox", "to_input", "unletterbox", "PAD_VALUE"]
 
 PAD_VALUE = 114
 

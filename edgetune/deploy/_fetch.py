@@ -23,7 +23,7 @@ __all__ = ["fetch_artifact"]
 
 def fetch_artifact(sweep, point, *, workdir: str | Path, rebuild: bool = True):
     """(Artifact, where it came from: ``cache`` | ``mlflow`` | ``rebuilt``) for trial ``point``."""
-    from edgetune.compress._artifact import Artifact
+    from edgetune.compress import Artifact
 
     expected = point.artifact_hash
     if not expected:
@@ -54,7 +54,7 @@ def _checked(art, expected: str, where: str):
 
 def _from_mlflow(sweep, point, cache: Path):
     """The trial's files from its child run (``model/``) or the sweep's parent run (``front/trial-<n>/``)."""
-    from edgetune.compress._artifact import Artifact, store
+    from edgetune.compress import Artifact, store
     from edgetune.search.tracking import Tracker
 
     cfg = sweep.cfg

@@ -43,7 +43,7 @@ def run_predict(job: dict) -> dict:
         os.sched_setaffinity(0, cpus)
     import numpy as np
 
-    from edgetune.data._preprocess import letterbox, to_input, unletterbox
+    from edgetune.data import letterbox, to_input, unletterbox
     from edgetune.device_agents.runtimes import get_runtime
     from edgetune.errors import MeasurementFailed
     from edgetune.models.heads import DetectHead, decode_detections, head_from_dict, topk

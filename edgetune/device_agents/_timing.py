@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from edgetune.data._preprocess import letterbox, to_input, unletterbox
+from edgetune.data import letterbox, to_input, unletterbox
 from edgetune.device_agents.protocol import LatencySpec
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections, topk
 

@@ -97,7 +97,7 @@ def run_job(job: dict) -> dict:
             raise MeasurementFailed(f"the dataset bundle was letterboxed to {bundle.size} px but the model input is "
                                     f"{size} px; rebuild the bundle with size={size}.")
     if bundle is not None and len(bundle.ids) >= spec.batch:
-        from edgetune.data._preprocess import to_input
+        from edgetune.data import to_input
 
         x = to_input(bundle.images[: spec.batch])
     else:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.data._base import Dataset
-from edgetune.data._preprocess import LetterboxMeta, to_input
+from edgetune.data import Dataset, LetterboxMeta, to_input
 from edgetune.errors import DataError
 from edgetune.models import ClassifyHead, DetectHead, head_from_dict, iter_batches, score_outputs
 

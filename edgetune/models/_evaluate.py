@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from edgetune.data._base import Dataset
-from edgetune.data._preprocess import LetterboxMeta, letterbox, to_input, unletterbox
+from edgetune.data import Dataset, LetterboxMeta, letterbox, to_input, unletterbox
 from edgetune.errors import DataError
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections
 from edgetune.objectives.accuracy import coco_map, detections_to_coco, topk_accuracy

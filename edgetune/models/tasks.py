@@ -59,7 +59,7 @@ class TaskAdapter(ABC):
 
 def detection_arrays(ds, *, size: int, limit: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Up to ``limit`` (0: all) letterboxed training images (N, S, S, 3) uint8 with boxes in input pixels."""
-    from edgetune.data._preprocess import letterbox
+    from edgetune.data import letterbox
 
     n = len(ds) if not limit else min(limit, len(ds))
     images = np.empty((n, size, size, 3), np.uint8)
@@ -158,7 +158,7 @@ class ClassifyAdapter(TaskAdapter):
     T = 2.0
 
     def prepare(self, train, *, size: int, limit: int):
-        from edgetune.data._preprocess import letterbox
+        from edgetune.data import letterbox
 
         n = len(train) if not limit else min(limit, len(train))
         images = np.empty((n, size, size, 3), np.uint8)

@@ -5,7 +5,15 @@ Importing this package does not import torch (``edgetune.config`` imports its ``
 """
 
 from edgetune.spaces._build import build_space, select_layers, space_from_layers
-from edgetune.spaces._config import BASELINES, CompressionConfig, Sparsity, baseline
+from edgetune.spaces._config import BASELINES, BITS, CompressionConfig, Sparsity, baseline
+from edgetune.spaces._discover import (
+    dependency_graph,
+    discover_groups,
+    discover_layers,
+    layer_modules,
+    measure_macs,
+    norm_to_layer,
+)
 from edgetune.spaces._layers import Group, Layer, kept_channels, two_four_eligible
 from edgetune.spaces._rules import (
     DEVICE_KINDS,
@@ -21,7 +29,8 @@ from edgetune.spaces._spec import KeepSpec, SpaceSpec, SparsitySpec
 
 __all__ = [
     "build_space", "space_from_layers", "select_layers",
-    "CompressionConfig", "Sparsity", "BASELINES", "baseline",
+    "CompressionConfig", "Sparsity", "BASELINES", "BITS", "baseline",
+    "dependency_graph", "discover_layers", "discover_groups", "layer_modules", "measure_macs", "norm_to_layer",
     "Layer", "Group", "kept_channels", "two_four_eligible",
     "RULES", "DEVICE_KINDS", "KindRule", "QuantSettings", "rule_for", "offered", "quant_for_kinds",
     "SearchSpace", "Dimension",

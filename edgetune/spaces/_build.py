@@ -10,10 +10,10 @@ import fnmatch
 from collections.abc import Sequence
 
 from edgetune._logging import get_logger
-from edgetune.errors import CompressionError, ConfigError
+from edgetune.errors import CompressionError, ConfigError, closest_names
 from edgetune.spaces._layers import Group, Layer, kept_channels, two_four_eligible
 from edgetune.spaces._rules import offered, quant_for_kinds
-from edgetune.spaces._space import Dimension, SearchSpace, _close
+from edgetune.spaces._space import Dimension, SearchSpace
 from edgetune.spaces._spec import SpaceSpec
 
 log = get_logger(__name__)
@@ -39,11 +39,11 @@ def select_layers(selectors: Sequence[str], layers: Sequence[Layer], *, where: s
         elif any(ch in sel for ch in "*?["):
             hits = fnmatch.filter(names, sel)
             if not hits:
-                raise ConfigError(f"`{where}` glob {sel!r} matches no layer.{_close(sel, names)}")
+                raise ConfigError(f"`{where}` glob {sel!r} matches no layer.{closest_names(sel, names)}")
         elif sel in names:
             hits = [sel]
         else:
-            raise ConfigError(f"`{where}` names unknown layer {sel!r}.{_close(sel, names)} Use first, last, a layer "
+            raise ConfigError(f"`{where}` names unknown layer {sel!r}.{closest_names(sel, names)} Use first, last, a layer "
                               "name or a glob (run `edgetune space --config ...` to list them).")
         for h in hits:
             out.setdefault(h, sel)

@@ -21,7 +21,7 @@ from edgetune.errors import ConfigError
 from edgetune.spaces._rules import QuantSettings
 from edgetune.spaces._spec import Importance, Precision, SparsityKind, check_ratio
 
-__all__ = ["Sparsity", "CompressionConfig", "BASELINES", "baseline"]
+__all__ = ["Sparsity", "CompressionConfig", "BASELINES", "baseline", "BITS"]
 
 BITS = {"fp32": 32, "fp16": 16, "int8": 8}
 

@@ -8,13 +8,12 @@ it picked into a :class:`CompressionConfig` with :meth:`SearchSpace.config_from`
 
 from __future__ import annotations
 
-import difflib
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from edgetune.errors import ConfigError
+from edgetune.errors import ConfigError, closest_names
 from edgetune.spaces._config import CompressionConfig, Sparsity, baseline
 from edgetune.spaces._layers import Group, Layer
 from edgetune.spaces._rules import QuantSettings
@@ -30,11 +29,6 @@ class Dimension:
     kind: str  # "precision" | "sparsity"
     choices: tuple[str, ...]
     members: tuple[str, ...]
-
-
-def _close(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    return f" Closest names: {', '.join(close)}." if close else ""
 
 
 def _kinds(choices: tuple[str, ...]) -> set[str]:
@@ -69,7 +63,7 @@ class SearchSpace:
 
     def layer(self, name: str) -> Layer:
         if name not in self._layer:
-            raise ConfigError(f"unknown layer {name!r}.{_close(name, self.layer_names)}")
+            raise ConfigError(f"unknown layer {name!r}.{closest_names(name, self.layer_names)}")
         return self._layer[name]
 
     def group_of(self, layer: str) -> str | None:
@@ -95,9 +89,10 @@ class SearchSpace:
         unknown = sorted(set(params) - {d.name for d in self.dimensions})
         if unknown:
             raise ConfigError(f"unknown search dimension {unknown[0]!r}."
-                              f"{_close(unknown[0], [d.name for d in self.dimensions])}")
+                              f"{closest_names(unknown[0], [d.name for d in self.dimensions])}")
         precision = {n: c[0] for n, c in self.precision_choices.items() if len(c) == 1}
-        sparsity: dict[str, Sparsity] = {}
+        # a group with one choice is no dimension, but that choice holds (``ratios: [0.25]`` prunes every trial)
+        sparsity = {n: Sparsity.parse(c[0]) for n, c in self.sparsity_choices.items() if len(c) == 1}
         for d in self.dimensions:
             if d.name not in params:
                 raise ConfigError(f"missing a value for search dimension {d.name!r} (choices: {', '.join(d.choices)}).")
@@ -132,7 +127,7 @@ class SearchSpace:
         for name, prec in config.precision.items():
             if name not in self._layer:
                 extra = " It is a group; set its sparsity under `sparsity:`." if name in self._group else ""
-                raise ConfigError(f"`precision` names unknown layer {name!r}.{extra}{_close(name, self.layer_names)}")
+                raise ConfigError(f"`precision` names unknown layer {name!r}.{extra}{closest_names(name, self.layer_names)}")
             choices = self.precision_choices[name]
             if prec not in choices:
                 if name in self.precision_pins:
@@ -150,7 +145,7 @@ class SearchSpace:
                 if name in self._layer and self._layer[name].last:
                     raise ConfigError(f"layer {name!r} writes the model output and is never pruned; remove it "
                                       "from `sparsity`.")
-                raise ConfigError(f"`sparsity` names unknown group {name!r}.{_close(name, groups)}")
+                raise ConfigError(f"`sparsity` names unknown group {name!r}.{closest_names(name, groups)}")
             if not sp.active:
                 continue
             choices = self.sparsity_choices[name]

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgetune._logging import get_logger
-from edgetune.data._base import Dataset
+from edgetune.data import Dataset
 from edgetune.models.tasks import ModelEMA, sample_detection_batch
 
 log = get_logger(__name__)
