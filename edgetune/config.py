@@ -24,6 +24,12 @@ __all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config"
            "parse_data_ref"]
 
 
+def _registered(what: str, name: str, names: list[str]) -> str:
+    if name not in names:
+        raise ValueError(f"{what} {name!r} is not registered; registered sources: {', '.join(names)}")
+    return name
+
+
 class ModelSpec(Strict):
     """Where the trained model comes from.
 
@@ -49,10 +55,7 @@ class ModelSpec(Strict):
     def _registered(cls, v: str) -> str:
         from edgetune.models import available_sources
 
-        if v not in available_sources():
-            raise ValueError(f"model source {v!r} is not registered; registered sources: "
-                             f"{', '.join(available_sources())}")
-        return v
+        return _registered("model source", v, available_sources())
 
     @model_validator(mode="after")
     def _needs(self) -> ModelSpec:
@@ -93,10 +96,7 @@ class DataSpec(Strict):
     def _registered(cls, v: str) -> str:
         from edgetune.data import available_data_sources
 
-        if v not in available_data_sources():
-            raise ValueError(f"data source {v!r} is not registered; registered sources: "
-                             f"{', '.join(available_data_sources())}")
-        return v
+        return _registered("data source", v, available_data_sources())
 
     @model_validator(mode="after")
     def _needs(self) -> DataSpec:

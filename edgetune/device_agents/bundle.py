@@ -6,7 +6,7 @@ end-to-end timing, and ``spec.npy``: UTF-8 JSON with the task-head spec, the inp
 ground truth. Its bytes are deterministic (fixed zip timestamps), so the same data gives the same hash
 and an agent that has it already is not sent it again.
 
-The agent scores a bundle with the controller's own function (``edgetune.models.score_outputs``), so
+The agent scores a bundle with the controller's own function (``edgetune.models.OutputScorer``), so
 agent mAP and in-process mAP of the same outputs are the same number.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from edgetune.data import Dataset, LetterboxMeta, to_input
 from edgetune.errors import DataError
-from edgetune.models import ClassifyHead, DetectHead, head_from_dict, iter_batches, score_outputs
+from edgetune.models import ClassifyHead, DetectHead, OutputScorer, head_from_dict, iter_batches
 
 __all__ = ["BUNDLE_VERSION", "DatasetBundle", "BundleData", "make_bundle", "read_bundle", "evaluate_bundle"]
 
@@ -154,7 +154,9 @@ def read_bundle(src: str | Path | bytes) -> BundleData:
 def evaluate_bundle(forward: Callable[[np.ndarray], np.ndarray], bundle: BundleData, *, batch: int = 1) -> dict[str, float]:
     """Accuracy of ``forward`` (float32 (b, 3, S, S) in [0, 1] -> raw output) on a bundle: COCO mAP
     (detection) or top-1/top-5 (classification). ``batch`` is the batch ``forward`` is called with."""
-    outputs = [np.asarray(forward(to_input(bundle.images[start : start + batch])))
-               for start in range(0, len(bundle.ids), batch)]
-    return score_outputs(np.concatenate(outputs), head=bundle.head, metas=bundle.metas, ids=bundle.ids,
-                         coco_gt=bundle.coco_gt, labels=bundle.labels)
+    scorer = OutputScorer(bundle.head, coco_gt=bundle.coco_gt, labels=bundle.labels)
+    for start in range(0, len(bundle.ids), batch):
+        end = start + batch
+        scorer.add(np.asarray(forward(to_input(bundle.images[start:end]))), bundle.metas[start:end],
+                   bundle.ids[start:end])
+    return scorer.result()

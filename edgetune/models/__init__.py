@@ -1,7 +1,7 @@
 """Model sources, task heads and scoring of raw outputs. Importing this package does not import torch: the
 agent uses the heads and :func:`score_outputs`."""
 
-from edgetune.models._evaluate import evaluate, iter_batches, score_outputs
+from edgetune.models._evaluate import OutputScorer, evaluate, iter_batches, score_outputs
 from edgetune.models._registry import (
     LoadedModel,
     ModelSource,
@@ -25,7 +25,7 @@ from edgetune.models.tasks import (
 __all__ = [
     "LoadedModel", "ModelSource", "available_sources", "get_source", "load_model", "register_source", "source_class",
     "ClassifyHead", "DetectHead", "decode_detections", "head_from_dict", "nms", "topk",
-    "evaluate", "iter_batches", "score_outputs",
+    "evaluate", "iter_batches", "score_outputs", "OutputScorer",
     "TaskAdapter", "DetectAdapter", "ClassifyAdapter", "ModelEMA", "adapter_for", "detection_arrays",
     "sample_detection_batch",
 ]

@@ -1,6 +1,7 @@
 """Accuracy of a model on a dataset: raw outputs -> metrics in one place, for every forward function.
 
-:func:`score_outputs` is the only code that turns raw model outputs into metrics (detection: decode,
+:class:`OutputScorer` (and its one-shot form :func:`score_outputs`) is the only code that turns raw model
+outputs into metrics (detection: decode,
 unletterbox, COCO mAP; classification: top-k). :func:`evaluate` (controller, ``edgetune eval``) and
 ``edgetune.device_agents.evaluate_bundle`` (agent) compute the outputs of their forward function
 (torch module, onnxruntime session, TensorRT engine, ...) on float32 (N, 3, S, S) batches in [0, 1]
@@ -18,7 +19,7 @@ from edgetune.errors import DataError
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections
 from edgetune.objectives.accuracy import coco_map, detections_to_coco, topk_accuracy
 
-__all__ = ["iter_batches", "evaluate", "score_outputs", "postprocess_detections"]
+__all__ = ["iter_batches", "evaluate", "score_outputs", "OutputScorer", "postprocess_detections"]
 
 
 def iter_batches(ds: Dataset, *, size: int, batch: int) -> Iterator[tuple[np.ndarray, list[LetterboxMeta], list[int]]]:
@@ -39,48 +40,70 @@ def postprocess_detections(output: np.ndarray, metas: Sequence[LetterboxMeta], i
     return dets
 
 
+class OutputScorer:
+    """Scores raw outputs batch by batch: :meth:`add` each batch's outputs (row ``k`` being image
+    ``ids[k]``), then :meth:`result`. Detections are decoded as they come, so only the boxes kept by NMS
+    stay in memory (not the (N, 4 + C, A) outputs of a whole validation set: 14 GB for COCO val at 640).
+
+    Detection (``DetectHead``): outputs (b, 4 + C, A) are decoded, mapped back to original pixels with
+    ``metas`` and scored against ``coco_gt`` (a COCO instances dict): the 12 COCO metrics. Classification
+    (``ClassifyHead``): outputs (b, C) are scored against ``labels`` (N,): top-1 / top-5. The ground truth
+    the task needs missing, or row counts that disagree, raise DataError.
+    """
+
+    def __init__(self, head: DetectHead | ClassifyHead, *, coco_gt: dict | None = None,
+                 labels: np.ndarray | Sequence[int] | None = None):
+        self.head, self.coco_gt, self.n = head, coco_gt, 0
+        self._dets: list[dict] = []
+        self._scores: list[np.ndarray] = []
+        if isinstance(head, DetectHead) and coco_gt is None:
+            raise DataError("scoring a detector needs the COCO ground truth of the images (`coco_gt`), but it is "
+                            "missing: use a detection dataset (or a bundle made from one).")
+        if not isinstance(head, DetectHead):
+            if labels is None:
+                raise DataError("scoring a classifier needs the label of every image (`labels`), but they are "
+                                "missing: use a classification dataset (or a bundle made from one).")
+            self.labels = np.asarray(labels)
+
+    def add(self, outputs: np.ndarray, metas: Sequence[LetterboxMeta], ids: Sequence[int]) -> None:
+        outputs = np.asarray(outputs)
+        rows = outputs.shape[0] if outputs.ndim else 0
+        if rows != len(ids) or len(metas) != len(ids):
+            raise DataError(f"got outputs of {rows} images, {len(metas)} letterbox metas and {len(ids)} image ids; "
+                            "they must be one per image: pass the outputs of every image, in the order of `ids`.")
+        self.n += len(ids)
+        if isinstance(self.head, DetectHead):
+            self._dets.extend(postprocess_detections(outputs, metas, ids, self.head))
+        else:
+            self._scores.append(outputs)
+
+    def result(self) -> dict[str, float]:
+        if isinstance(self.head, DetectHead):
+            return coco_map(self.coco_gt, self._dets)
+        if self.labels.shape != (self.n,):
+            raise DataError(f"labels must be one per image, shape ({self.n},), but got shape {self.labels.shape}.")
+        return topk_accuracy(np.concatenate(self._scores) if self._scores else np.zeros((0, 1)), self.labels)
+
+
 def score_outputs(outputs: np.ndarray, *, head: DetectHead | ClassifyHead, metas: Sequence[LetterboxMeta],
                   ids: Sequence[int], coco_gt: dict | None = None,
                   labels: np.ndarray | Sequence[int] | None = None) -> dict[str, float]:
-    """Metrics of the raw outputs of a whole validation set, row ``k`` being image ``ids[k]``.
-
-    Detection (``DetectHead``): outputs (N, 4 + C, A) are decoded, mapped back to original pixels with
-    ``metas`` and scored against ``coco_gt`` (a COCO instances dict): the 12 COCO metrics. Classification
-    (``ClassifyHead``): outputs (N, C) are scored against ``labels`` (N,): top-1 / top-5. The ground truth
-    the task needs missing, or row counts that disagree, raise DataError.
-    """
-    outputs = np.asarray(outputs)
-    n, rows = len(ids), (outputs.shape[0] if outputs.ndim else 0)
-    if rows != n or len(metas) != n:
-        raise DataError(f"got outputs of {rows} images, {len(metas)} letterbox metas and {n} image ids; they must "
-                        "be one per image: pass the outputs of every image, in the order of `ids`.")
-    if isinstance(head, DetectHead):
-        if coco_gt is None:
-            raise DataError("scoring a detector needs the COCO ground truth of the images (`coco_gt`), but it is "
-                            "missing: use a detection dataset (or a bundle made from one).")
-        return coco_map(coco_gt, postprocess_detections(outputs, metas, ids, head))
-    if labels is None:
-        raise DataError("scoring a classifier needs the label of every image (`labels`), but they are missing: "
-                        "use a classification dataset (or a bundle made from one).")
-    labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise DataError(f"labels must be one per image, shape ({n},), but got shape {labels.shape}.")
-    return topk_accuracy(outputs, labels)
+    """Metrics of the raw outputs of a whole validation set at once (see :class:`OutputScorer`)."""
+    scorer = OutputScorer(head, coco_gt=coco_gt, labels=labels)
+    scorer.add(outputs, metas, ids)
+    return scorer.result()
 
 
 def evaluate(forward: Callable[[np.ndarray], np.ndarray], ds: Dataset, head: DetectHead | ClassifyHead, *,
              size: int, batch: int = 16) -> dict[str, float]:
     """COCO metrics (detection) or top-1/top-5 (classification) of ``forward`` on ``ds``."""
-    outputs, metas, ids = [], [], []
-    for x, m, i in iter_batches(ds, size=size, batch=batch):
-        outputs.append(np.asarray(forward(to_input(x))))
-        metas.extend(m)
-        ids.extend(i)
-    if not outputs:
+    if len(ds) == 0:
         raise DataError(f"dataset '{ds.name}' is empty: evaluation needs at least one image.")
     labels = None
     if ds.task == "classify":
         by_id = {r.id: r.label for r in ds.records}
-        labels = np.asarray([by_id[i] for i in ids])
-    return score_outputs(np.concatenate(outputs), head=head, metas=metas, ids=ids,
-                         coco_gt=ds.coco_gt() if ds.task == "detect" else None, labels=labels)
+        labels = np.asarray([by_id[i] for i in (r.id for r in ds.records)])
+    scorer = OutputScorer(head, coco_gt=ds.coco_gt() if ds.task == "detect" else None, labels=labels)
+    for x, m, i in iter_batches(ds, size=size, batch=batch):
+        scorer.add(np.asarray(forward(to_input(x))), m, i)
+    return scorer.result()

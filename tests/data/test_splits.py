@@ -62,5 +62,5 @@ def test_unknown_source_lists_the_valid_ones():
     class Spec:
         source = "voc"
 
-    with pytest.raises(DataError, match="unknown data source 'voc'; valid: builtin, coco, imagefolder, yolo"):
+    with pytest.raises(DataError, match="unknown data source 'voc'; registered sources: builtin, coco, imagefolder, yolo"):
         load_data(Spec())
