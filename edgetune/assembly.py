@@ -68,9 +68,18 @@ def assemble(cfg, *, kinds: list[str] | None = None, train: bool | None = None,
 
 def _check_model_settings(cfg, model, space) -> None:
     """Settings that contradict what this model offers, before any trial runs."""
-    prunes_channels = any(c.startswith("channel") for choices in space.sparsity_choices.values() for c in choices)
+    from edgetune.compress import needs_gradients
+
     adapter = model.adapter
-    if prunes_channels and cfg.space.sparsity.importance == "taylor" and adapter is not None and not adapter.has_loss:
-        raise ConfigError(f"`space.sparsity.importance: taylor` needs the gradients of a supervised loss, which "
-                          f"model '{model.name}' ({model.task}) does not offer; use `magnitude` (or `auto`, which "
-                          "picks it for such models).")
+    if adapter is None or adapter.has_loss:
+        return
+    choices = [c for cs in space.sparsity_choices.values() for c in cs]
+    importance = cfg.space.sparsity.importance
+    if any(c.startswith("channel") for c in choices) and importance != "auto" and needs_gradients(importance):
+        raise ConfigError(f"`space.sparsity.importance: {importance}` needs the gradients of a supervised loss, "
+                          f"which model '{model.name}' ({model.task}) does not offer; use `magnitude` (or `auto`, "
+                          "which picks it for such models).")
+    if cfg.recovery.enabled and not cfg.recovery.distill and any(c != "dense" for c in choices):
+        raise ConfigError(f"model '{model.name}' ({model.task}) offers no supervised loss, so recovery after pruning "
+                          "can only distill the uncompressed model: set `recovery.distill: true` (the default) or "
+                          "`recovery.steps: 0`.")

@@ -24,7 +24,7 @@ __all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config"
            "parse_data_ref"]
 
 
-def _registered(what: str, name: str, names: list[str]) -> str:
+def _check_registered(what: str, name: str, names: list[str]) -> str:
     if name not in names:
         raise ValueError(f"{what} {name!r} is not registered; registered sources: {', '.join(names)}")
     return name
@@ -55,7 +55,7 @@ class ModelSpec(Strict):
     def _registered(cls, v: str) -> str:
         from edgetune.models import available_sources
 
-        return _registered("model source", v, available_sources())
+        return _check_registered("model source", v, available_sources())
 
     @model_validator(mode="after")
     def _needs(self) -> ModelSpec:
@@ -96,7 +96,7 @@ class DataSpec(Strict):
     def _registered(cls, v: str) -> str:
         from edgetune.data import available_data_sources
 
-        return _registered("data source", v, available_data_sources())
+        return _check_registered("data source", v, available_data_sources())
 
     @model_validator(mode="after")
     def _needs(self) -> DataSpec:

@@ -44,10 +44,15 @@ def _dataset_id(ds) -> str | None:
     return _sha([getattr(ds, "name", "?"), [(r.id, Path(r.file).name) for r in ds.records]])
 
 
+def _adapter_id(adapter) -> str | None:
+    return None if adapter is None else f"{type(adapter).__module__}.{type(adapter).__qualname__}"
+
+
 def artifact_key(*, source_hash: str, input_size: int, precision: dict, config: CompressionConfig,
                  calib_hash: str | None, recovery: RecoverySpec | None, train_id: str | None,
-                 importance: str | None = None) -> str:
-    """The artifact hash: everything that changes the bytes, and nothing else."""
+                 importance: str | None = None, adapter: str | None = None) -> str:
+    """The artifact hash: everything that changes the bytes, and nothing else (``adapter``: the task
+    adapter's name, which decides the losses whenever the train split is used)."""
     ident = {"v": COMPRESS_VERSION, "source": source_hash, "input_size": input_size,
              "precision": dict(sorted(precision.items())), "sparsity": config.canonical()["sparsity"]}
     if config.channel_prunes:
@@ -55,7 +60,7 @@ def artifact_key(*, source_hash: str, input_size: int, precision: dict, config: 
     if "int8" in precision.values():
         ident.update(quant=config.quant.model_dump(mode="json"), calib=calib_hash)
     if recovery is not None or train_id is not None:
-        ident.update(recovery=None if recovery is None else recovery.identity(), train=train_id)
+        ident.update(recovery=None if recovery is None else recovery.identity(), train=train_id, task=adapter)
     return _sha(ident)
 
 
@@ -200,12 +205,13 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
 
 
 def pruned_key(*, source_hash: str, input_size: int, config: CompressionConfig, importance: str,
-               recovery: RecoverySpec | None, train_id: str | None) -> str:
+               recovery: RecoverySpec | None, train_id: str | None, adapter: str | None = None) -> str:
     """The key of a pruned (+ recovered) torch model: what changes its weights, and not the precision."""
     ident = {"v": COMPRESS_VERSION, "source": source_hash, "input_size": input_size,
              "sparsity": config.canonical()["sparsity"], "round_to": config.round_to,
              "importance": importance if config.channel_prunes else None,
-             "recovery": None if recovery is None else recovery.identity(), "train": train_id}
+             "recovery": None if recovery is None else recovery.identity(), "train": train_id,
+             "task": adapter if train_id is not None else None}
     return _sha(ident)
 
 
@@ -312,6 +318,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     needed when the config prunes and recovery is on (``RecoverySpec()`` by default; ``steps: 0`` off);
     ``space``: when given, the config is validated against it first.
     """
+    from edgetune.compress._importance import IMPORTANCES, needs_gradients
     from edgetune.compress._quantize import calibration_arrays
 
     t_start = time.time()
@@ -335,11 +342,17 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     if rec_spec is not None and (train is None or len(train) == 0):
         raise CompressionError("recovery needs the train split, but there is none: set `data.train_size` (builtin) "
                                "or `data.train_annotations` (COCO), or disable recovery with `recovery.steps: 0`.")
+    if config.importance != "auto" and config.importance not in IMPORTANCES:
+        raise ConfigError(f"`importance` {config.importance!r} is not registered; valid: auto, "
+                          f"{', '.join(sorted(IMPORTANCES))}.")
     importance = (resolve_importance(config.importance, train, model.adapter) if config.channel_prunes
                   else config.importance)
-    train_id = _dataset_id(train) if (rec_spec or (config.channel_prunes and importance == "taylor")) else None
+    gradients = config.channel_prunes and needs_gradients(importance)
+    train_id = _dataset_id(train) if (rec_spec or gradients) else None
+    adapter = _adapter_id(model.adapter)
     key = artifact_key(source_hash=model.source_hash, input_size=size, precision=precision, config=config,
-                       importance=importance, calib_hash=calib_hash, recovery=rec_spec, train_id=train_id)
+                       importance=importance, calib_hash=calib_hash, recovery=rec_spec, train_id=train_id,
+                       adapter=adapter)
     if use_cache and (hit := load_cached(workdir, key)) is not None:
         log.info("artifact %s served from the cache", key[:12])
         return hit
@@ -347,7 +360,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     student = copy.deepcopy(module).eval()
     pruned = None
     pkey = pruned_key(source_hash=model.source_hash, input_size=size, config=config, importance=importance,
-                      recovery=rec_spec, train_id=train_id)
+                      recovery=rec_spec, train_id=train_id, adapter=adapter)
     if config.prunes:
         t = time.time()
         pruned = _load_pruned(workdir, pkey, student, size) if use_cache else None

@@ -1,6 +1,7 @@
 """Model sources, task heads and scoring of raw outputs. Importing this package does not import torch: the
 agent uses the heads and :func:`score_outputs`."""
 
+from edgetune.models import sources as _sources  # noqa: E402, F401, I001  (registers builtin, python, onnx)
 from edgetune.models._evaluate import OutputScorer, evaluate, iter_batches, score_outputs
 from edgetune.models._registry import (
     LoadedModel,

@@ -99,10 +99,7 @@ def evaluate(forward: Callable[[np.ndarray], np.ndarray], ds: Dataset, head: Det
     """COCO metrics (detection) or top-1/top-5 (classification) of ``forward`` on ``ds``."""
     if len(ds) == 0:
         raise DataError(f"dataset '{ds.name}' is empty: evaluation needs at least one image.")
-    labels = None
-    if ds.task == "classify":
-        by_id = {r.id: r.label for r in ds.records}
-        labels = np.asarray([by_id[i] for i in (r.id for r in ds.records)])
+    labels = np.asarray([r.label for r in ds.records]) if ds.task == "classify" else None
     scorer = OutputScorer(head, coco_gt=ds.coco_gt() if ds.task == "detect" else None, labels=labels)
     for x, m, i in iter_batches(ds, size=size, batch=batch):
         scorer.add(np.asarray(forward(to_input(x))), m, i)

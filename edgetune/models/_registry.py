@@ -2,7 +2,8 @@
 
 A source turns a :class:`~edgetune.config.ModelSpec` plus the dataset's classes into a
 :class:`LoadedModel`. Sources register with :func:`register_source`; an unknown name lists the valid
-ones. An ``ultralytics`` source fits the same interface (it returns its ``nn.Module`` and a head spec).
+ones; the sweep config accepts any registered name and checks the fields its ``requires`` lists. A source
+whose models have a training loss of their own attaches a :class:`~edgetune.models.TaskAdapter`.
 """
 
 from __future__ import annotations
@@ -72,8 +73,7 @@ def register_source(name: str) -> Callable[[type[ModelSource]], type[ModelSource
 
 
 def available_sources() -> list[str]:
-    from edgetune.models import sources  # noqa: F401  (registers the builtin sources)
-
+    """The registered source names (``edgetune.models`` registers builtin, python and onnx on import)."""
     return sorted(_SOURCES)
 
 

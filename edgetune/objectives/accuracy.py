@@ -60,6 +60,6 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = 
     out = {}
     for k in ks:
         kk = min(k, scores.shape[1])
-        pred = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]  # the k best, in any order
+        pred = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]  # the k best, in any order (ties: any of them)
         out[f"top{k}"] = float((pred == labels[:, None]).any(1).mean()) if len(labels) else 0.0
     return out

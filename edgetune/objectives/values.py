@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from edgetune.objectives.metrics import metric_key
 
-__all__ = ["measurement_values", "artifact_values", "objective_keys"]
+__all__ = ["measurement_values", "artifact_values", "objective_keys", "LATENCY_STATS", "E2E_STATS"]
+
+# metric -> the field of a latency-statistics record (``LatencyStats``) it is read from
+LATENCY_STATS = {"latency_p50_ms": "p50_ms", "latency_p90_ms": "p90_ms", "latency_p99_ms": "p99_ms",
+                 "latency_mean_ms": "mean_ms"}
+E2E_STATS = {"e2e_latency_p50_ms": "p50_ms", "e2e_latency_p90_ms": "p90_ms"}
 
 
 def objective_keys(cfg) -> tuple[list[str], list[str]]:
@@ -24,15 +29,11 @@ def measurement_values(m, device: str) -> dict[str, float]:
     """Flat ``metric@device`` values of one device's Measurement (the pydantic model or its dict)."""
     d = m if isinstance(m, dict) else m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
     out: dict[str, float] = {}
-    lat = d.get("latency") or {}
-    for src, name in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("p99_ms", "latency_p99_ms"),
-                      ("mean_ms", "latency_mean_ms")):
-        if lat.get(src) is not None:
-            out[f"{name}@{device}"] = float(lat[src])
-    e2e = d.get("end_to_end") or {}
-    for src, name in (("p50_ms", "e2e_latency_p50_ms"), ("p90_ms", "e2e_latency_p90_ms")):
-        if e2e.get(src) is not None:
-            out[f"{name}@{device}"] = float(e2e[src])
+    for section, table in (("latency", LATENCY_STATS), ("end_to_end", E2E_STATS)):
+        stats = d.get(section) or {}
+        for name, src in table.items():
+            if stats.get(src) is not None:
+                out[f"{name}@{device}"] = float(stats[src])
     if d.get("peak_rss_bytes"):
         out[f"peak_mem_mb@{device}"] = d["peak_rss_bytes"] / 1e6
     power = d.get("power") or {}

@@ -59,7 +59,6 @@ class SearchSpec(Strict):
         "side by side and interleaved, this many runs each per latency device; speed-ups are reported from those "
         "timings (0: off)")
 
-
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, v: str) -> str:

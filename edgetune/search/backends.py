@@ -20,7 +20,7 @@ __all__ = ["Backend", "register_backend", "available_backends", "get_backend", "
 Plans = Callable[[], TrialPlan | None]
 OnResult = Callable[[TrialPlan, TrialResult], None]
 
-_BACKENDS: dict[str, type[Backend]] = {}
+_BACKENDS: dict[str, type[Backend] | str] = {"ray": "edgetune.search.ray_backend:RayBackend"}  # str: loaded on use
 
 
 class Backend(ABC):
@@ -47,16 +47,19 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 
 def available_backends() -> list[str]:
-    from edgetune.search import ray_backend  # noqa: F401  (registers "ray"; imports no ray until it runs)
-
     return sorted(_BACKENDS)
 
 
 def get_backend(name: str, cfg) -> Backend:
-    valid = available_backends()
     if name not in _BACKENDS:
-        raise ConfigError(f"`search.backend` {name!r} is not registered; backends: {', '.join(valid)}.")
-    return _BACKENDS[name](cfg)
+        raise ConfigError(f"`search.backend` {name!r} is not registered; backends: {', '.join(available_backends())}.")
+    cls = _BACKENDS[name]
+    if isinstance(cls, str):  # a builtin backend whose module loads when it is first used
+        import importlib
+
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls(cfg)
 
 
 @register_backend("local")

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from edgetune.objectives import objective_keys
 from edgetune.search.runner import RemoteContext, SweepHooks, TrialPlan
+
+if TYPE_CHECKING:
+    from edgetune.compress import Artifact
+    from edgetune.device_agents import Measurement
 
 __all__ = ["LocalHooks", "measured_devices"]
 
@@ -55,7 +60,7 @@ class LocalHooks(SweepHooks):
         """Overlap compression with measurement only when no measured device runs on this host."""
         return not any(_is_local(d.url) for d in self.cfg.devices if d.name in self._devices)
 
-    def compress(self, plan: TrialPlan):
+    def compress(self, plan: TrialPlan) -> Artifact:
         from edgetune.compress import compress
 
         p = self.parts
@@ -66,7 +71,7 @@ class LocalHooks(SweepHooks):
         s = self.cfg.search
         return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "timeout_s": s.measure_timeout_s}
 
-    def measure(self, artifact, device: str):
+    def measure(self, artifact: Artifact, device: str) -> Measurement:
         return self.fleet.measure(device, artifact, **self._measure_kwargs())
 
     def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:

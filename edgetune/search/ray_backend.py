@@ -12,11 +12,17 @@ Importing this module does not import ray.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgetune._imports import require
 from edgetune._logging import get_logger
 from edgetune.search.backends import Backend, OnResult, Plans, register_backend
 from edgetune.search.runner import RemoteContext, SweepHooks, TrialPlan, TrialResult, run_one
+
+if TYPE_CHECKING:
+    from edgetune.compress import Artifact
+    from edgetune.device_agents import Measurement
 
 log = get_logger(__name__)
 
@@ -48,24 +54,18 @@ class _WorkerHooks(SweepHooks):
     def devices_for_objectives(self) -> list[str]:
         return list(self.ctx.devices)
 
-    def compress(self, plan: TrialPlan):
+    def compress(self, plan: TrialPlan) -> Artifact:
         return self.local.compress(plan)
 
-    def measure(self, artifact, device: str):
+    def measure(self, artifact: Artifact, device: str) -> Measurement:
         import ray
 
         from edgetune.device_agents import Measurement
 
         return Measurement.model_validate(ray.get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent))))
 
-    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
-        raise NotImplementedError("side-by-side timing runs on the driver")
-
-    def artifact_dir(self, artifact_hash: str):
+    def artifact_dir(self, artifact_hash: str) -> Path | None:
         return self.local.artifact_dir(artifact_hash)
-
-    def overlap_ok(self) -> bool:
-        return False
 
     def remote(self) -> RemoteContext:
         return self.ctx

@@ -72,7 +72,8 @@ class RemoteContext:
 
 
 class SweepHooks(ABC):
-    """What the trial runner and the backends need from the outside world: compression, devices, files."""
+    """What the trial runner and the backends need from the outside world: compression, devices, files.
+    Three methods are required; the others have the answers of hooks that cannot do more."""
 
     @abstractmethod
     def devices_for_objectives(self) -> list[str]:
@@ -86,21 +87,21 @@ class SweepHooks(ABC):
     def measure(self, artifact: Artifact, device: str) -> Measurement:
         """The artifact measured on one device."""
 
-    @abstractmethod
     def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
         """ONNX path -> model-only latency stats, all timed side by side on ``device``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot time models side by side")
 
-    @abstractmethod
     def artifact_dir(self, artifact_hash: str) -> Path | None:
         """The directory of a built artifact, or None when it is not (or no longer) there."""
+        return None
 
-    @abstractmethod
     def overlap_ok(self) -> bool:
         """Whether compressing one trial while another is measured leaves the timings undisturbed."""
+        return False
 
-    @abstractmethod
     def remote(self) -> RemoteContext:
         """What a remote backend ships to its workers."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be shipped to remote workers")
 
 
 def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None = None) -> TrialResult:
@@ -129,7 +130,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
             log.exception("trial %d: measuring on %s raised", plan.number, device)
             return _failed(plan, record, f"measurement on '{device}' failed: {type(exc).__name__}: {exc}", t0, artifact)
         d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
-        values.update(measurement_values(d, device))
+        values.update(measurement_values(m, device))
         fingerprints[device] = device_fingerprint(d)
     record.update({"values": values, "fingerprints": fingerprints})
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)

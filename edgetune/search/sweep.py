@@ -39,7 +39,7 @@ def all_failed_message(trials) -> str:
         err = (t.user_attrs.get(RECORD_ATTR) or {}).get("error") or f"trial left {t.state.name}"
         reasons[err] = reasons.get(err, 0) + 1
     listed = "; ".join(f"{n}x {r}" if n > 1 else r for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
-    return (f"every trial of the sweep failed ({len(trials)} of {len(trials)}), for {len(reasons)} distinct "
+    return (f"every trial of the sweep failed ({len(trials)}), for {len(reasons)} distinct "
             f"reason(s): {listed}. Fix the cause, then rerun under a new `name:` (failed trials count towards "
             "`search.trials`; `edgetune front` lists each trial's error).")
 
@@ -295,7 +295,8 @@ class Sweep:
                         self.tracker.log_parent_file(art / f, f"front/trial-{row['trial']}")
                         if rid and f"model/{f}" not in have:
                             self.tracker.client.log_artifact(rid, str(art / f), "model")
-        self.tracker.finish()
         trials = self.study.get_trials(deepcopy=False)
         if trials and not any(t.state.name == "COMPLETE" for t in trials):
+            self.tracker.finish("FAILED")
             raise SweepError(all_failed_message(trials))
+        self.tracker.finish()

@@ -50,7 +50,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgetune._strict import Strict
-from edgetune.errors import ConfigError
+from edgetune.errors import ConfigError, closest_names
 
 __all__ = ["QuantSettings", "KindRule", "RULES", "DEVICE_KINDS", "rule_for", "offered", "quant_for_kinds",
            "PRECISIONS", "SPARSITY_KINDS"]
@@ -107,11 +107,8 @@ DEVICE_KINDS = tuple(RULES)
 def rule_for(kind: str) -> KindRule:
     """The rule of one device kind; an unknown kind lists the close and the valid ones."""
     if kind not in RULES:
-        import difflib
-
-        close = difflib.get_close_matches(kind, DEVICE_KINDS, n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ConfigError(f"unknown device kind {kind!r}.{hint} Valid kinds: {', '.join(DEVICE_KINDS)}.")
+        raise ConfigError(f"unknown device kind {kind!r}.{closest_names(kind, DEVICE_KINDS)} Valid kinds: "
+                          f"{', '.join(DEVICE_KINDS)}.")
     return RULES[kind]
 
 

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgetune._strict import Strict
+from edgetune.errors import closest_names
 from edgetune.spaces._rules import DEVICE_KINDS
 
 __all__ = ["SparsitySpec", "KeepSpec", "TieSpec", "SpaceSpec", "Precision", "SparsityKind", "Importance", "MAX_RATIO",
@@ -114,9 +115,7 @@ class SpaceSpec(Strict):
     def _targets(cls, v: list[str]) -> list[str]:
         bad = [k for k in v if k not in DEVICE_KINDS]
         if bad:
-            import difflib
-
-            hints = [f"{b!r}" + (f" (did you mean {difflib.get_close_matches(b, DEVICE_KINDS, 1, 0.4)[0]!r}?)"
-                                 if difflib.get_close_matches(b, DEVICE_KINDS, 1, 0.4) else "") for b in bad]
-            raise ValueError(f"unknown device kind {', '.join(hints)}; valid kinds: {', '.join(DEVICE_KINDS)}")
+            hints = "".join(closest_names(b, DEVICE_KINDS) for b in bad)
+            raise ValueError(f"unknown device kind {', '.join(map(repr, bad))}.{hints} Valid kinds: "
+                             f"{', '.join(DEVICE_KINDS)}")
         return list(dict.fromkeys(v))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgetune.compress._spec import RecoverySpec
+from edgetune.compress import RecoverySpec
 from edgetune.errors import CompressionError, ConfigError
 from edgetune.spaces import CompressionConfig
 
@@ -25,6 +25,15 @@ def test_precision_the_space_does_not_offer(det_s, shapes_calib, cpu_space, tmp_
     with pytest.raises(ConfigError, match=r"'fp16' is not offered for layer 'stage2.0.conv'.*targets \(local-cpu\)"):
         compress(det_s, CompressionConfig(precision={"stage2.0.conv": "fp16"}), calib=shapes_calib,
                  workdir=tmp_path, space=cpu_space)
+
+
+def test_an_unregistered_importance_in_a_point_file_is_named(det_s, shapes_calib, tmp_path):
+    from edgetune.compress import IMPORTANCES, compress
+
+    cfg = CompressionConfig(sparsity={"stage3.0.pw.conv": {"ratio": 0.5}}, importance="tayler")
+    with pytest.raises(ConfigError, match=r"`importance` 'tayler' is not registered; valid: auto, " +
+                       ", ".join(sorted(IMPORTANCES))):
+        compress(det_s, cfg, calib=shapes_calib, workdir=tmp_path, recovery=RecoverySpec(steps=0))
 
 
 def test_pruning_without_train_data_says_how_to_fix_it(det_s, shapes_calib, tmp_path):

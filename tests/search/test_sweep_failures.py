@@ -56,6 +56,25 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, sweep
     assert {"pareto.csv", "pareto.html", "pareto.png"} <= files
 
 
+def test_a_sweep_whose_every_trial_failed_says_why(tmp_path, make_sweep, sweep_workdir, local_agent):
+    from edgetune.errors import SweepError
+
+    path = make_sweep(tmp_path, name="all-failing", trials=3)
+    sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
+
+    def compress(plan):  # injected: two distinct causes over three trials
+        raise CompressionError("out of disk" if plan.number % 2 else "graph surgery broke")
+
+    sweep.hooks.compress = compress
+    with pytest.raises(SweepError, match=r"every trial of the sweep failed \(3\), for 2 distinct reason") as err:
+        sweep.run(space)
+    assert "2x compression failed: graph surgery broke" in str(err.value)
+    assert "compression failed: out of disk" in str(err.value)
+    tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
+    assert tracker.client.get_run(tracker.parent_id).info.status == "FAILED"
+    assert sorted(tracker.child_runs()) == [0, 1, 2]  # every failed trial is still logged
+
+
 @pytest.mark.parametrize(("patch", "match"), [
     ({"objectives": [{"metric": "map5095"}]}, "unknown metric 'map5095'"),
     ({"objectives": [{"metric": "latency_p50_ms", "device": "pi"}]}, "`objectives.0.device` 'pi' is not in `devices:`"),

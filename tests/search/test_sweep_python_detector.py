@@ -70,3 +70,19 @@ def test_pruned_trials_of_a_factory_detector_complete(tmp_path, make_sweep, loca
         assert manifest["resolved"]["importance"] == "magnitude"  # auto: no loss for gradients
         result = manifest["recovery"]["result"]
         assert result["steps"] == result["steps_asked"] > 0 and result["stopped"] == "steps"
+
+
+@pytest.mark.parametrize(("patch", "match"), [
+    ({"space": {"sparsity": {"kind": "channel", "ratios": [0.0, 0.25], "importance": "taylor"}}, "recovery": {}},
+     r"importance: taylor` needs the gradients of a supervised loss.*use `magnitude`"),
+    ({"recovery": {"distill": False}}, r"offers no supervised loss.*`recovery.distill: true`"),
+])
+def test_settings_a_loss_free_model_cannot_honour_fail_before_any_trial(tmp_path, make_sweep, patch, match):
+    from edgetune.assembly import assemble
+    from edgetune.config import load_sweep_config
+    from edgetune.errors import ConfigError
+
+    model = {"source": "python", "factory": f"{__name__}:tiny_yolo", "task": "detect", "input_size": SIZE}
+    path = make_sweep(tmp_path, name="contradiction", trials=3, extra={"model": model, **patch})
+    with pytest.raises(ConfigError, match=match):
+        assemble(load_sweep_config(path), train=False)

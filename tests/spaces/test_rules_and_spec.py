@@ -33,7 +33,7 @@ def test_local_cpu_is_x86_cpu():
 
 
 def test_unknown_kind_suggests_the_close_one():
-    with pytest.raises(ConfigError, match="did you mean 'rpi4'|Did you mean 'rpi4'"):
+    with pytest.raises(ConfigError, match="Closest names: rpi4"):
         rule_for("rpi-4")
     with pytest.raises(ConfigError, match="targets"):
         offered([])
@@ -42,7 +42,7 @@ def test_unknown_kind_suggests_the_close_one():
 def test_space_spec_rejects_bad_ratio_and_kind():
     with pytest.raises(ValueError, match=r"must be in \[0, 0.95\], but got 1.2"):
         SpaceSpec(sparsity={"ratios": [0.0, 1.2]})
-    with pytest.raises(ValueError, match="did you mean 'jetson-orin'"):
+    with pytest.raises(ValueError, match="Closest names: jetson-orin"):
         SpaceSpec(targets=["jetson-orn"])
     with pytest.raises(ValueError, match="both fp32 and int8"):
         SpaceSpec(keep={"precision": {"fp32": ["first"], "int8": ["first"]}})
