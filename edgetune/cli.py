@@ -14,14 +14,17 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgetune import __version__
 from edgetune.errors import EdgetuneError
 
 app = typer.Typer(name="edgetune", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Find the best compression of a vision model for an edge device, measured on the device.")
-console = Console()
-err_console = Console(stderr=True)
+# markup off: user-facing text (messages, paths, install hints such as edgetune[agent], code snippets
+# with boxes[keep]) prints as written; the few styled lines ask for markup and escape what they insert
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 _STATE = {"debug": False}
 
 # Modules whose register(app) adds commands; a module that is missing (not written yet) is skipped.
@@ -75,30 +78,42 @@ _register_all()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="edgetune")
     except EdgetuneError as exc:
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, (click.exceptions.Exit,)):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as exc:  # usage errors (typer's and click's), then anything unexpected
+        code = _usage_exit(exc)
+        if code is not None:
+            sys.exit(code)
         if _STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))} (run with --debug "
+                          "for the traceback)", markup=True, highlight=False)
         sys.exit(1)
 
+
+def _usage_exit(exc: Exception) -> int | None:
+    """The exit code of a usage error (its usage text and message shown, as click does: exit 2), of an
+    explicit exit or of an abort; None for any other exception. typer >= 0.20 raises its own copies of
+    click's exceptions (all ``TyperException``), older typer raises click's."""
+    import click
+    from typer.exceptions import Abort, Exit, TyperException
+
+    if isinstance(exc, (TyperException, click.ClickException)) and hasattr(exc, "show"):
+        exc.show()
+        return int(getattr(exc, "exit_code", 2))
+    if isinstance(exc, (Exit, click.exceptions.Exit)):
+        return int(exc.exit_code)
+    if isinstance(exc, (Abort, click.exceptions.Abort)):
+        err_console.print("aborted")
+        return 1
+    return None
 
 if __name__ == "__main__":
     main()

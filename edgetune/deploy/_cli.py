@@ -52,7 +52,7 @@ def deploy_cmd(
     dep, p, v = rep.deployment, rep.point, rep.verification
     prev = rep.result.previous
     change = ("new version" + (f", previous v{prev}" if prev else "")) if rep.result.created else "already active"
-    console.print(f"deployed trial {p.number} ({p.label}) of sweep '{rep.sweep}' to [bold]{rep.device}[/] as "
+    console.print(f"deployed trial {p.number} ({p.label}) of sweep '{rep.sweep}' to {rep.device} as "
                   f"'{dep.name}' v{dep.active} ({change}; artifact {rep.artifact.hash[:12]} from {rep.source})")
     for line in _verification_lines(v):
         console.print(line)
@@ -74,7 +74,7 @@ def _verification_lines(v) -> list[str]:
     for k, lat in v.latency.items():
         lines.append(f"  {k}: sweep {lat['sweep']:.3f} ms, device {lat['device']:.3f} ms ({lat['diff_ms']:+.3f} ms, "
                      f"{lat['ratio']:.2f}x)")
-    lines += [f"  [yellow]note:[/] {w}" for w in v.warnings]
+    lines += [f"  note: {w}" for w in v.warnings]
     return lines
 
 

@@ -127,7 +127,7 @@ def local_cmd(
         console.print("Ctrl-C stops them.")
         while all(a.process.poll() is None for a in agents.agents):
             time.sleep(0.5)
-        console.print("[red]an agent exited; stopping the others[/]")
+        console.print("[red]an agent exited; stopping the others[/]", markup=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -89,10 +89,25 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     return table
 
 
+def venv_command(name: str) -> str:
+    """How to type ``name`` in a new shell: bare when it is on PATH as this interpreter's, else the path of
+    the script beside this interpreter (``.venv/bin/mlflow`` after ``make demo``, with no venv activated)."""
+    import os
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / name
+    if not script.is_file() or shutil.which(name) == str(script):
+        return name
+    rel = os.path.relpath(script)
+    return rel if not rel.startswith("..") else str(script)
+
+
 def _open_hint(cfg) -> str:
     uri = cfg.tracking.uri
     exp = cfg.tracking.experiment or cfg.name
-    return (f"Review it in MLflow:  mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000, "
+    return (f"Review it in MLflow:  {venv_command('mlflow')} ui --backend-store-uri {uri}   then open "
+            "http://127.0.0.1:5000, "
             f"experiment '{exp}', filter  tags.pareto = 'true'  (the parent run 'sweep-{cfg.name}' holds "
             "pareto.html / pareto.csv / pareto.png).")
 
@@ -128,6 +143,7 @@ def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool) 
 
 
 def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -143,7 +159,7 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
     with console.status("preparing: config, data, model, search space, devices ..."):
         sweep, space, cfg = prepare_sweep(config, workdir=workdir, local_agents=agents)
     total = trials or cfg.search.trials
-    console.print(f"sweep [bold]{cfg.name}[/]: {len(space.dimensions)} search dimensions "
+    console.print(f"sweep {cfg.name}: {len(space.dimensions)} search dimensions "
                   f"(10^{space.size_log10:.1f} points), {total} trials, sampler {cfg.search.sampler}, "
                   f"devices {', '.join(d.name for d in cfg.devices)}")
     columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("hv {task.fields[hv]:.4f}"),
@@ -165,8 +181,8 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
     console.print(front_table(df, sweep.keys, sweep.goals, title=f"Pareto front of '{cfg.name}'"))
     failed = df[df["state"] == "FAIL"]
     if len(failed):
-        console.print(f"[yellow]{len(failed)} trial(s) failed[/]: " + "; ".join(
-            f"#{r['trial']}: {r['error']}" for _, r in failed.head(5).iterrows()))
+        console.print(f"[yellow]{len(failed)} trial(s) failed[/]: " + escape("; ".join(
+            f"#{r['trial']}: {r['error']}" for _, r in failed.head(5).iterrows())), markup=True)
     console.print(_open_hint(cfg))
 
 

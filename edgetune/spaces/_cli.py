@@ -24,6 +24,7 @@ def space_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the space as JSON instead of tables."),
 ) -> None:
     """Print the search space of a sweep: layers, coupling groups, per-layer/per-group choices, pins."""
+    from rich.markup import escape
     from rich.table import Table
 
     from edgetune.assembly import assemble
@@ -62,4 +63,4 @@ def space_cmd(
                   f" per-channel={q.per_channel}, calibration={q.calibration}, QDQ on {', '.join(q.op_types)}")
     console.print(f"channel scoring: {space.importance}; kept channels rounded to {space.round_to}")
     for note in space.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}", markup=True)
