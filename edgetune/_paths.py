@@ -35,3 +35,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def missing_sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL when that file does not exist (None otherwise, and for every other
+    kind of URL): read-only commands check it first, since opening such a URL creates an empty database."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
+        return None
+    path = Path(uri[len(prefix):])
+    return None if path.exists() else path

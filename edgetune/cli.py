@@ -78,7 +78,9 @@ _register_all()
 
 def main() -> None:
     try:
-        app(standalone_mode=False, prog_name="edgetune")
+        code = app(standalone_mode=False, prog_name="edgetune")  # an Exit raised by a command comes back here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except EdgetuneError as exc:
         if _STATE["debug"]:
             raise

@@ -168,7 +168,7 @@ def load_sweep_config(path: str | Path, model_cls: type[BaseModel] | None = None
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config '{path}': {format_validation_error(exc)}") from exc
+        raise ConfigError(f"invalid config '{path}': {format_validation_error(exc, model=cls)}") from exc
 
 
 def _sweep_config_class() -> type[BaseModel]:

@@ -83,15 +83,40 @@ class DeployError(EdgetuneError):
     match its hash, or the device's re-measurement disagrees with the sweep."""
 
 
-def format_validation_error(exc, *, prefix: str = "") -> str:
+def _keys_at(model, loc) -> list[str]:
+    """The field names of the (nested) pydantic model at ``loc`` below ``model`` ([] when not a model)."""
+    import typing
+
+    def models_in(tp):
+        if isinstance(tp, type) and hasattr(tp, "model_fields"):
+            return [tp]
+        return [m for a in typing.get_args(tp) for m in models_in(a)]
+
+    current = [model] if model is not None else []
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list / tuple element: the element type was unwrapped with the field
+        nxt = []
+        for m in current:
+            field = m.model_fields.get(str(part))
+            if field is not None:
+                nxt.extend(models_in(field.annotation))
+        current = nxt
+    return sorted({k for m in current for k in m.model_fields})
+
+
+def format_validation_error(exc, *, prefix: str = "", model=None) -> str:
     """One line naming each failing field of a pydantic ``ValidationError`` by its YAML path
-    (``data.val_images``), what is wrong and the value given."""
+    (``data.val_images``), what is wrong and the value given. ``model``: the validated class, so that an
+    unknown key gets the closest valid key of its section."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (remove it or check its spelling)"
+            keys = _keys_at(model, [p for p in err["loc"][:-1] if not str(p).startswith("function-after")])
+            hint = closest_names(str(err["loc"][-1]), keys).strip().replace("Closest names:", "did you mean")
+            msg = "unknown key (remove it or check its spelling" + (f"; {hint.rstrip('.')}?" if hint else "") + ")"
         if not loc and not prefix:  # a cross-section check: its message names the fields
             lines.append(msg)
             continue

@@ -64,10 +64,17 @@ def register_deployment(*, cfg, point, artifact, model_name: str, device: str, d
     from edgetune.search.tracking import artifact_root
 
     client = _client(cfg.tracking.uri)
+    active = deployment.active_version
+    done = _registered_already(client, model_name, device, deployment.name, active.version, active.sha256)
+    if done is not None:  # the same bytes as the same version on the same device: deploying again is a no-op
+        client.set_registered_model_alias(model_name, production_alias(device), done.version)
+        log.info("%s version %s already registers '%s' v%d on %s", model_name, done.version, deployment.name,
+                 active.version, device)
+        return Registration(model=model_name, version=int(done.version), alias=production_alias(device),
+                            run_id=done.run_id, source=done.source)
     experiment = cfg.tracking.experiment or cfg.name
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root(cfg.tracking.uri))
-    active = deployment.active_version
     tags = {"edgetune.role": "deployment", "edgetune.sweep": cfg.name, "edgetune.deploy.trial": str(point.number),
             "edgetune.deploy.device": device, "edgetune.deploy.name": deployment.name,
             "edgetune.deploy.version": str(active.version), "edgetune.deploy.path": deployment.current_path,
@@ -108,6 +115,18 @@ def register_deployment(*, cfg, point, artifact, model_name: str, device: str, d
     client.set_registered_model_alias(model_name, alias, mv.version)
     log.info("registered %s version %s (alias %s, run %s)", model_name, mv.version, alias, rid)
     return Registration(model=model_name, version=int(mv.version), alias=alias, run_id=rid, source=source)
+
+
+def _registered_already(client, model_name: str, device: str, deployment_name: str, version: int, sha256: str):
+    """The model version that already records this deployment version with these bytes, or None."""
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except Exception:  # no such registered model yet
+        return None
+    return next((v for v in versions if v.tags.get("edgetune.deploy.device") == device
+                 and v.tags.get("edgetune.deploy.name") == deployment_name
+                 and v.tags.get("edgetune.deploy.version") == str(version)
+                 and v.tags.get("manifest.onnx_sha256") == sha256), None)
 
 
 def move_alias(*, uri: str, model_name: str, device: str, deployment_name: str, sha256: str) -> int | None:

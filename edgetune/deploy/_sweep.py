@@ -109,6 +109,11 @@ def load_sweep(sweep: str | Path) -> SweepRecords:
     cfg = load_sweep_config(path)
     keys, goals = objective_keys(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from edgetune._paths import missing_sqlite_file
+
+    if (gone := missing_sqlite_file(cfg.search.storage)) is not None:  # opening it would create an empty one
+        raise DeployError(f"sweep '{cfg.name}': its storage {cfg.search.storage} does not exist here ({gone}). Run "
+                          f"`edgetune search {path}` first, or run this from the directory the sweep ran in.")
     try:
         study = optuna.load_study(study_name=cfg.name, storage=cfg.search.storage)
     except KeyError:
@@ -156,7 +161,7 @@ def resolve_device(name: str, *, cfg=None, fleet: str | Path | None = None):
         try:
             sources.append((f"fleet file {path}", list(FleetSpec.model_validate({"devices": raw["devices"]}).devices)))
         except ValidationError as exc:
-            raise ConfigError(f"--fleet '{path}': {format_validation_error(exc)}") from exc
+            raise ConfigError(f"--fleet '{path}': {format_validation_error(exc, model=FleetSpec)}") from exc
     if cfg is not None:
         sources.append((f"sweep '{cfg.name}'", list(cfg.devices)))
     if not sources:

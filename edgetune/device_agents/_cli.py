@@ -143,7 +143,7 @@ def devices_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     timeout: float = typer.Option(5.0, help="Seconds to wait for each device."),
 ) -> None:
-    """List the fleet: health, device kind and fingerprint of every device."""
+    """List the fleet: health, device kind and fingerprint of every device (exit 1 when one is down)."""
     from edgetune.device_agents.fleet import load_fleet
     from edgetune.errors import AgentError
 
@@ -161,8 +161,11 @@ def devices_cmd(
                 except AgentError as exc:
                     row.update(status="up (no info)", error=str(exc))
             rows.append(row)
+    down = [r["name"] for r in rows if r["status"] == "down"]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
+        if down:
+            raise typer.Exit(1)
         return
     from rich.table import Table
 
@@ -174,12 +177,15 @@ def devices_cmd(
         rt = info.get("runtime") or {}
         agent = info.get("agent") or {}
         temps = info.get("temperatures_c") or {}
-        table.add_row(r["name"], r["status"] if not r["error"] else f"{r['status']}: {r['error'][:60]}",
+        table.add_row(r["name"], r["status"] if not r["error"] else f"{r['status']}: {r['error']}",
                       r["kind"] or "?", (info.get("board") or {}).get("model", ""),
                       f"{rt.get('name', '')} {rt.get('version') or ''}".strip(),
                       f"{agent.get('threads', '')}/{','.join(map(str, agent.get('cpus', []))) or 'any'}" if agent else "",
                       info.get("power_mode") or "", f"{max(temps.values()):.0f}" if temps else "", r["url"])
     _console().print(table)
+    if down:  # a script can tell: exit 1 when a device does not answer
+        _console().print(f"down: {', '.join(down)}")
+        raise typer.Exit(1)
 
 
 def measure_cmd(

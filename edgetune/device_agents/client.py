@@ -106,8 +106,10 @@ class AgentClient:
         headers = {}
         if auth:
             if not self.token:
-                raise AuthError(f"no token for agent {self.name} ({self.url}): set the device's token_env variable "
-                                "(e.g. EDGETUNE_AGENT_TOKEN) or pass token= to AgentClient.")
+                raise AuthError(f"no token for agent {self.name} ({self.url}): export the variable the device's "
+                                "`token_env` names (default EDGETUNE_AGENT_TOKEN) with the agent's token, or set "
+                                "`token_file:` in its `devices:` entry (the agent prints where its token is when it "
+                                "starts; in Python: AgentClient(..., token=...)).")
             headers["Authorization"] = f"Bearer {self.token}"
         delay, last = self.backoff, None
         for attempt in range(self.retries + 1):

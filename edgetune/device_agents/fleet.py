@@ -104,7 +104,7 @@ def load_fleet(path: str | Path, **client_options) -> Fleet:
     except ValidationError as exc:
         from edgetune.errors import format_validation_error
 
-        raise ConfigError(f"fleet file '{path}': {format_validation_error(exc)}") from exc
+        raise ConfigError(f"fleet file '{path}': {format_validation_error(exc, model=FleetSpec)}") from exc
     return Fleet(spec.devices, **client_options)
 
 

@@ -78,9 +78,25 @@ class SearchSpec(Strict):
         return v
 
 
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if "://" not in v:
+            raise ValueError(f"{v!r} is not a database URL (Optuna's RDB storage); write sqlite:///{v or 'edgetune.db'}")
+        return v
+
+
 class TrackingSpec(Strict):
     uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None  # default: the sweep name
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if "://" not in v and not v.startswith("file:") and v.endswith((".db", ".sqlite", ".sqlite3")):
+            raise ValueError(f"{v!r} looks like a database file but is not a URL (MLflow would take it for a folder "
+                             f"store); write sqlite:///{v}")
+        return v
 
 
 def require_objectives(cfg) -> None:

@@ -40,6 +40,11 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri, self.sweep = uri, sweep
+        if readonly:
+            from edgetune._paths import missing_sqlite_file
+
+            if (gone := missing_sqlite_file(uri)) is not None:  # MlflowClient would create an empty store
+                raise LookupError(f"MLflow store {uri} does not exist ({gone})")
         self.client = MlflowClient(tracking_uri=uri)
         self.readonly = readonly
         exp = self.client.get_experiment_by_name(experiment)

@@ -59,8 +59,13 @@ def load_front(config_path: Path):
     keys, goals = objective_keys(cfg)
     import optuna
 
+    from edgetune._paths import missing_sqlite_file
     from edgetune.errors import ConfigError
 
+    if (gone := missing_sqlite_file(cfg.search.storage)) is not None:  # opening it would create an empty one
+        raise ConfigError(f"`search.storage` {cfg.search.storage}: there is no {gone} here, so no sweep to show. Run "
+                          f"`edgetune search {config_path}` first, or run this from the directory the sweep ran in "
+                          "(relative sqlite paths).")
     try:
         study = optuna.load_study(study_name=cfg.name, storage=cfg.search.storage)
     except KeyError as exc:

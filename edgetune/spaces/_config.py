@@ -133,7 +133,7 @@ class CompressionConfig(Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid {where}: {format_validation_error(exc)}") from exc
+            raise ConfigError(f"invalid {where}: {format_validation_error(exc, model=cls)}") from exc
 
     @classmethod
     def from_file(cls, path: str | Path) -> CompressionConfig:

@@ -92,6 +92,9 @@ def test_deploy_by_rule_verify_register_predict_rollback_list(sweep_run, tmp_pat
     assert mv.tags["manifest.onnx_sha256"] == onnx_sha and mv.tags["edgetune.deploy.device"] == "local"
     assert mv.tags["manifest.artifact_hash"] == rep.artifact.hash and "ort" in mv.tags["device.fingerprint"]
     assert float(mv.tags["device.map50_95@local".replace("@", ".")]) == pytest.approx(row["map50_95@local"], abs=1e-4)
+    again = deploy(sweep=sweep_run.config, to="local", rule=RULE, name=NAME, workdir=sweep_run.workdir)
+    assert not again.result.created and again.registration.version == rep.registration.version  # a no-op
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep_run.tracking_uri)
     import mlflow
 

@@ -27,13 +27,16 @@ def _fleet(tmp_path, agent):
 
 def test_devices_lists_health_kind_and_fingerprint(tmp_path, agent):
     r = edgetune("devices", "--fleet", str(_fleet(tmp_path, agent)), "--json", "--timeout", "3")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # one device is down: a script can tell
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert rows["main"]["status"] == "up" and rows["main"]["kind"] == "local-cpu"
     assert rows["main"]["info"]["runtime"]["name"] == "ort" and rows["main"]["info"]["agent"]["threads"] == 1
     assert rows["gone"]["status"] == "down" and rows["gone"]["kind"] == "rpi5" and "unreachable" in rows["gone"]["error"]
     table = edgetune("devices", "--fleet", str(tmp_path / "fleet.yaml"), "--timeout", "3")
-    assert table.returncode == 0 and "local-cpu" in table.stdout and "down" in table.stdout
+    assert table.returncode == 1 and "local-cpu" in table.stdout and "down: gone" in table.stdout
+    assert rows["gone"]["error"].split()[-1].rstrip(".)") in table.stdout.replace("\n", " ")  # the whole reason
+    (tmp_path / "up.yaml").write_text("\n".join((tmp_path / "fleet.yaml").read_text().splitlines()[:2]) + "\n")
+    assert edgetune("devices", "--fleet", str(tmp_path / "up.yaml"), "--timeout", "3").returncode == 0
 
 
 def test_measure_one_model_on_one_device(tmp_path, agent, det_s_onnx):

@@ -81,3 +81,15 @@ def test_messages_print_square_brackets_as_written(monkeypatch, capfd, tmp_path)
     code, text = run(monkeypatch, capfd, "space", "--config", str(missing))
     assert code == 2 and "error:" in text
     assert "sweep[agent].yaml" in text.replace("\n", "")
+
+
+def test_a_read_only_command_on_a_missing_sweep_creates_nothing(monkeypatch, capfd, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    config = tmp_path / "demo.yaml"
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml", config)
+    monkeypatch.chdir(tmp_path)
+    code, text = run(monkeypatch, capfd, "front", "--config", str(config))
+    assert code == 2 and "edgetune search" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.yaml"]  # no empty edgetune.db / mlflow.db

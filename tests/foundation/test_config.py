@@ -92,3 +92,23 @@ def test_taylor_scoring_without_recovery_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"importance: taylor.*recovery.steps"):
         load_sweep_config(write(tmp_path, text))
     load_sweep_config(write(tmp_path, text.replace("taylor", "magnitude")))  # the fix it names works
+
+
+def test_a_misspelt_key_gets_the_closest_key_of_its_section(tmp_path):
+    text = ("model: {source: builtin, name: det-s}\ndata: {source: builtin, name: shapes}\nsearch: {trails: 3}\n"
+            "devices: [{name: a, url: 'http://127.0.0.1:1', knd: rpi4}]\nspace: {sparsity: {ratio: [0.1]}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_sweep_config(write(tmp_path, text))
+    msg = str(err.value)
+    assert "`search.trails`: unknown key (remove it or check its spelling; did you mean trials?)" in msg
+    assert "`devices.0.knd`: unknown key" in msg and "did you mean kind?" in msg
+    assert "`space.sparsity.ratio`: unknown key" in msg and "did you mean ratios?" in msg
+
+
+@pytest.mark.parametrize(("section", "value", "fix"), [
+    ("search: {storage: edgetune.db}", "edgetune.db", "sqlite:///edgetune.db"),
+    ("tracking: {uri: mlflow.db}", "mlflow.db", "sqlite:///mlflow.db"),
+])
+def test_storage_and_tracking_must_be_urls(tmp_path, section, value, fix):
+    with pytest.raises(ConfigError, match=rf"{value}.*write {fix}"):
+        load_sweep_config(write(tmp_path, BASE + section + "\n"))
