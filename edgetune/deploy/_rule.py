@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from edgetune.errors import ConfigError, DeployError
 from edgetune.objectives.constraints import Constraint, parse_constraint
-from edgetune.objectives.metrics import get_metric, metric_key
+from edgetune.objectives.metrics import canonical_names, get_metric, metric_key
 
 __all__ = ["PickRule", "Condition", "parse_rule", "pick"]
 
@@ -63,7 +63,7 @@ class PickRule:
 
 def parse_rule(text: str, *, devices: Sequence[str]) -> PickRule:
     """Parse a pick rule against the sweep's device names; ConfigError says what is wrong and shows an example."""
-    m = _RULE.match(text or "")
+    m = _RULE.match(canonical_names(text or ""))  # mAP50-95, p50, ... -> map50_95, latency_p50_ms
     if not m:
         raise ConfigError(f"--pick {text!r} is not a rule; write `max|min METRIC[@DEVICE] [where CONDITION and ...]`, "
                           f"e.g. '{_EXAMPLE}'.")

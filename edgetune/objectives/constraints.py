@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from edgetune.errors import ConfigError
-from edgetune.objectives.metrics import get_metric, metric_key
+from edgetune.objectives.metrics import canonical_names, get_metric, metric_key
 
 __all__ = ["Constraint", "parse_constraint"]
 
@@ -93,6 +93,7 @@ def _eval(node: ast.expr, values: dict[str, float], baseline: dict[str, float]) 
 def parse_constraint(text: str, *, devices: list[str], where: str = "constraint") -> Constraint:
     """Parse one constraint; ``devices`` are the sweep's device names (the first is the default)."""
     where = f"{where} {text!r}"
+    text = canonical_names(text)  # mAP50-95, p50, ... -> map50_95, latency_p50_ms
     # device names may hold '-' or '.', which Python would parse as operators: alias them first
     aliases: dict[str, str] = {}
 

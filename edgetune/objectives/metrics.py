@@ -6,11 +6,12 @@ Values travel as flat dicts keyed ``metric`` (device-independent: sizes) or ``me
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from edgetune.errors import ConfigError
 
-__all__ = ["Metric", "METRICS", "get_metric", "metric_key"]
+__all__ = ["Metric", "METRICS", "ALIASES", "get_metric", "metric_key", "canonical_metric", "canonical_names"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,37 @@ _TABLE = [
 
 METRICS: dict[str, Metric] = {n: Metric(n, g, d, u, h) for n, g, d, u, h in _TABLE}
 
+# the names tables and plots show (and other tools use), accepted wherever a metric is named; any case
+ALIASES: dict[str, str] = {
+    "map50-95": "map50_95", "map@.5:.95": "map50_95", "map@.5": "map50", "map@.75": "map75",
+    "top-1": "top1", "top-5": "top5",
+    "p50": "latency_p50_ms", "p50_ms": "latency_p50_ms", "latency": "latency_p50_ms", "p90": "latency_p90_ms",
+    "p90_ms": "latency_p90_ms", "p99": "latency_p99_ms", "p99_ms": "latency_p99_ms", "mean_ms": "latency_mean_ms",
+    "e2e_p50": "e2e_latency_p50_ms", "e2e_p90": "e2e_latency_p90_ms",
+    "size": "size_bytes", "bytes": "size_bytes", "memory": "peak_mem_mb", "energy": "energy_mj", "power": "power_w",
+}
+_BY_LOWER = {**{n.lower(): n for n in METRICS}, **ALIASES}
+# longest first, so that mAP50-95 is not read as mAP50; a name never continues into a word or a '-digit'
+_NAME = re.compile("(?<![A-Za-z0-9_])(" + "|".join(re.escape(k) for k in sorted(_BY_LOWER, key=len, reverse=True))
+                   + r")(?![A-Za-z0-9_]|-\d)", re.IGNORECASE)
+
+
+def canonical_metric(name: str) -> str:
+    """The canonical name of a metric given by its name or an alias (any case); unknown names unchanged."""
+    return _BY_LOWER.get(name.strip().lower(), name.strip())
+
+
+def canonical_names(text: str) -> str:
+    """``text`` (a constraint or a pick rule) with every metric alias replaced by its canonical name:
+    ``mAP50-95 >= 0.7`` -> ``map50_95 >= 0.7`` (not ``mAP50 - 95``). Device names after '@' are kept."""
+    out, pos = [], 0
+    for m in _NAME.finditer(text):
+        if text[: m.start()].rstrip().endswith("@"):  # a device name, not a metric
+            continue
+        out += [text[pos : m.start()], _BY_LOWER[m.group(1).lower()]]
+        pos = m.end()
+    return "".join([*out, text[pos:]])
+
 
 def get_metric(name: str) -> Metric:
     if name not in METRICS:
@@ -57,7 +89,8 @@ def get_metric(name: str) -> Metric:
 
         close = difflib.get_close_matches(name, METRICS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown metric {name!r}.{hint} Valid metrics: {', '.join(METRICS)}.")
+        raise ConfigError(f"unknown metric {name!r}.{hint} Valid metrics: {', '.join(METRICS)} (or the names the "
+                          f"tables show: {', '.join(k for k in ALIASES if '@' not in k and ':' not in k)}).")
     return METRICS[name]
 
 

@@ -24,8 +24,9 @@ class ObjectiveSpec(Strict):
     @field_validator("metric")
     @classmethod
     def _known(cls, v: str) -> str:
-        from edgetune.objectives.metrics import get_metric
+        from edgetune.objectives.metrics import canonical_metric, get_metric
 
+        v = canonical_metric(v)  # the display names (mAP50-95, p50) are accepted
         try:
             get_metric(v)
         except ConfigError as exc:

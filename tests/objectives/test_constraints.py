@@ -56,3 +56,26 @@ def test_device_names_with_dashes_and_dots():
                          devices=["local-0", "jetson-orin.lab"])
     assert c.keys == {"latency_p50_ms@jetson-orin.lab"}
     assert c.violation({"latency_p50_ms@jetson-orin.lab": 4.0}, {"latency_p50_ms@jetson-orin.lab": 2.0}) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize(("shown", "canonical"), [
+    ("mAP50-95 >= 0.7", "map50_95 >= 0.7"),
+    ("MAP50 > 0.9", "map50 > 0.9"),
+    ("p50@pi-1 <= 4", "latency_p50_ms@pi-1 <= 4"),
+    ("mAP50-95 >= 0.95 * baseline.mAP50-95", "map50_95 >= 0.95 * baseline.map50_95"),
+    ("size <= 2e6", "size_bytes <= 2e6"),
+])
+def test_the_names_tables_show_are_accepted(shown, canonical):
+    """mAP50-95 is the metric, not mAP50 minus 95; the aliases read exactly as the canonical names."""
+    a = parse_constraint(shown, devices=["pi-1"])
+    b = parse_constraint(canonical, devices=["pi-1"])
+    assert (a.keys, a.baseline_keys, a.op) == (b.keys, b.baseline_keys, b.op)
+    values = {"map50_95@pi-1": 0.8, "map50@pi-1": 0.95, "latency_p50_ms@pi-1": 3.0, "size_bytes": 1e6}
+    assert a.violation(values, values) == b.violation(values, values)
+
+
+def test_a_pick_rule_takes_the_shown_names_too():
+    from edgetune.deploy._rule import parse_rule
+
+    rule = parse_rule("max mAP50-95 where p50 <= 4 and size <= 2e6", devices=["local"])
+    assert rule.key == "map50_95@local" and rule.keys == ["map50_95@local", "latency_p50_ms@local", "size_bytes"]
