@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # files per process so that module fixtures are built once; torch gets one thread in each.
 TEST_WORKERS ?= 2
 
-.PHONY: venv install install-dev demo test lint clean
+.PHONY: venv install install-dev demo test lint clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check edgetune tests benchmarks
 	MLFLOW_DISABLE_TELEMETRY=true RAY_AUTH_MODE=disabled OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+
+# The MLflow review test (tests/search/test_sweep_e2e.py) opens the sweep's link in headless Chromium; without
+# one it is skipped. This installs Playwright (dev extra) and Debian's chromium (needs root or sudo).
+browser: $(VENV)/.installed-dev
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends chromium; \
+	    else sudo apt-get install -y --no-install-recommends chromium; fi; }
+	@echo "chromium: $$(command -v chromium || command -v chromium-browser)"
 
 clean:
 	rm -rf $(VENV) .edgetune-cache build *.egg-info

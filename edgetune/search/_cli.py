@@ -103,9 +103,13 @@ def venv_command(name: str) -> str:
     return rel if not rel.startswith("..") else str(script)
 
 
-def _open_hint(cfg) -> str:
+def _open_hint(cfg, url: str | None = None) -> str:
     uri = cfg.tracking.uri
     exp = cfg.tracking.experiment or cfg.name
+    if url:
+        return (f"Review it in MLflow:  {venv_command('mlflow')} ui --backend-store-uri {uri}   then open\n  {url}\n"
+                f"(the runs of the front, experiment '{exp}'; the parent run 'sweep-{cfg.name}' holds the front table, "
+                "the deploy commands, pareto.html / pareto.csv / pareto.png).")
     return (f"Review it in MLflow:  {venv_command('mlflow')} ui --backend-store-uri {uri}   then open "
             "http://127.0.0.1:5000, "
             f"experiment '{exp}', filter  tags.pareto = 'true'  (the parent run 'sweep-{cfg.name}' holds "
@@ -183,7 +187,7 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
     if len(failed):
         console.print(f"[yellow]{len(failed)} trial(s) failed[/]: " + escape("; ".join(
             f"#{r['trial']}: {r['error']}" for _, r in failed.head(5).iterrows())), markup=True)
-    console.print(_open_hint(cfg))
+    console.print(_open_hint(cfg, sweep.tracker.review_url()), soft_wrap=True)
 
 
 def front_cmd(
@@ -205,4 +209,4 @@ def front_cmd(
         return
     console.print(front_table(df, keys, goals, title=f"{'Trials' if all_trials else 'Pareto front'} of '{cfg.name}'",
                               only_front=not all_trials))
-    console.print(_open_hint(cfg))
+    console.print(_open_hint(cfg, df.attrs.get("review_url")), soft_wrap=True)

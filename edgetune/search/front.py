@@ -10,7 +10,7 @@ import numpy as np
 from edgetune.objectives.pareto import hypervolume, pareto_ranks, to_minimization
 from edgetune.search.records import RECORD_ATTR
 
-__all__ = ["front_ranks", "sweep_hypervolume", "write_reports"]
+__all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note"]
 
 
 def _complete(trials) -> list:
@@ -112,3 +112,35 @@ def _png(df, keys, goals, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _num(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return ""
+    v = float(v)
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
+def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, device: str | None) -> str:
+    """The sweep parent run's description (markdown): where to look, the front (numbers rounded; the
+    side-by-side speed-up where it was timed) and the command that deploys each member."""
+    front = df[df["pareto"]].sort_values(keys[0], ascending=False) if len(df) else df
+    sbs = next((c for c in df.columns if str(c).startswith("sbs_latency_p50_ms@")), None) if len(df) else None
+    fp32 = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")] if sbs else df.iloc[0:0]
+    ref = float(fp32.iloc[0][sbs]) if len(fp32) and fp32.iloc[0][sbs] == fp32.iloc[0][sbs] else None
+    head = ["trial", "label", *keys] + ([f"speed-up vs fp32 ({sbs.split('@')[1]}, side by side)"] if ref else [])
+    lines = [f"**edgetune sweep `{sweep}`**: {len(df)} trials, {len(front)} on the Pareto front.", "",
+             f"[Open the front as a table of runs]({url}) (filter `tags.pareto = 'true'`); `pareto.html` in this "
+             "run's artifacts is the interactive plot.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in front.iterrows():
+        cells = [str(r["trial"]), str(r.get("label") or "")] + [_num(r.get(k)) for k in keys]
+        if ref:
+            v = r.get(sbs)
+            cells.append(f"{ref / v:.2f}x" if v and v == v else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    if device and len(front):
+        lines += ["", "Deploy a member:", "", "```"]
+        lines += [f"edgetune deploy --sweep {config} --trial {r['trial']} --to {device}" for _, r in front.iterrows()]
+        lines.append("```")
+    return "\n".join(lines)

@@ -20,7 +20,7 @@ from edgetune.errors import SweepError
 from edgetune.objectives import objective_keys
 from edgetune.objectives.constraints import parse_constraint
 from edgetune.search.backends import get_backend
-from edgetune.search.front import front_ranks, sweep_hypervolume, write_reports
+from edgetune.search.front import front_note, front_ranks, sweep_hypervolume, write_reports
 from edgetune.search.records import RECORD_ATTR, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, tell
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
@@ -62,9 +62,10 @@ class Sweep:
     """Runs one sweep config. ``hooks`` provides compression and measurement (``search.hooks``); the
     backend named by ``search.backend`` runs the trials (``search.backends``)."""
 
-    def __init__(self, cfg, *, config_text: str, hooks: SweepHooks, workdir: Path,
+    def __init__(self, cfg, *, config_text: str, hooks: SweepHooks, workdir: Path, config_path: Path | None = None,
                  on_progress: Callable[[SweepProgress], None] | None = None):
         self.cfg, self.hooks, self.workdir = cfg, hooks, Path(workdir)
+        self.config_path = config_path  # shown in the deploy commands of the MLflow description
         self.keys, self.goals = objective_keys(cfg)
         names = [d.name for d in cfg.devices]
         self.constraints = [parse_constraint(c, devices=names, where=f"`constraints.{i}`")
@@ -82,6 +83,7 @@ class Sweep:
         self._lock = threading.Lock()
         self._run_ids: dict[int, str] = {}
         self._pareto_tagged: dict[int, str] = {}
+        self._best_of: dict[str, str] = {}
 
     # -- baselines -------------------------------------------------------------------------------------
     def baseline_params(self, space) -> dict[str, dict[str, str]]:
@@ -203,12 +205,18 @@ class Sweep:
         n_feasible = sum(1 for t in trials if t.state.name == "COMPLETE"
                          and (t.user_attrs.get(RECORD_ATTR) or {}).get("feasible"))
         metrics = {"hypervolume": hv, "n_feasible": n_feasible, "n_complete": sum(t.state.name == "COMPLETE" for t in trials)}
+        best_of: dict[str, str] = {}
         for k, g in zip(self.keys, self.goals, strict=True):
-            vals = [(t.user_attrs.get(RECORD_ATTR) or {}).get("values", {}).get(k) for t in trials
+            vals = [((t.user_attrs.get(RECORD_ATTR) or {}).get("values", {}).get(k), t.number) for t in trials
                     if (t.user_attrs.get(RECORD_ATTR) or {}).get("feasible")]
-            vals = [v for v in vals if v is not None]
+            vals = [(v, n) for v, n in vals if v is not None]
             if vals:
-                metrics[f"best_{k.replace('@', '.')}"] = max(vals) if g == "max" else min(vals)
+                v, n = max(vals) if g == "max" else min(vals)
+                metrics[f"best_{k.replace('@', '.')}"] = v
+                best_of[f"best_{k.replace('@', '.')}.trial"] = str(n)  # each best may come from another trial
+        if best_of and best_of != self._best_of:
+            self.tracker.set_tags(self.tracker.parent_id, best_of)
+            self._best_of = best_of
         self.tracker.log_sweep_metrics(step, metrics)
         self.progress.hypervolume, self.progress.n_feasible = hv, n_feasible
         self.progress.best = {k: v for k, v in metrics.items() if k.startswith("best_")}
@@ -295,6 +303,10 @@ class Sweep:
                         self.tracker.log_parent_file(art / f, f"front/trial-{row['trial']}")
                         if rid and f"model/{f}" not in have:
                             self.tracker.client.log_artifact(rid, str(art / f), "model")
+        devices = self.hooks.devices_for_objectives()
+        self.tracker.set_note(front_note(df, self.keys, sweep=self.cfg.name, url=self.tracker.review_url(),
+                                         config=str(self.config_path or "SWEEP.yaml"),
+                                         device=devices[0] if devices else None))
         trials = self.study.get_trials(deepcopy=False)
         if trials and not any(t.state.name == "COMPLETE" for t in trials):
             self.tracker.finish("FAILED")

@@ -18,7 +18,7 @@ from edgetune._logging import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["Tracker", "TRIAL_TAG", "SWEEP_TAG"]
+__all__ = ["Tracker", "TRIAL_TAG", "SWEEP_TAG", "review_url"]
 
 SWEEP_TAG = "edgetune.sweep"
 TRIAL_TAG = "edgetune.trial"
@@ -30,6 +30,12 @@ def artifact_root(uri: str) -> str | None:
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         return (db.parent / "mlartifacts").as_uri()
     return None
+
+
+def review_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI runs view of an experiment filtered on ``tags.pareto = 'true'`` (the front), all dates."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            "&searchFilter=tags.pareto%20%3D%20%27true%27&startTime=ALL")
 
 
 class Tracker:
@@ -85,6 +91,15 @@ class Tracker:
     def log_parent_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.parent_id, str(path), artifact_path)
 
+    def review_url(self, base: str = "http://127.0.0.1:5000") -> str:
+        """The MLflow UI view of this sweep's front: the experiment's runs table filtered on ``pareto``, all
+        dates (the address ``mlflow ui`` serves by default)."""
+        return review_url(self.experiment_id, base)
+
+    def set_note(self, markdown: str) -> None:
+        """The parent run's description in the MLflow UI."""
+        self.client.set_tag(self.parent_id, "mlflow.note.content", markdown)
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status)
 
@@ -113,7 +128,8 @@ class Tracker:
         """Write one trial's child run in one go and terminate it with ``status``."""
         from mlflow.entities import Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
+        label = tags.get("label") or ""
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}" + (f" {label}" if label else ""), tags={
             "mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), SWEEP_TAG: self.sweep})
         rid = run.info.run_id
         self.client.log_batch(

@@ -45,7 +45,8 @@ def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | 
     parts = assemble(cfg, kinds=fleet.kinds())  # the kinds the agents report: shipped to remote workers as they are
     fleet.upload_dataset(parts.splits.val, head=parts.model.head, input_size=parts.model.input_size)
     hooks = LocalHooks(parts, fleet=fleet, workdir=Path(workdir))
-    return Sweep(cfg, config_text=text, hooks=hooks, workdir=Path(workdir)), parts.space, cfg
+    return (Sweep(cfg, config_text=text, hooks=hooks, workdir=Path(workdir), config_path=Path(config_path)),
+            parts.space, cfg)
 
 
 def load_front(config_path: Path):
@@ -72,13 +73,15 @@ def load_front(config_path: Path):
         raise ConfigError(f"no sweep named '{cfg.name}' in {cfg.search.storage}: run `edgetune search "
                           f"{config_path}` first (or fix `name:` / `search.storage`).") from exc
     trials = study.get_trials(deepcopy=False)
-    run_ids = {}
+    run_ids, review = {}, None
     try:
         tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment or cfg.name, sweep=cfg.name,
                           readonly=True)
         run_ids = {n: r.info.run_id for n, r in tracker.child_runs().items()}
+        review = tracker.review_url()
     except Exception as exc:  # the front is in Optuna's storage; MLflow only adds run ids
         log.warning("MLflow store %s not readable (%s); run ids omitted", cfg.tracking.uri, exc)
     df = trials_frame(trials, keys, ranks=front_ranks(trials, keys, goals), run_ids=run_ids,
                       side_by_side=study.user_attrs.get(SBS_ATTR))
+    df.attrs["review_url"] = review  # the MLflow view of the front (None: no MLflow store)
     return df, keys, goals, cfg

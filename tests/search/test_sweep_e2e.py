@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,8 @@ def test_mlflow_has_one_child_per_trial_with_objectives_and_config(finished_swee
             model_files = {f.path for f in tracker.client.list_artifacts(run.info.run_id, "model")}
             assert "model/model.onnx" in model_files and "model/manifest.json" in model_files
     assert any(r.data.tags.get("baseline") == "fp32" for r in children.values())
+    labels = {n: df.loc[df["trial"] == n, "label"].iloc[0] for n in children}
+    assert all(r.info.run_name == f"trial-{n} {labels[n]}" for n, r in children.items())  # named by what was done
 
 
 def test_parent_run_holds_the_front_reports(finished_sweep):
@@ -85,6 +88,18 @@ def test_parent_run_holds_the_front_reports(finished_sweep):
     assert metrics["hypervolume"] > 0 and metrics["n_complete"] == TRIALS
     html = Path(tracker.client.download_artifacts(tracker.parent_id, "pareto.html")).read_text()
     assert "plotly" in html.lower() and "Pareto front" in html
+    parent = tracker.client.get_run(tracker.parent_id).data
+    df = sweep.frame()
+    for k in ("map50_95.local", "latency_p50_ms.local", "size_bytes"):  # each best names the trial it comes from
+        n = int(parent.tags[f"best_{k}.trial"])
+        assert df.loc[df["trial"] == n, k.replace(".local", "@local")].iloc[0] == pytest.approx(parent.metrics[f"best_{k}"])
+    note = parent.tags["mlflow.note.content"]  # the run's description in the UI
+    url = tracker.review_url()
+    assert url == (f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
+                   "&searchFilter=tags.pareto%20%3D%20%27true%27&startTime=ALL") and url in note
+    for _, row in df[df["pareto"]].iterrows():
+        assert f"| {row['trial']} | {row['label']} |" in note
+        assert f"edgetune deploy --sweep {sweep.config_path} --trial {row['trial']} --to local" in note
 
 
 def test_front_is_timed_again_side_by_side_with_fp32(finished_sweep):
@@ -127,3 +142,60 @@ def test_front_cli_reprints_and_writes_csv(finished_sweep, tmp_path):
     df = pd.read_csv(out)
     assert len(df) == TRIALS and df["pareto"].iloc[0]
     assert df.loc[df["pareto"], "sbs_latency_p50_ms@local"].notna().all()
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def test_the_review_link_opens_the_front_in_the_mlflow_ui(finished_sweep, tmp_path):
+    """The link the sweep prints, opened in headless Chromium against a real `mlflow server`: the front
+    members' runs are there, named by what was done (`make browser` installs Chromium)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (`make browser` installs Debian's)")
+    _, sweep, cfg = finished_sweep
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", cfg.tracking.uri,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow.log", "w"),  # noqa: SIM115
+                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(240):  # a hang detector, not a timing: the server imports MLflow first
+            try:
+                if urllib.request.urlopen(base, timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow server did not answer: {(tmp_path / 'mlflow.log').read_text()[-2000:]}")
+        df = sweep.frame()
+        names = [f"trial-{r['trial']} {r['label']}" for _, r in df[df["pareto"]].iterrows()]
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(sweep.tracker.review_url(base))
+            page.wait_for_selector(f"text=sweep-{cfg.name}", timeout=120_000)
+            expand = page.locator('button[data-component-id*="runnamecellrenderer"]')  # the parent's child rows
+            if expand.count():
+                expand.first.click()
+            page.wait_for_selector(f"text={names[0]}", timeout=60_000)
+            shown = page.inner_text("body")
+            browser.close()
+        assert all(n in shown for n in names), (names, shown[:2000])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
