@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -54,6 +55,18 @@ def _main(
     logger.setLevel(level)
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
         logger.addHandler(RichHandler(console=err_console, show_path=False, markup=False))
+
+
+def sweep_file(positional: Path | None, option: Path | None) -> Path:
+    """The sweep YAML of a command, given as its CONFIG argument or as ``--config`` (one of the two)."""
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        raise typer.BadParameter(f"give the sweep YAML once: CONFIG {positional} or --config {option}",
+                                 param_hint="CONFIG")
+    path = positional if positional is not None else option
+    if path is None:
+        raise typer.BadParameter("Missing the sweep YAML: pass it as CONFIG (e.g. configs/demo.yaml) or --config",
+                                 param_hint="CONFIG")
+    return Path(path)
 
 
 @app.command()

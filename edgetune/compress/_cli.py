@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
 
 def compress_cmd(
-    config: Path = typer.Option(..., "--config", "-c", help="Sweep YAML (model:, data:, space:, recovery:)."),
+    config_arg: Path = typer.Argument(None, metavar="CONFIG", show_default=False, help="Sweep YAML (or --config)."),
+    config: Path = typer.Option(None, "--config", "-c", help="Sweep YAML (model:, data:, space:, recovery:)."),
     point: str = typer.Option(..., "--point", "-p", help="A point file (YAML/JSON CompressionConfig) or a "
                                                          "baseline: fp32, int8-uniform, fp16-uniform."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write model.onnx + manifest.json into."),
@@ -31,12 +32,12 @@ def compress_cmd(
 
     from edgetune._paths import cache_dir
     from edgetune.assembly import assemble
-    from edgetune.cli import console
+    from edgetune.cli import console, sweep_file
     from edgetune.compress import compress, needs_train
     from edgetune.config import load_sweep_config
     from edgetune.spaces import BASELINES, CompressionConfig
 
-    cfg = load_sweep_config(config)
+    cfg = load_sweep_config(sweep_file(config_arg, config))
     with console.status("loading the model and building the space ...", spinner="dots"):
         parts = assemble(cfg, kinds=target or None, train=False)
     space = parts.space

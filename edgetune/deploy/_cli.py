@@ -24,8 +24,8 @@ def _console():
 
 
 def deploy_cmd(
-    to: str = typer.Option(..., "--to", help="Device name, from the sweep's `devices:` or the --fleet file."),
-    sweep: str = typer.Option(None, "--sweep", help=_SWEEP_HELP),
+    to: str = typer.Option(..., "--to", "--device", help="Device name, from the sweep's `devices:` or the --fleet file."),
+    sweep: str = typer.Option(None, "--sweep", "--config", help=_SWEEP_HELP),
     trial: int = typer.Option(None, "--trial", help="Deploy this trial number."),
     pick: str = typer.Option(None, "--pick", help="Deploy the trial this rule picks, e.g. "
                              "'max map50_95 where latency_p50_ms@pi <= 40 and size_bytes <= 2e6'."),
@@ -107,7 +107,7 @@ def _rollback(*, to: str, sweep: str | None, name: str | None, version: int | No
 
 def deployments_cmd(
     device: str = typer.Option(..., "--device", help="Device name, from --sweep's `devices:` or --fleet."),
-    sweep: str = typer.Option(None, "--sweep", help=_SWEEP_HELP),
+    sweep: str = typer.Option(None, "--sweep", "--config", help=_SWEEP_HELP),
     fleet: Path = typer.Option(None, "--fleet", help="A fleet file defining --device."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -141,7 +141,7 @@ def deployments_cmd(
 
 
 def export_cmd(
-    sweep: str = typer.Option(..., "--sweep", help=_SWEEP_HELP),
+    sweep: str = typer.Option(..., "--sweep", "--config", help=_SWEEP_HELP),
     out: Path = typer.Option(..., "--out", help="Folder to write (model.onnx, manifest.json, summary.json, README.md)."),
     trial: int = typer.Option(None, "--trial", help="Export this trial number."),
     pick: str = typer.Option(None, "--pick", help="Or the trial this rule picks (see `edgetune deploy --help`)."),

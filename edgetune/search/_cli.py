@@ -103,6 +103,28 @@ def venv_command(name: str) -> str:
     return rel if not rel.startswith("..") else str(script)
 
 
+def _deploy_hint(cfg, df, keys, *, config: Path, local: bool) -> str:
+    """How to deploy the fastest front member within 1 accuracy point of fp32 (for --local sweeps: with
+    the command that starts the agent the sweep's own local agent stood for)."""
+    from edgetune.search.front import fastest_close_to_fp32
+
+    s = fastest_close_to_fp32(df, keys)
+    device = cfg.devices[0].name if cfg.devices else None
+    if s is None or device is None:
+        return ""
+    how = "side by side" if s["side_by_side"] else "in its trial"
+    lines = [f"Suggested: trial {s['trial']} ({s['label']}), {s['speedup']:.2f}x faster than fp32 (timed {how}) at "
+             f"{s['metric']} {s['accuracy']:.4f} vs {s['fp32_accuracy']:.4f}. Deploy it:"]
+    if local:
+        activate = venv_command("activate")
+        lines.append(("  " + (f"source {activate}; " if activate != "activate" else "")) +
+                     "export EDGETUNE_AGENT_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(16))')")
+        lines.append(f"  {venv_command('edgetune')} agent serve --port 8765 --kind local-cpu --name {device} "
+                     "> agent.log 2>&1 &")
+    lines.append(f"  {venv_command('edgetune')} deploy --config {config} --device {device} --trial {s['trial']}")
+    return "\n".join(lines)
+
+
 def _open_hint(cfg, url: str | None = None) -> str:
     uri = cfg.tracking.uri
     exp = cfg.tracking.experiment or cfg.name
@@ -117,14 +139,18 @@ def _open_hint(cfg, url: str | None = None) -> str:
 
 
 def search_cmd(
-    config: Path = typer.Argument(..., help="Sweep YAML (see configs/demo.yaml)."),
+    config_arg: Path = typer.Argument(None, metavar="CONFIG", show_default=False,
+                                      help="Sweep YAML (see configs/demo.yaml; or --config)."),
+    config: Path = typer.Option(None, "--config", "-c", help="The sweep YAML."),
     trials: int = typer.Option(None, "--trials", help="Total trials (overrides search.trials); a rerun continues."),
     workdir: Path = typer.Option(Path(".edgetune"), help="Artifacts cache and sweep scratch space."),
     local: bool = typer.Option(False, "--local", help="Start a local-cpu agent (pinned to one core) for each "
                                "entry of `devices:` and measure there (the demo; no board needed)."),
 ) -> None:
     """Run (or resume) a sweep: compress candidates, measure them on the devices, log to MLflow."""
-    run_search(config, trials=trials, workdir=workdir, local=local)
+    from edgetune.cli import sweep_file
+
+    run_search(sweep_file(config_arg, config), trials=trials, workdir=workdir, local=local)
 
 
 def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool) -> None:
@@ -188,18 +214,22 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
         console.print(f"[yellow]{len(failed)} trial(s) failed[/]: " + escape("; ".join(
             f"#{r['trial']}: {r['error']}" for _, r in failed.head(5).iterrows())), markup=True)
     console.print(_open_hint(cfg, sweep.tracker.review_url()), soft_wrap=True)
+    if hint := _deploy_hint(cfg, df, sweep.keys, config=config, local=agents is not None):
+        console.print(hint, soft_wrap=True)
 
 
 def front_cmd(
-    config: Path = typer.Option(..., "--config", help="The sweep YAML."),
+    config_arg: Path = typer.Argument(None, metavar="CONFIG", show_default=False, help="Sweep YAML (or --config)."),
+    config: Path = typer.Option(None, "--config", "-c", help="The sweep YAML."),
     csv: Path = typer.Option(None, "--csv", help="Write every trial (front first) to this CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
     all_trials: bool = typer.Option(False, "--all", help="Show every trial, not only the front."),
 ) -> None:
     """Reprint a sweep's Pareto front from its Optuna storage (and MLflow run ids)."""
-    from edgetune.cli import console
+    from edgetune.cli import console, sweep_file
     from edgetune.search.wiring import load_front
 
+    config = sweep_file(config_arg, config)
     df, keys, goals, cfg = load_front(config)
     if csv:
         df.sort_values(["pareto", "trial"], ascending=[False, True]).to_csv(csv, index=False)
@@ -210,3 +240,5 @@ def front_cmd(
     console.print(front_table(df, keys, goals, title=f"{'Trials' if all_trials else 'Pareto front'} of '{cfg.name}'",
                               only_front=not all_trials))
     console.print(_open_hint(cfg, df.attrs.get("review_url")), soft_wrap=True)
+    if hint := _deploy_hint(cfg, df, keys, config=config, local=False):
+        console.print(hint, soft_wrap=True)

@@ -10,7 +10,7 @@ import numpy as np
 from edgetune.objectives.pareto import hypervolume, pareto_ranks, to_minimization
 from edgetune.search.records import RECORD_ATTR
 
-__all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note"]
+__all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "fastest_close_to_fp32"]
 
 
 def _complete(trials) -> list:
@@ -144,3 +144,28 @@ def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, de
         lines += [f"edgetune deploy --sweep {config} --trial {r['trial']} --to {device}" for _, r in front.iterrows()]
         lines.append("```")
     return "\n".join(lines)
+
+
+def fastest_close_to_fp32(df, keys: Sequence[str], *, within: float = 0.01) -> dict | None:
+    """The front member with the largest speed-up over fp32 whose accuracy is within ``within`` (1 mAP /
+    top-1 point) of fp32's, speed-ups from the side-by-side timings where there are some; None when the
+    objectives have no accuracy or latency, or no member qualifies."""
+    acc = next((k for k in keys if k.split("@")[0] in ("map50_95", "map50", "top1")), None)
+    lat = next((k for k in keys if k.startswith("latency_p50_ms@")), None)
+    fp32 = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")] if len(df) else df
+    if acc is None or lat is None or fp32.empty:
+        return None
+    col = f"sbs_{lat}" if f"sbs_{lat}" in df.columns and fp32.iloc[0].get(f"sbs_{lat}") == fp32.iloc[0].get(f"sbs_{lat}") \
+        else lat
+    base = fp32.iloc[0]
+    best = None
+    for _, r in df[df["pareto"] & (df["baseline"] != "fp32")].iterrows():
+        t = r.get(col)
+        if t is None or t != t or r[acc] < base[acc] - within:
+            continue
+        speedup = float(base[col]) / float(t)
+        if speedup > 1.0 and (best is None or speedup > best["speedup"]):
+            best = {"trial": int(r["trial"]), "label": r.get("label") or "", "speedup": speedup,
+                    "accuracy": float(r[acc]), "fp32_accuracy": float(base[acc]), "metric": acc,
+                    "side_by_side": col != lat}
+    return best

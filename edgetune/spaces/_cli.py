@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
 
 def space_cmd(
-    config: Path = typer.Option(..., "--config", "-c", help="Sweep YAML (model:, data:, space: sections)."),
+    config_arg: Path = typer.Argument(None, metavar="CONFIG", show_default=False, help="Sweep YAML (or --config)."),
+    config: Path = typer.Option(None, "--config", "-c", help="Sweep YAML (model:, data:, space: sections)."),
     target: list[str] = typer.Option(None, "--target", "-t", help="Device kind(s); default: the kinds of the "
                                      "sweep's devices, else space.targets."),
     as_json: bool = typer.Option(False, "--json", help="Print the space as JSON instead of tables."),
@@ -28,10 +29,10 @@ def space_cmd(
     from rich.table import Table
 
     from edgetune.assembly import assemble
-    from edgetune.cli import console
+    from edgetune.cli import console, sweep_file
     from edgetune.config import load_sweep_config
 
-    cfg = load_sweep_config(config)
+    cfg = load_sweep_config(sweep_file(config_arg, config))
     with console.status("discovering layers and coupling groups ...", spinner="dots"):
         parts = assemble(cfg, kinds=target or None, train=False, val_images=8)  # the classes are all it needs
     model, space = parts.model, parts.space

@@ -93,3 +93,22 @@ def test_a_read_only_command_on_a_missing_sweep_creates_nothing(monkeypatch, cap
     code, text = run(monkeypatch, capfd, "front", "--config", str(config))
     assert code == 2 and "edgetune search" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.yaml"]  # no empty edgetune.db / mlflow.db
+
+
+@pytest.mark.parametrize("command", ["space", "compress", "search", "front"])
+def test_the_sweep_yaml_is_the_same_argument_everywhere(command, monkeypatch, capfd, tmp_path):
+    """CONFIG positional or --config, in every command that reads a sweep (deploy's --sweep takes --config too)."""
+    extra = ["--point", "fp32", "--out", str(tmp_path / "o")] if command == "compress" else []
+    code, text = run(monkeypatch, capfd, command, *extra)
+    assert code == 2 and "Missing the sweep YAML" in text
+    missing = str(tmp_path / "nope.yaml")
+    first = run(monkeypatch, capfd, command, missing, *extra)
+    second = run(monkeypatch, capfd, command, "--config", missing, *extra)
+    assert first == second and first[0] == 2 and "nope.yaml" in first[1] and "does not exist" in first[1]
+
+
+def test_deploy_takes_device_and_config_like_the_other_commands(monkeypatch, capfd, tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    a = run(monkeypatch, capfd, "deploy", "--to", "local", "--sweep", missing, "--trial", "1")
+    b = run(monkeypatch, capfd, "deploy", "--device", "local", "--config", missing, "--trial", "1")
+    assert a == b and a[0] == 2 and "nope.yaml" in a[1]
