@@ -37,26 +37,20 @@ def _cell(key: str, v) -> str:
 
 
 def _speedup(r, base_row, key: str) -> str:
-    """Speed-up of row ``r`` against fp32 on ``key``'s device: from the side-by-side timings when both were
-    timed so (marked ``=``), else from each trial's own timing."""
-    if base_row is None:
-        return "-"
-    sbs = "sbs_" + key
-    if _num(r.get(sbs)) and _num(base_row.get(sbs)):
-        return f"{base_row[sbs] / r[sbs]:.2f}x="
-    return f"{base_row[key] / r[key]:.2f}x" if _num(r.get(key)) and _num(base_row.get(key)) else "-"
+    """Speed-up of row ``r`` against fp32 on ``key``'s device, marked ``=`` when timed side by side."""
+    from edgetune.search.front import speedup_vs_fp32
 
-
-def _num(v) -> bool:
-    return v is not None and v == v and v > 0
+    x, sbs = speedup_vs_fp32(r, base_row, key)
+    return "-" if x is None else f"{x:.2f}x" + ("=" if sbs else "")
 
 
 def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front: bool = True):
     """A rich table of the front (or all trials) with speed-up and size ratio against fp32."""
     from rich.table import Table
 
-    base = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")]
-    base_row = base.iloc[0] if len(base) else None
+    from edgetune.search.front import fp32_row
+
+    base_row = fp32_row(df)
     rows = df[df["pareto"]] if only_front else df
     lat_keys = [k for k in df.columns if str(k).startswith("latency_p50_ms@")]
     sbs_keys = [k for k in lat_keys if f"sbs_{k}" in df.columns]

@@ -10,7 +10,8 @@ import numpy as np
 from edgetune.objectives.pareto import hypervolume, pareto_ranks, to_minimization
 from edgetune.search.records import RECORD_ATTR
 
-__all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "fastest_close_to_fp32"]
+__all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "fastest_close_to_fp32", "fp32_row",
+           "speedup_vs_fp32"]
 
 
 def _complete(trials) -> list:
@@ -121,23 +122,45 @@ def _num(v) -> str:
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 
+def fp32_row(df):
+    """The completed fp32 baseline's row of a trials frame, or None."""
+    base = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")] if len(df) else df
+    return base.iloc[0] if len(base) else None
+
+
+def _positive(v) -> bool:
+    return v is not None and v == v and v > 0
+
+
+def speedup_vs_fp32(r, base, key: str) -> tuple[float | None, bool]:
+    """(speed-up of row ``r`` over the fp32 row ``base`` on latency ``key``, whether it comes from the
+    side-by-side timings): those when both were timed so, else each trial's own timing; None: not timed."""
+    if base is None:
+        return None, False
+    sbs = "sbs_" + key
+    if _positive(r.get(sbs)) and _positive(base.get(sbs)):
+        return float(base[sbs]) / float(r[sbs]), True
+    if _positive(r.get(key)) and _positive(base.get(key)):
+        return float(base[key]) / float(r[key]), False
+    return None, False
+
+
 def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, device: str | None) -> str:
     """The sweep parent run's description (markdown): where to look, the front (numbers rounded; the
-    side-by-side speed-up where it was timed) and the command that deploys each member."""
+    speed-up over fp32, ``=`` where timed side by side) and the command that deploys each member."""
     front = df[df["pareto"]].sort_values(keys[0], ascending=False) if len(df) else df
-    sbs = next((c for c in df.columns if str(c).startswith("sbs_latency_p50_ms@")), None) if len(df) else None
-    fp32 = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")] if sbs else df.iloc[0:0]
-    ref = float(fp32.iloc[0][sbs]) if len(fp32) and fp32.iloc[0][sbs] == fp32.iloc[0][sbs] else None
-    head = ["trial", "label", *keys] + ([f"speed-up vs fp32 ({sbs.split('@')[1]}, side by side)"] if ref else [])
+    base = fp32_row(df)
+    lat = next((k for k in keys if k.startswith("latency_p50_ms@")), None) if base is not None else None
+    head = ["trial", "label", *keys] + ([f"speed-up vs fp32 ({lat.split('@')[1]})"] if lat else [])
     lines = [f"**edgetune sweep `{sweep}`**: {len(df)} trials, {len(front)} on the Pareto front.", "",
              f"[Open the front as a table of runs]({url}) (filter `tags.pareto = 'true'`); `pareto.html` in this "
              "run's artifacts is the interactive plot.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in front.iterrows():
         cells = [str(r["trial"]), str(r.get("label") or "")] + [_num(r.get(k)) for k in keys]
-        if ref:
-            v = r.get(sbs)
-            cells.append(f"{ref / v:.2f}x" if v and v == v else "")
+        if lat:
+            x, sbs = speedup_vs_fp32(r, base, lat)
+            cells.append(f"{x:.2f}x" + ("=" if sbs else "") if x else "")
         lines.append("| " + " | ".join(cells) + " |")
     if device and len(front):
         lines += ["", "Deploy a member:", "", "```"]
@@ -147,25 +170,20 @@ def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, de
 
 
 def fastest_close_to_fp32(df, keys: Sequence[str], *, within: float = 0.01) -> dict | None:
-    """The front member with the largest speed-up over fp32 whose accuracy is within ``within`` (1 mAP /
-    top-1 point) of fp32's, speed-ups from the side-by-side timings where there are some; None when the
-    objectives have no accuracy or latency, or no member qualifies."""
+    """The front member with the largest speed-up over fp32 (:func:`speedup_vs_fp32`) whose accuracy is
+    within ``within`` (1 mAP / top-1 point) of fp32's; None when the objectives have no accuracy or latency,
+    or no member qualifies."""
     acc = next((k for k in keys if k.split("@")[0] in ("map50_95", "map50", "top1")), None)
     lat = next((k for k in keys if k.startswith("latency_p50_ms@")), None)
-    fp32 = df[(df["baseline"] == "fp32") & (df["state"] == "COMPLETE")] if len(df) else df
-    if acc is None or lat is None or fp32.empty:
+    base = fp32_row(df)
+    if acc is None or lat is None or base is None:
         return None
-    col = f"sbs_{lat}" if f"sbs_{lat}" in df.columns and fp32.iloc[0].get(f"sbs_{lat}") == fp32.iloc[0].get(f"sbs_{lat}") \
-        else lat
-    base = fp32.iloc[0]
     best = None
     for _, r in df[df["pareto"] & (df["baseline"] != "fp32")].iterrows():
-        t = r.get(col)
-        if t is None or t != t or r[acc] < base[acc] - within:
+        speedup, sbs = speedup_vs_fp32(r, base, lat)
+        if speedup is None or speedup <= 1.0 or r[acc] < base[acc] - within:
             continue
-        speedup = float(base[col]) / float(t)
-        if speedup > 1.0 and (best is None or speedup > best["speedup"]):
+        if best is None or speedup > best["speedup"]:
             best = {"trial": int(r["trial"]), "label": r.get("label") or "", "speedup": speedup,
-                    "accuracy": float(r[acc]), "fp32_accuracy": float(base[acc]), "metric": acc,
-                    "side_by_side": col != lat}
+                    "accuracy": float(r[acc]), "fp32_accuracy": float(base[acc]), "metric": acc, "side_by_side": sbs}
     return best
