@@ -20,7 +20,7 @@ from edgetune.errors import ConfigError, format_validation_error
 from edgetune.search import ObjectiveSpec, SearchSpec, TrackingSpec, check_sweep
 from edgetune.spaces import SpaceSpec
 
-__all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "parse_model_ref",
+__all__ = ["Strict", "ModelSpec", "DataSpec", "SweepConfig", "load_sweep_config", "check_paths", "parse_model_ref",
            "parse_data_ref"]
 
 
@@ -151,6 +151,32 @@ def _check_names(cfg: SweepConfig) -> None:
         if d.kind is not None and d.kind not in DEVICE_KINDS:
             raise ConfigError(f"`devices.{i}.kind` {d.kind!r} is not a known device kind; kinds: "
                               f"{', '.join(DEVICE_KINDS)} (or leave it out: the agent reports its kind).")
+
+
+# the path fields of the model and data sections: (section, field, "file" | "dir" | "any")
+_PATH_FIELDS = (("model", "weights", "file"), ("model", "path", "file"), ("data", "annotations", "file"),
+                ("data", "images", "dir"), ("data", "train_annotations", "file"), ("data", "train_images", "dir"),
+                ("data", "path", "any"))
+
+
+def check_paths(cfg: SweepConfig, *, config_path: str | Path | None = None) -> None:
+    """Every file and folder the model and data sections name exists (relative paths: from the current
+    directory). Cheap, so commands run it before contacting any device; the loaders check contents."""
+    problems = []
+    for section, field, kind in _PATH_FIELDS:
+        value = getattr(getattr(cfg, section), field, None)
+        if value in (None, ""):
+            continue
+        p = Path(value).expanduser()
+        ok = p.is_file() if kind == "file" else p.is_dir() if kind == "dir" else p.exists()
+        if not ok:
+            what = {"file": "file", "dir": "folder", "any": "path"}[kind]
+            where = f" (from {Path.cwd()})" if not p.is_absolute() else ""
+            problems.append(f"`{section}.{field}`: {what} '{value}' does not exist{where}")
+    if problems:
+        src = f" in '{config_path}'" if config_path else ""
+        raise ConfigError(f"missing path{'s' if len(problems) > 1 else ''}{src}: " + "; ".join(problems) +
+                          ". Fix the path (relative paths are read from the directory you run edgetune in).")
 
 
 def load_sweep_config(path: str | Path, model_cls: type[BaseModel] | None = None) -> BaseModel:

@@ -23,7 +23,18 @@ def _console():
     return console
 
 
+def _sweep_arg(positional: str | None, option: str | None, *, required: bool) -> str | None:
+    """The sweep YAML given as CONFIG or --sweep / --config (as in every other command)."""
+    from edgetune.cli import sweep_file
+
+    if positional is None and option is None and not required:
+        return None
+    return str(sweep_file(positional, option))
+
+
 def deploy_cmd(
+    config_arg: str = typer.Argument(None, metavar="CONFIG", show_default=False,
+                                     help="The sweep's YAML (or --sweep / --config)."),
     to: str = typer.Option(..., "--to", "--device", help="Device name, from the sweep's `devices:` or the --fleet file."),
     sweep: str = typer.Option(None, "--sweep", "--config", help=_SWEEP_HELP),
     trial: int = typer.Option(None, "--trial", help="Deploy this trial number."),
@@ -38,6 +49,7 @@ def deploy_cmd(
     no_register: bool = typer.Option(False, "--no-register", help="Do not register the model in MLflow."),
 ) -> None:
     """Push a trial of a sweep to a device, verify it there against the sweep, register it in MLflow."""
+    sweep = _sweep_arg(config_arg, sweep, required=False)
     if rollback:
         return _rollback(to=to, sweep=sweep, name=name, version=version, fleet=fleet)
     from edgetune.deploy._deploy import deploy, how_to_load
@@ -56,6 +68,8 @@ def deploy_cmd(
                   f"'{dep.name}' v{dep.active} ({change}; artifact {rep.artifact.hash[:12]} from {rep.source})")
     for line in _verification_lines(v):
         console.print(line)
+    for note in rep.notes:
+        console.print(f"note: {note}")
     if rep.registration is not None:
         r = rep.registration
         console.print(f"registered: {r.uri} -> version {r.version} (MLflow run {r.run_id})")
@@ -106,12 +120,15 @@ def _rollback(*, to: str, sweep: str | None, name: str | None, version: int | No
 
 
 def deployments_cmd(
+    config_arg: str = typer.Argument(None, metavar="CONFIG", show_default=False,
+                                     help="The sweep's YAML (or --sweep / --config)."),
     device: str = typer.Option(..., "--device", help="Device name, from --sweep's `devices:` or --fleet."),
     sweep: str = typer.Option(None, "--sweep", "--config", help=_SWEEP_HELP),
     fleet: Path = typer.Option(None, "--fleet", help="A fleet file defining --device."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the deployments on a device: versions kept, the active one, where they live."""
+    sweep = _sweep_arg(config_arg, sweep, required=False)
     from rich.table import Table
 
     from edgetune.deploy._sweep import agent_client, resolve_device
@@ -141,7 +158,9 @@ def deployments_cmd(
 
 
 def export_cmd(
-    sweep: str = typer.Option(..., "--sweep", "--config", help=_SWEEP_HELP),
+    config_arg: str = typer.Argument(None, metavar="CONFIG", show_default=False,
+                                     help="The sweep's YAML (or --sweep / --config)."),
+    sweep: str = typer.Option(None, "--sweep", "--config", help=_SWEEP_HELP),
     out: Path = typer.Option(..., "--out", help="Folder to write (model.onnx, manifest.json, summary.json, README.md)."),
     trial: int = typer.Option(None, "--trial", help="Export this trial number."),
     pick: str = typer.Option(None, "--pick", help="Or the trial this rule picks (see `edgetune deploy --help`)."),
@@ -149,6 +168,7 @@ def export_cmd(
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
 ) -> None:
     """Write the deployable folder of a trial, for deploying by hand (TensorRT devices: build_engine.sh)."""
+    sweep = _sweep_arg(config_arg, sweep, required=True)
     from edgetune.deploy._export import export_trial
 
     summary = export_trial(sweep=sweep, out=out, trial=trial, rule=pick, workdir=workdir, force=force)

@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetune._logging import get_logger
-from edgetune.deploy._rule import parse_rule, pick
+from edgetune.deploy._rule import noise_ties, parse_rule, pick
 from edgetune.deploy._sweep import SweepRecords, TrialPoint, load_sweep
 from edgetune.errors import ConfigError, DeployError
 
@@ -36,6 +36,7 @@ class DeployReport:
     verification: object  # Verification
     registration: object | None  # Registration
     tracking_uri: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. other trials the --pick rule cannot tell apart
 
     @property
     def deployment(self):
@@ -50,6 +51,20 @@ def resolve_point(records: SweepRecords, *, trial: int | None, rule: str | None)
         return records.trial(trial)
     parsed = parse_rule(rule, devices=records.device_names)
     return pick(parsed, records.complete(), baseline=records.baseline_values(), sweep=f"sweep '{records.name}'")
+
+
+def pick_notes(records: SweepRecords, point: TrialPoint, rule: str | None) -> list[str]:
+    """What a user should know about a --pick choice: the trials it beat by less than the noise."""
+    if rule is None:
+        return []
+    parsed = parse_rule(rule, devices=records.device_names)
+    ties = noise_ties(parsed, point, records.complete(), baseline=records.baseline_values())
+    if not ties:
+        return []
+    listed = ", ".join(f"{p.number} ({p.label}: {p.values[parsed.key]:.4g})" for p in ties[:5])
+    return [f"--pick chose trial {point.number} ({point.values[parsed.key]:.4g}) by {parsed.key}, but trial(s) {listed} "
+            "are within the measurement noise of it on that value: the choice between them is luck. Compare "
+            "them on the other columns of `edgetune front` and deploy one with --trial N."]
 
 
 def _labels(val) -> dict[str, str]:
@@ -69,6 +84,7 @@ def deploy(*, sweep: str | Path, to: str, trial: int | None = None, rule: str | 
     records = load_sweep(sweep)
     cfg = records.cfg
     point = resolve_point(records, trial=trial, rule=rule)
+    notes = pick_notes(records, point, rule)
     spec = resolve_device(to, cfg=cfg, fleet=fleet)
     name = name or cfg.name
     art, source = fetch_artifact(records, point, workdir=workdir, rebuild=rebuild)
@@ -96,7 +112,7 @@ def deploy(*, sweep: str | Path, to: str, trial: int | None = None, rule: str | 
                               "the same deploy again (pushing the active bytes again changes nothing on the device).") from exc
     return DeployReport(sweep=cfg.name, point=point, device=to, url=spec.url, source=source, artifact=art,
                         result=result, verification=verification, registration=registration,
-                        tracking_uri=cfg.tracking.uri)
+                        tracking_uri=cfg.tracking.uri, notes=notes)
 
 
 def _failed(v, client, result, name: str) -> str:

@@ -18,7 +18,7 @@ from edgetune.errors import ConfigError, DeployError
 from edgetune.objectives.constraints import Constraint, parse_constraint
 from edgetune.objectives.metrics import canonical_names, get_metric, metric_key
 
-__all__ = ["PickRule", "Condition", "parse_rule", "pick"]
+__all__ = ["noise_ties", "PickRule", "Condition", "parse_rule", "pick"]
 
 _RULE = re.compile(r"^\s*(max|min)\s+([A-Za-z_][A-Za-z0-9_]*(?:\s*@\s*[A-Za-z0-9_.-]+)?)\s*(?:\bwhere\b\s*(.*))?$",
                    re.DOTALL)
@@ -137,3 +137,17 @@ def _nearest(rule: PickRule, points: Sequence, baseline: dict[str, float] | None
         vals = ", ".join(f"{k}={_fmt(p.values.get(k))}" for k in rule.keys)
         lines.append(f"trial {p.number} ({p.label}): {vals}; fails {' and '.join(repr(t) for t in missed)}")
     return "; ".join(lines)
+
+
+def noise_ties(rule: PickRule, chosen, points: Sequence, *, baseline: dict[str, float] | None = None) -> list:
+    """The other trials that satisfy ``rule`` and are within measurement noise of ``chosen`` on the value
+    the rule ranks by (see ``edgetune.search.front.within_noise``): the pick between them is luck."""
+    from edgetune.search.front import within_noise
+    from edgetune.search.records import latency_ci_columns
+
+    def row(p) -> dict:
+        return {**p.values, **latency_ci_columns(p.record)}
+
+    mine = row(chosen)
+    return [p for p in points if p.complete and p.number != chosen.number and p.values.get(rule.key) is not None
+            and all(c.holds(p.values, baseline) for c in rule.conditions) and within_noise(mine, row(p), rule.key)]

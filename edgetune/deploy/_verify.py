@@ -60,7 +60,7 @@ def sweep_bundle(cfg, manifest: dict):
 
 def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, tolerance: float = MAP_TOLERANCE):
     """(Verification, Measurement) of the bytes ``sha256`` already on the agent behind ``client``."""
-    from edgetune.objectives import measurement_values
+    from edgetune.objectives import SE_SUFFIX, measurement_values
 
     search = cfg.search
     m = client.measure(sha256, dataset=bundle, latency={"warmup": search.latency_warmup, "min_runs": search.latency_runs},
@@ -85,7 +85,7 @@ def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, to
         want = sweep_values.get(key)
         if want is None:
             continue
-        if metric.startswith(_ACCURACY):
+        if metric.startswith(_ACCURACY) and not metric.endswith(SE_SUFFIX):
             v.accuracy[key] = {"sweep": want, "device": got, "diff": got - want}
         elif "latency" in metric and "_ms" in metric:
             v.latency[key] = {"sweep": want, "device": got, "diff_ms": got - want, "ratio": got / want if want else 0.0}

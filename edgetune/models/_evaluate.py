@@ -17,7 +17,7 @@ import numpy as np
 from edgetune.data import Dataset, LetterboxMeta, letterbox, to_input, unletterbox
 from edgetune.errors import DataError
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections
-from edgetune.objectives.accuracy import coco_map, detections_to_coco, topk_accuracy
+from edgetune.objectives.accuracy import coco_map, detections_to_coco, topk_accuracy, topk_se
 
 __all__ = ["iter_batches", "evaluate", "score_outputs", "OutputScorer", "postprocess_detections"]
 
@@ -47,8 +47,10 @@ class OutputScorer:
 
     Detection (``DetectHead``): outputs (b, 4 + C, A) are decoded, mapped back to original pixels with
     ``metas`` and scored against ``coco_gt`` (a COCO instances dict): the 12 COCO metrics. Classification
-    (``ClassifyHead``): outputs (b, C) are scored against ``labels`` (N,): top-1 / top-5. The ground truth
-    the task needs missing, or row counts that disagree, raise DataError.
+    (``ClassifyHead``): outputs (b, C) are scored against ``labels`` (N,): top-1 / top-5. Each comes with
+    its standard error over images (``map50_95_se``, ``top1_se``, ...: what a difference between two models
+    must exceed to be more than noise). The ground truth the task needs missing, or row counts that
+    disagree, raise DataError.
     """
 
     def __init__(self, head: DetectHead | ClassifyHead, *, coco_gt: dict | None = None,
@@ -79,10 +81,11 @@ class OutputScorer:
 
     def result(self) -> dict[str, float]:
         if isinstance(self.head, DetectHead):
-            return coco_map(self.coco_gt, self._dets)
+            return coco_map(self.coco_gt, self._dets, se=True)
         if self.labels.shape != (self.n,):
             raise DataError(f"labels must be one per image, shape ({self.n},), but got shape {self.labels.shape}.")
-        return topk_accuracy(np.concatenate(self._scores) if self._scores else np.zeros((0, 1)), self.labels)
+        acc = topk_accuracy(np.concatenate(self._scores) if self._scores else np.zeros((0, 1)), self.labels)
+        return {**acc, **topk_se(acc, self.n)}
 
 
 def score_outputs(outputs: np.ndarray, *, head: DetectHead | ClassifyHead, metas: Sequence[LetterboxMeta],

@@ -21,11 +21,12 @@ def _fmt(v, nd=4) -> str:
 
 
 def _header(key: str) -> str:
+    """The display name (an accepted alias) over the device: two short lines, so 80 columns fit."""
     metric, _, device = key.partition("@")
     short = {"map50_95": "mAP50-95", "map50": "mAP50", "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms",
              "e2e_latency_p50_ms": "e2e p50 ms", "size_bytes": "size KB", "compressed_bytes": "zstd KB",
-             "peak_mem_mb": "mem MB", "energy_mj": "mJ/inf"}.get(metric, metric)
-    return f"{short} {device}".strip()
+             "peak_mem_mb": "mem MB", "energy_mj": "mJ/inf", "top1": "top-1", "top5": "top-5"}.get(metric, metric)
+    return f"{short}\n{device}" if device else short
 
 
 def _cell(key: str, v) -> str:
@@ -45,38 +46,52 @@ def _speedup(r, base_row, key: str) -> str:
 
 
 def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front: bool = True):
-    """A rich table of the front (or all trials) with speed-up and size ratio against fp32."""
+    """A rich table of the front (or all trials): the objectives, speed-up and size against fp32, the
+    members each is tied with (within noise) and the three suggestions. Fits 80 columns: labels wrap,
+    numbers never do."""
+    from rich import box
     from rich.table import Table
 
-    from edgetune.search.front import fp32_row
+    from edgetune.search.front import fp32_row, noise_ties, suggestions
 
     base_row = fp32_row(df)
     rows = df[df["pareto"]] if only_front else df
-    lat_keys = [k for k in df.columns if str(k).startswith("latency_p50_ms@")]
-    sbs_keys = [k for k in lat_keys if f"sbs_{k}" in df.columns]
-    caption = None
-    if sbs_keys:
-        caption = ("x= : fp32 and this point timed again side by side at the end of the sweep, interleaved in one "
-                   "process on the device (column 'p50 ms s-b-s'); plain x: from each trial's own timing")
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("config", overflow="fold", max_width=28)
+    lat_keys = [k for k in keys if str(k).startswith("latency_p50_ms@")]
+    sbs = any(f"sbs_{k}" in df.columns for k in lat_keys)
+    ties = noise_ties(df, keys)
+    picks: dict[int, list[str]] = {}
+    for p in suggestions(df, keys, goals):
+        picks.setdefault(p["trial"], []).append(p["kind"])
+    notes = []
+    if sbs:
+        notes.append("x= speed-up timed side by side with fp32 at the end of the sweep (plain x: each trial's own "
+                     "timing)")
+    notes.append("ties: same accuracy and p50 within noise (1 SE of the mAP difference over images; overlapping "
+                 "95% CIs); prefer the smaller")
+    notes.append("pick: fastest within 1 point of fp32, knee of the accuracy-latency front, smallest meeting "
+                 "the constraints")
+    table = Table(title=title, title_justify="left", caption="\n".join(notes), caption_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("config", overflow="fold", min_width=12, ratio=1)
     for k in keys:
-        table.add_column(_header(k), justify="right")
-    for k in sbs_keys:
-        table.add_column(f"p50 ms s-b-s {k.split('@')[1]}", justify="right")
+        table.add_column(_header(k), justify="right", no_wrap=True)
     for k in lat_keys:
-        table.add_column(f"speed-up {k.split('@')[1]}", justify="right")
-    table.add_column("size/fp32", justify="right")
+        table.add_column(f"speed-up\n{k.split('@')[1]}", justify="right", no_wrap=True)
+    table.add_column("size\n/fp32", justify="right", no_wrap=True)
+    table.add_column("ties", overflow="fold", max_width=8)
+    table.add_column("pick", overflow="fold", max_width=8)
     if not only_front:
-        table.add_column("state")
+        table.add_column("state", no_wrap=True)
     for _, r in rows.sort_values(keys[0], ascending=goals[0] == "min").iterrows():
-        cells = [str(r["trial"]), str(r.get("label") or ("fp32" if r.get("baseline") == "fp32" else ""))]
+        n = int(r["trial"])
+        cells = [str(n), str(r.get("label") or ("fp32" if r.get("baseline") == "fp32" else ""))]
         cells += [_cell(k, r.get(k)) for k in keys]
-        cells += [_cell(k, r.get(f"sbs_{k}")) for k in sbs_keys]
         cells += [_speedup(r, base_row, k) for k in lat_keys]
         ok = base_row is not None and r.get("size_bytes") and base_row.get("size_bytes")
         cells.append(f"{r['size_bytes'] / base_row['size_bytes']:.2f}x" if ok else "-")
+        cells.append(" ".join(f"#{t}" for t in ties.get(n, [])))
+        cells.append(" ".join(picks.get(n, [])))
         if not only_front:
             cells.append(("front " if r["pareto"] else "") + str(r["state"]).lower())
         table.add_row(*cells)
@@ -97,25 +112,26 @@ def venv_command(name: str) -> str:
     return rel if not rel.startswith("..") else str(script)
 
 
-def _deploy_hint(cfg, df, keys, *, config: Path, local: bool) -> str:
-    """How to deploy the fastest front member within 1 accuracy point of fp32 (for --local sweeps: with
-    the command that starts the agent the sweep's own local agent stood for)."""
-    from edgetune.search.front import fastest_close_to_fp32
+def _deploy_hint(cfg, df, keys, goals, *, config: Path, local: bool) -> str:
+    """The suggestions (fastest within 1 accuracy point of fp32, knee, smallest) and the commands that
+    deploy the first (for --local sweeps: with the command that starts the agent the sweep's own local
+    agent stood for)."""
+    from edgetune.search.front import suggestions
 
-    s = fastest_close_to_fp32(df, keys)
+    picks = suggestions(df, keys, goals)
     device = cfg.devices[0].name if cfg.devices else None
-    if s is None or device is None:
+    if not picks or device is None:
         return ""
-    how = "side by side" if s["side_by_side"] else "in its trial"
-    lines = [f"Suggested: trial {s['trial']} ({s['label']}), {s['speedup']:.2f}x faster than fp32 (timed {how}) at "
-             f"{s['metric']} {s['accuracy']:.4f} vs {s['fp32_accuracy']:.4f}. Deploy it:"]
+    lines = ["Suggested:"] + [f"  {p['kind']:<8} trial {p['trial']} ({p['label']}): {p['why']}" for p in picks]
+    first = picks[0]
+    lines.append(f"Deploy the {first['kind']} one (another: change --trial):")
     if local:
         activate = venv_command("activate")
         lines.append(("  " + (f"source {activate}; " if activate != "activate" else "")) +
                      "export EDGETUNE_AGENT_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(16))')")
         lines.append(f"  {venv_command('edgetune')} agent serve --port 8765 --kind local-cpu --name {device} "
                      "> agent.log 2>&1 &")
-    lines.append(f"  {venv_command('edgetune')} deploy --config {config} --device {device} --trial {s['trial']}")
+    lines.append(f"  {venv_command('edgetune')} deploy {config} --device {device} --trial {first['trial']}")
     return "\n".join(lines)
 
 
@@ -151,14 +167,16 @@ def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool) 
     import contextlib
 
     from edgetune.cli import console
-    from edgetune.config import load_sweep_config
+    from edgetune.config import check_paths, load_sweep_config
 
     stack = contextlib.ExitStack()
     agents = None
     if local:
         from edgetune.device_agents.local import start_local_agents
 
-        n = max(1, len(load_sweep_config(config).devices))
+        cfg = load_sweep_config(config)
+        check_paths(cfg, config_path=config)  # a wrong path fails now, before agents start
+        n = max(1, len(cfg.devices))
         with console.status(f"starting {n} local agent(s) ..."):
             agents = stack.enter_context(start_local_agents(n, threads=1))
         console.print("local agent(s): " + ", ".join(f"{a.name} {a.url} (cpus {a.cpus})" for a in agents.agents))
@@ -208,7 +226,7 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
         console.print(f"[yellow]{len(failed)} trial(s) failed[/]: " + escape("; ".join(
             f"#{r['trial']}: {r['error']}" for _, r in failed.head(5).iterrows())), markup=True)
     console.print(_open_hint(cfg, sweep.tracker.review_url()), soft_wrap=True)
-    if hint := _deploy_hint(cfg, df, sweep.keys, config=config, local=agents is not None):
+    if hint := _deploy_hint(cfg, df, sweep.keys, sweep.goals, config=config, local=agents is not None):
         console.print(hint, soft_wrap=True)
 
 
@@ -234,5 +252,5 @@ def front_cmd(
     console.print(front_table(df, keys, goals, title=f"{'Trials' if all_trials else 'Pareto front'} of '{cfg.name}'",
                               only_front=not all_trials))
     console.print(_open_hint(cfg, df.attrs.get("review_url")), soft_wrap=True)
-    if hint := _deploy_hint(cfg, df, keys, config=config, local=False):
+    if hint := _deploy_hint(cfg, df, keys, goals, config=config, local=False):
         console.print(hint, soft_wrap=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["config_summary", "short_label", "RECORD_ATTR", "trials_frame"]
+__all__ = ["config_summary", "short_label", "RECORD_ATTR", "trials_frame", "latency_ci_columns"]
 
 RECORD_ATTR = "record"
 
@@ -32,29 +32,50 @@ def config_summary(manifest: dict) -> dict[str, float | int | str]:
     params, nonzero = sizes.get("params") or 0, sizes.get("nonzero_params") or 0
     source_params = (manifest.get("source") or {}).get("params") or params
     sparsity = manifest.get("config", {}).get("sparsity") or {}
+    channels = resolved.get("channels") or {}  # group -> [before, after], the groups a cut changed
+    before = sum(int(v[0]) for v in channels.values())
+    removed = sum(int(v[0]) - int(v[1]) for v in channels.values())
     return {
         "n_int8_layers": counts["int8"], "n_fp16_layers": counts["fp16"], "n_fp32_layers": counts["fp32"],
         "mean_weight_bits": round(float(mean_bits), 3),
         "params_kept": round(params / source_params, 4) if source_params else 1.0,
         "weight_sparsity": round(1 - nonzero / params, 4) if params else 0.0,
         "n_pruned_groups": len(sparsity),
+        "n_cut_groups": len(channels),
+        "channels_pruned": round(removed / before, 4) if before else 0.0,
         "config_hash": manifest.get("config_hash", ""),
     }
 
 
 def short_label(summary: dict, baseline: str | None) -> str:
+    """What was done, in words: ``int8 80/99 layers, 25% channels pruned in 6 groups, 40% weights zero``
+    (a baseline: its name)."""
     if baseline:
         return baseline
-    parts = []
-    if summary.get("n_int8_layers"):
-        parts.append(f"{summary['n_int8_layers']}xint8")
-    if summary.get("n_fp16_layers"):
-        parts.append(f"{summary['n_fp16_layers']}xfp16")
-    if summary.get("params_kept", 1.0) < 0.999:
-        parts.append(f"{summary['params_kept']:.0%} params")
+    total = sum(int(summary.get(f"n_{p}_layers") or 0) for p in ("fp32", "fp16", "int8"))
+    parts = [f"{p} {summary[f'n_{p}_layers']}/{total} layers" for p in ("int8", "fp16")
+             if summary.get(f"n_{p}_layers")]
+    if summary.get("channels_pruned"):
+        n = summary.get("n_cut_groups") or 0
+        parts.append(f"{summary['channels_pruned']:.0%} channels pruned in {n} group{'s' if n != 1 else ''}")
+    elif summary.get("params_kept", 1.0) < 0.999:  # records from before channel counts were kept
+        parts.append(f"{1 - summary['params_kept']:.0%} params pruned")
     if summary.get("weight_sparsity", 0) > 0.01:
-        parts.append(f"{summary['weight_sparsity']:.0%} zeros")
+        parts.append(f"{summary['weight_sparsity']:.0%} weights zero")
     return ", ".join(parts) or "fp32"
+
+
+def latency_ci_columns(record: dict) -> dict[str, float]:
+    """``ci95_low_latency_p50_ms@dev`` / ``ci95_high_...``: the 95% CI of each device's median latency, as
+    the trial measured it (from the record's fingerprints)."""
+    from edgetune.search.side_by_side import CI_HIGH, CI_LOW
+
+    out = {}
+    for device, fp in (record.get("fingerprints") or {}).items():
+        low, high = (fp.get("latency_ci95_ms") or [None, None])[:2]
+        if low is not None and high is not None:
+            out[f"{CI_LOW}latency_p50_ms@{device}"], out[f"{CI_HIGH}latency_p50_ms@{device}"] = low, high
+    return out
 
 
 def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict[int, int] | None = None,
@@ -69,8 +90,10 @@ def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict
     rows = []
     for t in trials:
         rec = t.user_attrs.get(RECORD_ATTR) or {}
-        row = {"trial": t.number, "state": t.state.name, "baseline": t.user_attrs.get("baseline"),
-               "label": rec.get("label"), "feasible": rec.get("feasible"),
+        baseline = t.user_attrs.get("baseline")
+        label = short_label(rec["summary"], baseline) if rec.get("summary") else rec.get("label")
+        row = {"trial": t.number, "state": t.state.name, "baseline": baseline,
+               "label": label, "feasible": rec.get("feasible"),
                "pareto": ranks.get(t.number) == 0, "pareto_rank": ranks.get(t.number),
                "mlflow_run_id": run_ids.get(t.number), "artifact": rec.get("artifact_hash"),
                "error": rec.get("error")}
@@ -80,6 +103,7 @@ def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict
             row[k] = values.get(k)
         for k, v in values.items():
             row.setdefault(k, v)
+        row.update(latency_ci_columns(rec))
         row.update(sbs_columns(side_by_side, t.number))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 
 from edgetune.objectives import LATENCY_STATS
 
-__all__ = ["SBS_ATTR", "PREFIX", "latency_keys", "run_side_by_side", "sbs_columns"]
+__all__ = ["SBS_ATTR", "PREFIX", "CI_LOW", "CI_HIGH", "latency_keys", "run_side_by_side", "sbs_columns"]
 
 SBS_ATTR = "side_by_side"
 PREFIX = "sbs_"
+CI_LOW, CI_HIGH = "ci95_low_", "ci95_high_"  # frame column prefixes: the 95% CI of a latency median
 _STATS = {k: LATENCY_STATS[k] for k in ("latency_p50_ms", "latency_p90_ms")}  # the ones re-timed side by side
 
 
@@ -65,4 +66,8 @@ def run_side_by_side(members: dict[int, str], *, devices: dict[str, list[str]],
 def sbs_columns(sbs: dict | None, trial: int) -> dict[str, float]:
     """The ``sbs_*`` DataFrame columns of one trial (empty when it was not timed side by side)."""
     vals = ((sbs or {}).get("values") or {}).get(str(trial)) or {}
-    return {PREFIX + k: v for k, v in vals.items()}
+    out = {PREFIX + k: v for k, v in vals.items()}
+    for device, (low, high) in (((sbs or {}).get("ci95") or {}).get(str(trial)) or {}).items():
+        out[f"{PREFIX}{CI_LOW}latency_p50_ms@{device}"] = low
+        out[f"{PREFIX}{CI_HIGH}latency_p50_ms@{device}"] = high
+    return out

@@ -306,7 +306,7 @@ class Sweep:
         devices = self.hooks.devices_for_objectives()
         self.tracker.set_note(front_note(df, self.keys, sweep=self.cfg.name, url=self.tracker.review_url(),
                                          config=str(self.config_path or "SWEEP.yaml"),
-                                         device=devices[0] if devices else None))
+                                         device=devices[0] if devices else None, goals=self.goals))
         trials = self.study.get_trials(deepcopy=False)
         if trials and not any(t.state.name == "COMPLETE" for t in trials):
             self.tracker.finish("FAILED")

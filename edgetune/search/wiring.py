@@ -32,11 +32,13 @@ def with_devices(cfg, specs):
 def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | None = None, local_agents=None):
     """Validate everything before any expensive work, then build the Sweep (study + tracker) and space."""
     from edgetune.assembly import assemble
+    from edgetune.config import check_paths
     from edgetune.search._fleet import SweepFleet
     from edgetune.search._spec import require_objectives
 
     cfg, text = _load_cfg(config_path)
     require_objectives(cfg)
+    check_paths(cfg, config_path=config_path)  # before any device is contacted
     if local_agents is not None:  # --local: the config's devices are served by agents started here
         cfg = with_devices(cfg, local_agents.specs())
 

@@ -64,4 +64,4 @@ def test_a_factory_classifier_prunes_recovers_and_scores(colour_folders, tmp_pat
     sess = ort.InferenceSession(str(art.onnx_path), providers=["CPUExecutionProvider"])
     bundle = read_bundle(make_bundle(splits.val, model.head, size=SIZE).data)
     scores = evaluate_bundle(lambda x: sess.run(None, {sess.get_inputs()[0].name: x})[0], bundle)
-    assert set(scores) == {"top1", "top5"} and 0.0 <= scores["top1"] <= scores["top5"] == 1.0
+    assert set(scores) == {"top1", "top5", "top1_se", "top5_se"} and 0.0 <= scores["top1"] <= scores["top5"] == 1.0

@@ -70,3 +70,17 @@ def test_no_match_lists_the_nearest_candidates_with_values():
     assert "trial 4" not in msg  # failed trials are not candidates
     with pytest.raises(DeployError, match="never measured"):
         pick(parse_rule("max map50_95@orin", devices=DEVICES), POINTS)
+
+
+def test_pick_names_the_trials_it_beat_by_less_than_the_noise():
+    from edgetune.deploy._rule import noise_ties
+
+    pts = [point(0, "fp32", map50_95__pi=0.7580, map50_95_se__pi=0.004, size_bytes=8e6),
+           point(1, map50_95__pi=0.7585, map50_95_se__pi=0.004, size_bytes=4e6),  # +0.0005: noise
+           point(2, map50_95__pi=0.7400, map50_95_se__pi=0.004, size_bytes=2e6)]
+    rule = parse_rule("max map50_95", devices=DEVICES)
+    chosen = pick(rule, pts)
+    assert chosen.number == 1
+    assert [p.number for p in noise_ties(rule, chosen, pts)] == [0]
+    no_se = [point(0, map50_95__pi=0.7580), point(1, map50_95__pi=0.7585)]
+    assert noise_ties(rule, pick(rule, no_se), no_se) == []  # noise unknown: nothing claimed

@@ -112,3 +112,19 @@ def test_a_misspelt_key_gets_the_closest_key_of_its_section(tmp_path):
 def test_storage_and_tracking_must_be_urls(tmp_path, section, value, fix):
     with pytest.raises(ConfigError, match=rf"{value}.*write {fix}"):
         load_sweep_config(write(tmp_path, BASE + section + "\n"))
+
+
+def test_missing_paths_fail_before_any_device_is_contacted(tmp_path, monkeypatch):
+    """Every wrong path is named at once, with its field, before the (unreachable) agent is asked anything."""
+    from edgetune.search.wiring import prepare_sweep
+
+    monkeypatch.chdir(tmp_path)
+    p = write(tmp_path, "model: {source: python, factory: 'm:f', weights: w.pt, task: classify, input_size: 64}\n"
+                        "data: {source: imagefolder, path: no/such/folder}\n"
+                        "devices: [{name: d, url: 'http://127.0.0.1:9'}]\n"
+                        "objectives: [{metric: top1, device: d}]\n")
+    with pytest.raises(ConfigError) as err:
+        prepare_sweep(p, workdir=tmp_path / "w")
+    msg = str(err.value)
+    assert "`model.weights`: file 'w.pt' does not exist" in msg and "`data.path`: path 'no/such/folder'" in msg
+    assert "127.0.0.1:9" not in msg and "unreachable" not in msg

@@ -60,14 +60,14 @@ def test_detection_agent_path_equals_controller_path(shapes_val, det_s):
     bundle = read_bundle(make_bundle(ds, det_s.head, size=det_s.input_size).data)
     agent = evaluate_bundle(fwd, bundle, batch=1)
     assert agent == controller
-    assert controller["map50_95"] > 0.5 and len(controller) == 12  # a real model on real boxes
+    assert controller["map50_95"] > 0.5 and len(controller) == 14  # 12 COCO stats + 2 standard errors
 
 
 def test_classification_agent_path_equals_controller_path(classify_ds):
     head = ClassifyHead(num_classes=4, category_ids=(0, 1, 2, 3))
     controller = evaluate(_red_classifier, classify_ds, head, size=SIZE, batch=5)
     agent = evaluate_bundle(_red_classifier, read_bundle(make_bundle(classify_ds, head, size=SIZE).data), batch=2)
-    assert agent == controller == {"top1": 0.75, "top5": 1.0}
+    assert agent == controller == {"top1": 0.75, "top5": 1.0, "top1_se": 0.125, "top5_se": 0.0}
 
 
 def test_classification_bundle_without_labels_is_a_data_error(classify_ds):

@@ -40,7 +40,8 @@ def test_run_side_by_side_maps_stats_to_trials_and_dedupes_paths():
     assert out["values"]["0"] == {"latency_p50_ms@dev": 2.0, "latency_p90_ms@dev": 3.0}
     assert out["values"]["9"]["latency_p50_ms@dev"] == 1.0 and out["n"] == 50
     assert out["ci95"]["4"]["dev"] == [0.9, 2.1]
-    assert sbs_columns(out, 4) == {"sbs_latency_p50_ms@dev": 1.0, "sbs_latency_p90_ms@dev": 3.0}
+    assert sbs_columns(out, 4) == {"sbs_latency_p50_ms@dev": 1.0, "sbs_latency_p90_ms@dev": 3.0,
+                                   "sbs_ci95_low_latency_p50_ms@dev": 0.9, "sbs_ci95_high_latency_p50_ms@dev": 2.1}
     assert sbs_columns(out, 5) == {} and sbs_columns(None, 0) == {}
 
 

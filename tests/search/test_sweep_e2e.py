@@ -99,7 +99,8 @@ def test_parent_run_holds_the_front_reports(finished_sweep):
                    "&searchFilter=tags.pareto%20%3D%20%27true%27&startTime=ALL") and url in note
     for _, row in df[df["pareto"]].iterrows():
         assert f"| {row['trial']} | {row['label']} |" in note
-        assert f"edgetune deploy --sweep {sweep.config_path} --trial {row['trial']} --to local" in note
+        assert f"edgetune deploy {sweep.config_path} --trial {row['trial']} --device local" in note
+    assert "Suggestions:" in note and "**smallest**: trial" in note
 
 
 def test_front_is_timed_again_side_by_side_with_fp32(finished_sweep):
