@@ -23,11 +23,11 @@ $(VENV)/.torch: | $(PY)
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e ".[controller]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[controller,dev]"
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

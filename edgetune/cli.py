@@ -27,6 +27,9 @@ app = typer.Typer(name="edgetune", no_args_is_help=True, add_completion=False, p
 console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 _STATE = {"debug": False}
+# what `edgetune[controller]` adds to the agent's install (the modules, as imported)
+CONTROLLER_PACKAGES = ("torch", "torch_pruning", "onnxscript", "optuna", "mlflow", "pandas", "matplotlib", "plotly",
+                       "zstandard")
 
 # Modules whose register(app) adds commands; a module that is missing (not written yet) is skipped.
 COMMAND_MODULES = (
@@ -102,6 +105,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        if _STATE["debug"] or (exc.name or "").split(".")[0] not in CONTROLLER_PACKAGES:
+            raise
+        err_console.print(f"[bold red]error:[/] this command runs on the controller and needs '{escape(exc.name)}', "
+                          "which is not installed here (a device agent's install has only what a device needs). "
+                          'Install the controller: pip install "edgetune[controller]" (a CPU torch first: pip '
+                          "install torch==2.13.0).", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:  # usage errors (typer's and click's), then anything unexpected
         code = _usage_exit(exc)
         if code is not None:

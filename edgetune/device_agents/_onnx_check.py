@@ -1,39 +1,51 @@
-"""A dependency-free scan of an ONNX file's protobuf wire format (the agent has no ``onnx`` package).
+"""What the agent must know about bytes from the network before storing them or handing them to a
+runtime, read with the ``onnx`` library's ModelProto parser (no external data is ever loaded).
 
-It answers what the agent must know before handing bytes from the network to a runtime: is this an
-ONNX ModelProto at all (and not a pickle or an archive), does any tensor reference external data
-(refused: a path in the model could point anywhere on the device), and which precisions the graph
-carries (QDQ int8, fp16; the TensorRT paths need to know). Field numbers are those of ``onnx.proto3``.
+- Is it an ONNX model at all: not a pickle of any protocol, not an archive (torch checkpoints are
+  zips), not empty or truncated, a ModelProto with an ``ir_version`` and a graph with nodes.
+- Does any tensor reference external data: ``data_location = EXTERNAL`` or ``external_data`` entries,
+  anywhere (graph initializers, sparse initializers, tensor attributes of nodes, subgraphs of If / Loop /
+  Scan, functions, training info). Refused: a path in a model can point anywhere on the device.
+- Does it use operators of a domain no runtime here implements (a custom op library): refused too, as
+  is a file of which more than 64 KiB are fields ONNX does not define (padding built to slow a parser,
+  or a payload hidden in front of the model).
+- Which precisions the graph carries (QDQ int8, fp16): the TensorRT paths need to know.
+
+:func:`check_upload` runs :func:`scan_onnx` in a separate, long-lived process: protobuf parsing holds
+the GIL, so a file crafted to parse slowly would stall the agent's event loop (``/health`` included) in
+a thread; in a process it stalls nothing, and a check past its time limit kills the process (a new one
+serves the next upload). The process reads paths from its stdin, so it exits with the agent.
+``python -m edgetune.device_agents._onnx_check FILE`` prints the summary of one file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import atexit
+import io
+import json
+import pickletools
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-__all__ = ["OnnxSummary", "scan_onnx", "not_onnx_reason"]
+__all__ = ["OnnxSummary", "scan_onnx", "not_onnx_reason", "check_upload", "KNOWN_DOMAINS"]
 
-_MAX_DEPTH = 64
 _FLOAT16 = 10
 _EXTERNAL = 1
-
-# message -> {field number: child message kind}; every other field is skipped by its wire type.
-_CHILDREN = {
-    "model": {7: "graph", 8: "opset", 20: "training", 25: "function"},
-    "training": {1: "graph", 2: "graph"},
-    "function": {7: "node"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-    "tensor": {},
-    "opset": {},
-}
+_MAX_DEPTH = 64
+# operator domains onnxruntime (and TensorRT's ONNX parser, for the standard ones) implements
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training",
+                           "com.microsoft.nchwc", "com.ms.internal.nhwc"})
+CHECK_TIMEOUT_S = 120.0
+MAX_UNKNOWN_BYTES = 64 * 1024  # fields a newer ONNX adds are a few bytes; megabytes of them are not a model
 
 
 @dataclass
 class OnnxSummary:
-    """What :func:`scan_onnx` found. ``parsed`` is False when the bytes are not a valid ModelProto
-    (``error`` says why); the other fields are then partial."""
+    """What :func:`scan_onnx` found. ``parsed`` is False when the bytes are not an ONNX model
+    (``error`` says why, in one line); the other fields are then partial."""
 
     parsed: bool = False
     error: str | None = None
@@ -42,108 +54,36 @@ class OnnxSummary:
     opsets: dict[str, int] = field(default_factory=dict)
     op_types: set[str] = field(default_factory=set)
     external_tensors: list[str] = field(default_factory=list)
+    custom_domains: list[str] = field(default_factory=list)
     has_fp16: bool = False
 
     @property
     def has_qdq(self) -> bool:
         return bool({"QuantizeLinear", "DequantizeLinear"} & self.op_types)
 
+    def refusal(self) -> str | None:
+        """Why the agent refuses these bytes (None: accept)."""
+        if not self.parsed:
+            return self.error
+        if self.external_tensors:
+            return (f"the ONNX references external data for {len(self.external_tensors)} tensor(s) "
+                    f"({', '.join(self.external_tensors[:3])}); only self-contained ONNX files are accepted "
+                    "(export with external_data=False)")
+        if self.custom_domains:
+            return (f"the ONNX uses operators of the domain(s) {', '.join(self.custom_domains)}, which no runtime "
+                    "of this agent implements (custom operator libraries are not loaded)")
+        return None
 
-class _WireError(ValueError):
-    pass
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["op_types"] = sorted(self.op_types)
+        return json.dumps(d)
 
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise _WireError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise _WireError("varint too long")
-
-
-def _fields(buf: memoryview):
-    """Yield (field number, wire type, value) where value is an int (varint) or a memoryview."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        num, wt = key >> 3, key & 7
-        if num == 0:
-            raise _WireError("field number 0")
-        if wt == 0:
-            val, pos = _varint(buf, pos)
-            yield num, wt, val
-        elif wt == 1 or wt == 5:
-            size = 8 if wt == 1 else 4
-            if pos + size > end:
-                raise _WireError("truncated fixed-width field")
-            pos += size
-        elif wt == 2:
-            size, pos = _varint(buf, pos)
-            if pos + size > end:
-                raise _WireError(f"length-delimited field {num} runs past the end of its message")
-            yield num, wt, buf[pos : pos + size]
-            pos += size
-        else:
-            raise _WireError(f"unsupported wire type {wt} (field {num})")
-
-
-def _walk(buf: memoryview, kind: str, out: OnnxSummary, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise _WireError("messages nested too deeply")
-    children = _CHILDREN[kind]
-    tensor_name, tensor_external = "", False
-    domain, version = "", None
-    for num, wt, val in _fields(buf):
-        if kind == "model":
-            if num == 1 and wt == 0:
-                out.ir_version = val
-            elif num == 7 and wt == 2:
-                out.has_graph = True
-        elif kind == "node" and num == 4 and wt == 2:
-            out.op_types.add(bytes(val).decode("utf-8", "replace"))
-        elif kind == "tensor":
-            if num == 2 and wt == 0 and val == _FLOAT16:
-                out.has_fp16 = True
-            elif num == 8 and wt == 2:
-                tensor_name = bytes(val).decode("utf-8", "replace")
-            elif (num == 13 and wt == 2) or (num == 14 and wt == 0 and val == _EXTERNAL):
-                tensor_external = True
-        elif kind == "opset":
-            if num == 1 and wt == 2:
-                domain = bytes(val).decode("utf-8", "replace")
-            elif num == 2 and wt == 0:
-                version = val
-        child = children.get(num)
-        if child is not None:
-            if wt != 2:
-                raise _WireError(f"field {num} of a {kind} should be a message")
-            _walk(val, child, out, depth + 1)
-    if tensor_external:
-        out.external_tensors.append(tensor_name or "<unnamed>")
-    if kind == "opset" and version is not None:
-        out.opsets[domain or "ai.onnx"] = version
-
-
-def scan_onnx(data: bytes | bytearray | memoryview) -> OnnxSummary:
-    """Scan ONNX bytes (never raises on bad input: see ``parsed`` / ``error``)."""
-    out = OnnxSummary()
-    try:
-        _walk(memoryview(data), "model", out, 0)
-    except _WireError as exc:
-        out.error = f"not a valid ONNX protobuf: {exc}"
-        return out
-    if out.ir_version is None or not out.has_graph:
-        out.error = "not an ONNX model: it has no ir_version or no graph"
-        return out
-    out.parsed = True
-    return out
+    @classmethod
+    def from_json(cls, text: str) -> OnnxSummary:
+        d = json.loads(text)
+        d["op_types"] = set(d.get("op_types") or [])
+        return cls(**d)
 
 
 _MAGIC = {
@@ -158,3 +98,183 @@ def not_onnx_reason(head: bytes) -> str | None:
         if head.startswith(magic):
             return f"it is {what}, not an ONNX model"
     return None
+
+
+def _is_text_pickle(data: bytes) -> bool:
+    """A protocol 0 / 1 pickle (no magic byte): the opcodes read through to STOP."""
+    try:
+        ops = list(pickletools.genops(io.BytesIO(data[: 1 << 20])))
+    except Exception:
+        return False
+    return bool(ops) and ops[-1][0].name == "STOP"
+
+
+def _tensor(t, out: OnnxSummary) -> None:
+    if t.data_location == _EXTERNAL or len(t.external_data):
+        out.external_tensors.append(t.name or "<unnamed>")
+    if t.data_type == _FLOAT16:
+        out.has_fp16 = True
+
+
+def _graph(g, out: OnnxSummary, local_domains: set[str], depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"subgraphs nested deeper than {_MAX_DEPTH}")
+    for t in g.initializer:
+        _tensor(t, out)
+    for st in g.sparse_initializer:
+        _tensor(st.values, out)
+        _tensor(st.indices, out)
+    _nodes(g.node, out, local_domains, depth)
+
+
+def _nodes(nodes, out: OnnxSummary, local_domains: set[str], depth: int) -> None:
+    for n in nodes:
+        out.op_types.add(n.op_type)
+        if n.domain not in KNOWN_DOMAINS and n.domain not in local_domains and n.domain not in out.custom_domains:
+            out.custom_domains.append(n.domain)
+        for a in n.attribute:
+            if a.HasField("t"):
+                _tensor(a.t, out)
+            for t in a.tensors:
+                _tensor(t, out)
+            for st in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
+                _tensor(st.values, out)
+                _tensor(st.indices, out)
+            if a.HasField("g"):
+                _graph(a.g, out, local_domains, depth + 1)
+            for sub in a.graphs:
+                _graph(sub, out, local_domains, depth + 1)
+
+
+def scan_onnx(data: bytes | bytearray | memoryview) -> OnnxSummary:
+    """Read ONNX bytes with onnx's ModelProto parser (never raises on bad input: see ``parsed`` /
+    ``error``). External data is never loaded: the references are only listed."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    out = OnnxSummary()
+    data = bytes(data)
+    if not data:
+        out.error = "the file is empty"
+        return out
+    if (reason := not_onnx_reason(data[:8])) or _is_text_pickle(data):
+        out.error = (reason or "it is a Python pickle (protocol 0/1), not an ONNX model") + \
+            " (agents accept ONNX only; never pickles)"
+        return out
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        out.error = f"not a valid ONNX protobuf (truncated or not ONNX): {str(exc).splitlines()[0][:200]}"
+        return out
+    out.ir_version = int(model.ir_version) or None
+    out.has_graph = model.HasField("graph") and len(model.graph.node) > 0
+    if out.ir_version is None or not out.has_graph:
+        out.error = "not an ONNX model: it has no ir_version or no graph with nodes"
+        return out
+    out.opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
+    local = {f.domain for f in model.functions}
+    try:
+        _graph(model.graph, out, local, 0)
+        for f in model.functions:
+            _nodes(f.node, out, local, 1)
+        for ti in model.training_info:
+            for g in (ti.initialization, ti.algorithm):
+                _graph(g, out, local, 1)
+    except ValueError as exc:
+        out.error = f"not a usable ONNX model: {exc}"
+        return out
+    model.DiscardUnknownFields()  # what is left is what ONNX defines; the rest is padding or a hiding place
+    unknown = len(data) - model.ByteSize()
+    if unknown > MAX_UNKNOWN_BYTES:
+        out.error = (f"{unknown:,} bytes of the file are fields ONNX does not define (padding, or something hidden "
+                     "in front of the model); export it again with onnx / torch.onnx")
+        return out
+    out.parsed = True
+    return out
+
+
+def _scan_file(path: str) -> str:
+    return scan_onnx(Path(path).read_bytes()).to_json()
+
+
+class _Checker:
+    """One long-lived checking process (``python -m edgetune.device_agents._onnx_check --serve``: a path
+    per line in, a JSON summary per line out; importing onnx costs a second, once). It exits when its
+    stdin closes, so it never outlives the agent, and it is replaced when a check overruns its time limit
+    or the process dies."""
+
+    def __init__(self):
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen([sys.executable, "-m", "edgetune.device_agents._onnx_check", "--serve"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          text=True, bufsize=1)
+        return self._proc
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def check(self, path: Path, timeout_s: float) -> str | None:
+        import select
+
+        with self._lock:  # one check at a time, in order
+            proc = self._start()
+            try:
+                proc.stdin.write(str(path) + "\n")
+                proc.stdin.flush()
+                ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+                line = proc.stdout.readline() if ready else None
+            except (BrokenPipeError, OSError):
+                line = ""
+            if line is None:
+                self._kill()
+                return f"checking it took longer than {timeout_s:.0f} s (a file built to stall a parser?)"
+            if not line:
+                self._kill()
+                return "the process checking it died (out of memory on a hostile file?)"
+        return OnnxSummary.from_json(line).refusal()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.stdin.close()
+                try:
+                    self._proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+            self._proc = None
+
+
+_CHECKER = _Checker()
+atexit.register(_CHECKER.close)
+
+
+def check_upload(path: Path, *, timeout_s: float = CHECK_TIMEOUT_S) -> str | None:
+    """Why the agent refuses the uploaded file at ``path`` (None: accept), from :func:`scan_onnx` run in
+    the checking process (see the module docstring); a check that overruns ``timeout_s`` refuses the file."""
+    return _CHECKER.check(Path(path), timeout_s)
+
+
+def _serve() -> None:
+    """The checking process: one path per line on stdin, one JSON summary per line on stdout, until EOF."""
+    for line in sys.stdin:
+        try:
+            out = _scan_file(line.rstrip("\n"))
+        except OSError as exc:
+            out = OnnxSummary(error=f"it could not be read ({exc.strerror or exc})").to_json()
+        sys.stdout.write(out + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":  # python -m edgetune.device_agents._onnx_check FILE | --serve
+    if sys.argv[1:] == ["--serve"]:
+        _serve()
+    else:
+        print(_scan_file(sys.argv[1]))

@@ -151,7 +151,10 @@ class AgentClient:
             etype, message = "HTTPError", f"HTTP {resp.status_code}: {resp.text[:300]}"
         text = f"agent {self.name}: {message}"
         if resp.status_code == 401 or etype == "AuthError":
-            exc: AgentError = AuthError(text)
+            exc: AgentError = AuthError(
+                f"agent {self.name} refused the token (missing or wrong): check the device's `token_env` / "
+                "`token_file` in the sweep config or fleet file against the token the agent was started with "
+                "(its --token-file / $EDGETUNE_AGENT_TOKEN).")
         elif etype == "ProtocolMismatch":
             exc = ProtocolMismatch(text)
         elif etype == "MeasurementFailed":

@@ -62,14 +62,12 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     picks: dict[int, list[str]] = {}
     for p in suggestions(df, keys, goals):
         picks.setdefault(p["trial"], []).append(p["kind"])
-    notes = []
+    notes = []  # short lines: a caption is cut, not wrapped, at the console's width
     if sbs:
-        notes.append("x= speed-up timed side by side with fp32 at the end of the sweep (plain x: each trial's own "
-                     "timing)")
-    notes.append("ties: same accuracy and p50 within noise (1 SE of the mAP difference over images; overlapping "
-                 "95% CIs); prefer the smaller")
-    notes.append("pick: fastest within 1 point of fp32, knee of the accuracy-latency front, smallest meeting "
-                 "the constraints")
+        notes += ["x= : timed side by side with fp32 at the end of the sweep", "     (plain x: each trial's own timing)"]
+    notes += ["ties: same accuracy and p50 within noise (1 SE of the mAP", "      difference, overlapping 95% CIs): "
+              "prefer the smaller", "pick: fastest within 1 point of fp32 / knee of the accuracy-", "      latency "
+              "front / smallest that meets the constraints"]
     table = Table(title=title, title_justify="left", caption="\n".join(notes), caption_justify="left",
                   box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
@@ -80,7 +78,7 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
         table.add_column(f"speed-up\n{k.split('@')[1]}", justify="right", no_wrap=True)
     table.add_column("size\n/fp32", justify="right", no_wrap=True)
     table.add_column("ties", overflow="fold", max_width=8)
-    table.add_column("pick", overflow="fold", max_width=8)
+    table.add_column("pick", no_wrap=True)
     if not only_front:
         table.add_column("state", no_wrap=True)
     for _, r in rows.sort_values(keys[0], ascending=goals[0] == "min").iterrows():
@@ -90,7 +88,8 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
         cells += [_speedup(r, base_row, k) for k in lat_keys]
         ok = base_row is not None and r.get("size_bytes") and base_row.get("size_bytes")
         cells.append(f"{r['size_bytes'] / base_row['size_bytes']:.2f}x" if ok else "-")
-        cells.append(" ".join(f"#{t}" for t in ties.get(n, [])))
+        tied = ties.get(n, [])
+        cells.append(" ".join(f"#{t}" for t in tied[:3]) + (f" +{len(tied) - 3}" if len(tied) > 3 else ""))
         cells.append(" ".join(picks.get(n, [])))
         if not only_front:
             cells.append(("front " if r["pareto"] else "") + str(r["state"]).lower())
@@ -131,8 +130,16 @@ def _deploy_hint(cfg, df, keys, goals, *, config: Path, local: bool) -> str:
                      "export EDGETUNE_AGENT_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(16))')")
         lines.append(f"  {venv_command('edgetune')} agent serve --port 8765 --kind local-cpu --name {device} "
                      "> agent.log 2>&1 &")
-    lines.append(f"  {venv_command('edgetune')} deploy {config} --device {device} --trial {first['trial']}")
+    lines.append(f"  {venv_command('edgetune')} deploy {_short_path(config)} --device {device} --trial {first['trial']}")
     return "\n".join(lines)
+
+
+def _short_path(path: Path) -> str:
+    """``path`` relative to the current directory when it lies below it (what a user would type)."""
+    import os
+
+    rel = os.path.relpath(Path(path).resolve())
+    return rel if not rel.startswith("..") else str(path)
 
 
 def _open_hint(cfg, url: str | None = None) -> str:

@@ -45,7 +45,7 @@ def last_cpu() -> int:
 
 
 def start_agent(workdir: Path, *, token: str | None = None, args: tuple[str, ...] = (), env: dict | None = None,
-                host_lock: Path | None = None) -> AgentProcess:
+                host_lock: Path | None = None, python: str | None = None) -> AgentProcess:
     """``python -m edgetune.device_agents serve`` on a free 127.0.0.1 port; waits for its ready file."""
     workdir.mkdir(parents=True, exist_ok=True)
     token = token or secrets.token_urlsafe(16)
@@ -53,7 +53,7 @@ def start_agent(workdir: Path, *, token: str | None = None, args: tuple[str, ...
     ready = workdir / "ready.json"
     ready.unlink(missing_ok=True)
     cpus = (last_cpu(),)
-    cmd = [sys.executable, "-m", "edgetune.device_agents", "serve", "--port", "0", "--token-file", str(workdir / "token"),
+    cmd = [python or sys.executable, "-m", "edgetune.device_agents", "serve", "--port", "0", "--token-file", str(workdir / "token"),
            "--workdir", str(workdir), "--threads", "1", "--cpus", ",".join(map(str, cpus)), "--kind", "local-cpu",
            "--name", workdir.name, "--ready-file", str(ready),
            "--host-lock", str(host_lock or workdir / "host.lock"), *args]

@@ -76,6 +76,11 @@ class Runtime(ABC):
     def default_providers(self) -> list[str]:
         return []
 
+    def unusable_reason(self) -> str | None:
+        """Why this runtime cannot measure anything on this machine (None: it can). Checked when an agent
+        starts, so a missing library fails there, with the fix, not at the first measurement."""
+        return self.info().error
+
 
 _RUNTIMES: dict[str, Callable[[], Runtime]] = {}
 

@@ -54,7 +54,7 @@ class OrtRuntime(Runtime):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            return RuntimeInfo(name="ort", error=f"onnxruntime is not importable: {exc}")
+            return RuntimeInfo(name="ort", error=f'onnxruntime is not importable ({exc}): pip install "edgetune[agent]"')
         return RuntimeInfo(name="ort", version=ort.__version__, available_providers=list(ort.get_available_providers()))
 
     def default_providers(self) -> list[str]:

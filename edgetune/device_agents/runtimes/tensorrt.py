@@ -51,7 +51,8 @@ def _cudart():
         except ImportError as exc:
             raise MissingDependency(
                 f"The TensorRT runtime needs cuda-python for host/device copies, which is not importable ({exc}). "
-                "Install it with: pip install cuda-python (matching the CUDA major version of the device)."
+                'Install it with: pip install "edgetune[tensorrt]" (or pip install cuda-python matching the CUDA '
+                "major version of the device)."
             ) from exc
     return cudart
 
@@ -123,11 +124,23 @@ class TensorRTRuntime(Runtime):
         try:
             import tensorrt as trt
         except ImportError as exc:
-            return RuntimeInfo(name="tensorrt", error=f"tensorrt is not importable ({exc}); see `edgetune[tensorrt]`")
+            return RuntimeInfo(name="tensorrt", error=f"tensorrt is not importable ({exc}): on JetPack it comes with "
+                               'the system Python (create the venv with --system-site-packages); elsewhere pip '
+                               'install "edgetune[tensorrt]"')
         return RuntimeInfo(name="tensorrt", version=trt.__version__, available_providers=["TensorRT"])
 
     def default_providers(self) -> list[str]:
         return ["TensorRT"]
+
+    def unusable_reason(self) -> str | None:
+        if (err := self.info().error) is not None:
+            return err
+        try:
+            cudart = _cudart()
+            count = _call(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        except (MissingDependency, MeasurementFailed) as exc:
+            return str(exc)
+        return None if int(count) > 0 else "CUDA sees no GPU on this machine (cudaGetDeviceCount() == 0)"
 
     def load(self, path: Path, *, threads: int, providers: Sequence[str] | None = None,
              cache_dir: Path | None = None, batch: int = 1) -> ModelSession:

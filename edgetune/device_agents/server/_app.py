@@ -7,6 +7,7 @@ Routers: ``routes_info`` (health, fingerprint, queue), ``routes_store`` (content
 
 from __future__ import annotations
 
+import hmac
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from edgetune import __version__
-from edgetune.device_agents._onnx_check import not_onnx_reason, scan_onnx
+from edgetune.device_agents._onnx_check import check_upload
 from edgetune.device_agents.probes import detected_kind, fingerprint
 from edgetune.device_agents.protocol import (
     PROTOCOL_HEADER,
@@ -25,6 +26,7 @@ from edgetune.device_agents.protocol import (
 )
 from edgetune.device_agents.runtimes import get_runtime
 from edgetune.device_agents.server import routes_deploy, routes_info, routes_measure, routes_store
+from edgetune.device_agents.server._auth import AUTH_MESSAGE
 from edgetune.device_agents.server._config import AgentConfig
 from edgetune.device_agents.server._deployments import DeploymentStore
 from edgetune.device_agents.server._errors import error_response, install_error_handlers
@@ -36,18 +38,10 @@ __all__ = ["AgentState", "create_app", "check_artifact", "check_dataset"]
 
 
 def check_artifact(path: Path) -> str | None:
-    """Why an uploaded file may not be stored as an artifact (None: accept). A file that does not parse as
-    protobuf is accepted: the runtime then reports its own error text at measurement time."""
-    data = path.read_bytes()
-    reason = not_onnx_reason(data[:8])
-    if reason:
-        return reason + " (agents accept ONNX only; never pickles)"
-    summary = scan_onnx(data)
-    if summary.parsed and summary.external_tensors:
-        return (f"the ONNX references external data for {len(summary.external_tensors)} tensor(s) "
-                f"({', '.join(summary.external_tensors[:3])}); only self-contained ONNX files are accepted "
-                "(export with external_data=False)")
-    return None
+    """Why an uploaded file may not be stored as an artifact (None: accept): anything but a
+    self-contained ONNX model of known operator domains (see ``_onnx_check``; checked in a child process,
+    so a hostile file cannot stall the agent)."""
+    return check_upload(path)
 
 
 def check_dataset(path: Path) -> str | None:
@@ -66,14 +60,32 @@ def check_dataset(path: Path) -> str | None:
     return None
 
 
-class _ProtocolMiddleware:
-    """Pure ASGI middleware: refuses a controller of another major protocol version, caps non-upload
-    bodies (an image sent to ``/deployments/{name}/predict`` has its own cap), and stamps every response
-    with the protocol header."""
+PUBLIC_PATHS = frozenset({"/health"})  # everything else, unknown paths included, needs the token
 
-    def __init__(self, app, *, max_request_bytes: int, max_image_bytes: int | None = None):
-        self.app, self.max_request_bytes = app, max_request_bytes
+
+class _TooLarge(Exception):
+    pass
+
+
+class _GateMiddleware:
+    """Pure ASGI middleware, the first thing every request meets, before any byte of its body is read:
+
+    1. the protocol version a controller declares (another major version: 400);
+    2. the bearer token (constant-time compare) on every path but ``/health``: a request without it gets
+       401 and its body is never read, chunked or not, so an unauthenticated client cannot make the agent
+       buffer anything;
+    3. the body size, counted while it streams (``Content-Length`` is not trusted): JSON requests are capped
+       at ``max_request_bytes``, an image sent to ``/deployments/{name}/predict`` at ``max_image_bytes``;
+       uploads (``PUT``) are capped by their store while they are written (``--max-artifact-mb`` ...).
+    Every response is stamped with the protocol header."""
+
+    def __init__(self, app, *, token: str, max_request_bytes: int, max_image_bytes: int | None = None):
+        self.app, self.token, self.max_request_bytes = app, token.encode(), max_request_bytes
         self.max_image_bytes = max_image_bytes or max_request_bytes
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.token)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -85,21 +97,45 @@ class _ProtocolMiddleware:
                 check_protocol(remote, where="the controller")
             except ProtocolMismatch as exc:
                 return await error_response(400, "ProtocolMismatch", str(exc))(scope, receive, send)
+        if scope["path"] not in PUBLIC_PATHS and not self._authorized(headers):
+            return await error_response(401, "AuthError", AUTH_MESSAGE, {"WWW-Authenticate": "Bearer"})(
+                scope, receive, send)
+        limit = None
+        if scope["method"] != "PUT":
+            limit = self.max_image_bytes if scope["path"].endswith("/predict") else self.max_request_bytes
         length = headers.get("content-length", "")
-        limit = self.max_image_bytes if scope["path"].endswith("/predict") else self.max_request_bytes
-        if scope["method"] not in ("PUT", "HEAD", "GET") and length.isdigit() and int(length) > limit:
+        if limit is not None and length.isdigit() and int(length) > limit:
             return await error_response(413, "PayloadTooLarge", f"request body of {length} bytes exceeds the "
                                         f"{limit}-byte limit for {scope['path']}.")(scope, receive, send)
         stamp = (PROTOCOL_HEADER.lower().encode(), PROTOCOL_VERSION.encode())
+        started = False
+        seen = 0
+
+        async def capped_receive():
+            nonlocal seen
+            message = await receive()
+            if limit is not None and message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
 
         async def send_stamped(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 hdrs = list(message.get("headers", []))
                 if not any(k.lower() == stamp[0] for k, _ in hdrs):
                     message = {**message, "headers": [*hdrs, stamp]}
             await send(message)
 
-        await self.app(scope, receive, send_stamped)
+        try:
+            await self.app(scope, capped_receive, send_stamped)
+        except _TooLarge:
+            if started:
+                raise
+            await error_response(413, "PayloadTooLarge", f"request body exceeds the {limit}-byte limit for "
+                                 f"{scope['path']} (counted as it streamed).")(scope, receive, send_stamped)
 
 
 @dataclass
@@ -124,7 +160,7 @@ def create_app(config: AgentConfig) -> FastAPI:
     get_runtime(config.runtime)  # unknown runtime: ConfigError now, not at the first measurement
     workdir = Path(config.workdir)
     app = FastAPI(title="edgetune device agent", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url="/openapi.json")  # behind the token, as every path but /health
     artifacts = ContentStore(workdir / "artifacts", kind="artifact", suffix=".onnx",
                              max_bytes=config.max_artifact_bytes, check=check_artifact)
     app.state.agent = AgentState(
@@ -138,11 +174,52 @@ def create_app(config: AgentConfig) -> FastAPI:
     )
     install_error_handlers(app)
 
-    app.add_middleware(_ProtocolMiddleware, max_request_bytes=config.max_request_bytes,
+    app.add_middleware(_GateMiddleware, token=config.token, max_request_bytes=config.max_request_bytes,
                        max_image_bytes=config.max_image_bytes)
     app.include_router(routes_info.public)
     app.include_router(routes_info.router)
     app.include_router(routes_store.router)
     app.include_router(routes_measure.router)
     app.include_router(routes_deploy.router)
+    app.openapi = lambda: _contract(app)
     return app
+
+
+def _contract(app: FastAPI) -> dict:
+    """The OpenAPI document the agent enforces: bearer auth on every operation but ``GET /health``,
+    the ErrorBody of every error code (validation errors are 400 here, not FastAPI's default 422 shape),
+    the sha256 / name patterns of the path parameters."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                         description="edgetune device agent, protocol " + PROTOCOL_VERSION)
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http", "scheme": "bearer", "description": "the token the agent was started with"}
+    schema["security"] = [{"bearerAuth": []}]
+    error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for path, ops in schema.get("paths", {}).items():
+        for op in ops.values():
+            if path in PUBLIC_PATHS:
+                op["security"] = []
+                op["responses"] = {k: v for k, v in op["responses"].items() if k.startswith("2")}
+                continue
+            for code in ("400", "422"):
+                if code in op["responses"]:
+                    op["responses"][code] = {**op["responses"][code], **error_ref}
+    binary = {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                   "format": "binary"}}}}
+    for path in ("/artifacts/{sha}", "/datasets/{sha}"):  # streamed raw bodies: declared by hand
+        schema["paths"][path]["put"]["requestBody"] = binary
+    forms = {"/deployments/{name}": ("put", {"model": "binary", "sha256": "string", "manifest": "string"}),
+             "/deployments/{name}/predict": ("post", {"image": "binary"})}
+    for path, (method, fields) in forms.items():
+        props = {k: ({"type": "string", "format": "binary"} if t == "binary" else {"type": "string"})
+                 for k, t in fields.items()}
+        schema["paths"][path][method]["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+            "schema": {"type": "object", "properties": props, "required": list(fields)}}}}
+    schema["components"].get("schemas", {}).pop("HTTPValidationError", None)
+    schema["components"].get("schemas", {}).pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema

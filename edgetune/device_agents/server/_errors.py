@@ -3,20 +3,45 @@ protocol version, a type the client maps back to an exception, and a message say
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from typing import Annotated
+
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgetune._logging import get_logger
-from edgetune.device_agents.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, ErrorBody, ErrorInfo
+from edgetune.device_agents.deploy_protocol import DEPLOYMENT_NAME_PATTERN
+from edgetune.device_agents.protocol import (
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    SHA256_PATTERN,
+    ErrorBody,
+    ErrorInfo,
+)
 from edgetune.errors import AuthError, EdgetuneError, MeasurementFailed, ProtocolMismatch
 
-__all__ = ["ApiError", "install_error_handlers", "error_response"]
+__all__ = ["ApiError", "install_error_handlers", "error_response", "ERROR_RESPONSES", "ShaPath", "NamePath"]
 
 log = get_logger(__name__)
 
 _STATUS = {AuthError: 401, ProtocolMismatch: 400, MeasurementFailed: 422}
+
+# path parameters as the routes check them (declared in the OpenAPI contract)
+ShaPath = Annotated[str, Path(pattern=SHA256_PATTERN, description="sha256 of the content, 64 lowercase hex digits")]
+NamePath = Annotated[str, Path(pattern=DEPLOYMENT_NAME_PATTERN, description="deployment slot name")]
+
+# every error the agent answers has the ErrorBody shape; the codes its routes use, for the contract
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorBody, "description": "bad request: invalid body or parameter (ValidationError), a hash that "
+                                             "does not match (HashMismatch), another protocol major (ProtocolMismatch)"},
+    401: {"model": ErrorBody, "description": "missing or wrong bearer token (AuthError); the body is never read"},
+    404: {"model": ErrorBody, "description": "no such artifact, dataset or deployment"},
+    413: {"model": ErrorBody, "description": "body over this agent's limit (counted while it streams)"},
+    415: {"model": ErrorBody, "description": "upload refused: not a self-contained ONNX model (nothing stored)"},
+    422: {"model": ErrorBody, "description": "the runtime could not load or run the model (MeasurementFailed)"},
+    429: {"model": ErrorBody, "description": "the measurement queue is full; retry later"},
+}
 
 
 class ApiError(Exception):

@@ -31,6 +31,43 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def preflight(config: AgentConfig) -> None:
+    """What would make the first measurement fail, checked before the agent listens (ConfigError: the CLI
+    exits 2 with the fix): CPUs to pin that this process may not use, a runtime that cannot run here, a
+    workdir that cannot be written."""
+    from edgetune.device_agents.runtimes import get_runtime
+    from edgetune.errors import ConfigError
+
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    bad = [c for c in config.cpus if c not in allowed]
+    if bad:
+        raise ConfigError(f"--cpus {','.join(map(str, config.cpus))}: CPU(s) {','.join(map(str, bad))} do not exist or "
+                          f"are not available to this process; available: {_ranges(allowed)}. Pick from those "
+                          "(e.g. --cpus " + str(allowed[-1]) + ").")
+    reason = get_runtime(config.runtime).unusable_reason()
+    if reason:
+        raise ConfigError(f"--runtime {config.runtime} cannot run on this machine: {reason}.")
+    workdir = Path(config.workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--workdir {workdir} is not writable ({exc.strerror or exc}); pass a folder this user "
+                          "can write (uploads, engines and jobs live there).") from None
+
+
+def _ranges(cpus: list[int]) -> str:
+    out, start = [], None
+    for i, c in enumerate(cpus):
+        start = c if start is None else start
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            out.append(f"{start}" if start == c else f"{start}-{c}")
+            start = None
+    return ",".join(out)
+
+
 def serve(config: AgentConfig, *, host: str = "127.0.0.1", port: int = 8765, ssl_certfile: str | None = None,
           ssl_keyfile: str | None = None, ready_file: str | Path | None = None) -> None:
     """Serve the agent until SIGINT/SIGTERM."""
@@ -38,6 +75,7 @@ def serve(config: AgentConfig, *, host: str = "127.0.0.1", port: int = 8765, ssl
 
     from edgetune.device_agents.server._app import create_app
 
+    preflight(config)
     app = create_app(config)
     sock = bind_socket(host, port)
     actual = sock.getsockname()[1]

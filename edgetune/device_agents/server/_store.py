@@ -7,6 +7,7 @@ deletes the temp file: a failed upload stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -73,7 +74,8 @@ class ContentStore:
                                "URL says (corrupted in transit, or the wrong file); nothing was stored. Upload again.")
             if declared is not None and size != declared:
                 raise ApiError(400, "BadRequest", f"received {size} bytes but Content-Length said {declared}.")
-            problem = self.check(tmp) if self.check is not None else None
+            # in a worker thread: a check may take seconds on a large file, the event loop keeps serving
+            problem = await asyncio.to_thread(self.check, tmp) if self.check is not None else None
             if problem:
                 raise ApiError(415, "UnsupportedContent", f"refused this {self.kind}: {problem}. Nothing was stored.")
             os.replace(tmp, final)

@@ -13,7 +13,7 @@ import os
 import uuid
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
 from edgetune.device_agents.deploy_protocol import (
@@ -23,14 +23,13 @@ from edgetune.device_agents.deploy_protocol import (
     Prediction,
     RollbackRequest,
 )
-from edgetune.device_agents.server._auth import require_token
 from edgetune.device_agents.server._deployments import check_name
-from edgetune.device_agents.server._errors import ApiError
+from edgetune.device_agents.server._errors import ERROR_RESPONSES, ApiError, NamePath
 from edgetune.device_agents.server._store import check_sha
 
 __all__ = ["router", "MAX_MANIFEST_BYTES"]
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(responses=ERROR_RESPONSES)  # the token: checked by the gate middleware, before the body
 MAX_MANIFEST_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
@@ -77,7 +76,7 @@ async def _receive(upload: UploadFile, tmp_dir: Path, *, sha: str, max_bytes: in
         if digest.hexdigest() != sha:
             raise ApiError(400, "HashMismatch", f"the uploaded model has sha256 {digest.hexdigest()}, not {sha} as the "
                            f"push says (corrupted, or the wrong file); nothing was replaced ({active}).")
-        problem = check(tmp) if check is not None else None
+        problem = await asyncio.to_thread(check, tmp) if check is not None else None  # off the event loop
         if problem:
             raise ApiError(415, "UnsupportedContent", f"refused this model: {problem}. Nothing was replaced ({active}).")
         return tmp, size
@@ -94,7 +93,7 @@ def _active_text(store, name: str) -> str:
 
 
 @router.put("/deployments/{name}", response_model=DeployResult)
-async def put_deployment(name: str, request: Request) -> DeployResult:
+async def put_deployment(name: NamePath, request: Request) -> DeployResult:
     state = request.app.state.agent
     store = state.deployments
     check_name(name)
@@ -121,17 +120,17 @@ def list_deployments(request: Request) -> DeploymentList:
 
 
 @router.get("/deployments/{name}", response_model=Deployment)
-def get_deployment(name: str, request: Request) -> Deployment:
+def get_deployment(name: NamePath, request: Request) -> Deployment:
     return request.app.state.agent.deployments.get(name)
 
 
 @router.post("/deployments/{name}/rollback", response_model=Deployment)
-def rollback(name: str, request: Request, body: RollbackRequest | None = None) -> Deployment:
+def rollback(name: NamePath, request: Request, body: RollbackRequest | None = None) -> Deployment:
     return request.app.state.agent.deployments.rollback(name, version=body.version if body else None)
 
 
 @router.post("/deployments/{name}/predict", response_model=Prediction)
-async def predict(name: str, request: Request,
+async def predict(name: NamePath, request: Request,
                   score_threshold: float = Query(default=0.25, ge=0.0, le=1.0)) -> Prediction:
     state = request.app.state.agent
     cfg, store = state.config, state.deployments

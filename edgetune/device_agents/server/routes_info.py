@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from edgetune import __version__
 from edgetune.device_agents.protocol import DeviceInfo, Health, QueueStatus
-from edgetune.device_agents.server._auth import require_token
+from edgetune.device_agents.server._errors import ERROR_RESPONSES
 
 __all__ = ["public", "router"]
 
 public = APIRouter()
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(responses=ERROR_RESPONSES)  # the token: checked by the gate middleware, before the body
 
 
 @public.get("/health", response_model=Health)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from edgetune.device_agents.protocol import CompareRequest, Comparison, Measurement, MeasureRequest
-from edgetune.device_agents.server._auth import require_token
-from edgetune.device_agents.server._errors import ApiError
+from edgetune.device_agents.server._errors import ERROR_RESPONSES, ApiError
 
 __all__ = ["router"]
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(responses=ERROR_RESPONSES)  # the token: checked by the gate middleware, before the body
 
 
 def _check(state, runtime: str | None, artifacts) -> None:

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from edgetune.device_agents.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, UploadResult
-from edgetune.device_agents.server._auth import require_token
-from edgetune.device_agents.server._errors import ApiError
+from edgetune.device_agents.server._errors import ERROR_RESPONSES, ApiError, ShaPath
 from edgetune.device_agents.server._store import ContentStore, check_sha
 
 __all__ = ["router"]
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(responses=ERROR_RESPONSES)  # the token: checked by the gate middleware, before the body
 
 
 def _declared(request: Request) -> int | None:
@@ -37,20 +36,20 @@ def _head(store: ContentStore, sha: str) -> Response:
 
 
 @router.put("/artifacts/{sha}", response_model=UploadResult)
-async def put_artifact(sha: str, request: Request) -> UploadResult:
+async def put_artifact(sha: ShaPath, request: Request) -> UploadResult:
     return await _put(request.app.state.agent.artifacts, sha, request)
 
 
 @router.head("/artifacts/{sha}")
-def head_artifact(sha: str, request: Request) -> Response:
+def head_artifact(sha: ShaPath, request: Request) -> Response:
     return _head(request.app.state.agent.artifacts, sha)
 
 
 @router.put("/datasets/{sha}", response_model=UploadResult)
-async def put_dataset(sha: str, request: Request) -> UploadResult:
+async def put_dataset(sha: ShaPath, request: Request) -> UploadResult:
     return await _put(request.app.state.agent.datasets, sha, request)
 
 
 @router.head("/datasets/{sha}")
-def head_dataset(sha: str, request: Request) -> Response:
+def head_dataset(sha: ShaPath, request: Request) -> Response:
     return _head(request.app.state.agent.datasets, sha)
