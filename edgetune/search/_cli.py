@@ -90,7 +90,7 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
         cells.append(f"{r['size_bytes'] / base_row['size_bytes']:.2f}x" if ok else "-")
         tied = ties.get(n, [])
         cells.append(" ".join(f"#{t}" for t in tied[:3]) + (f" +{len(tied) - 3}" if len(tied) > 3 else ""))
-        cells.append(" ".join(picks.get(n, [])))
+        cells.append("\n".join(picks.get(n, [])))  # one per line: the column never wraps
         if not only_front:
             cells.append(("front " if r["pareto"] else "") + str(r["state"]).lower())
         table.add_row(*cells)
