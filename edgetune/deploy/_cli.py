@@ -147,14 +147,24 @@ def deployments_cmd(
 
         console.print_json(json.dumps([d.model_dump(mode="json") for d in deps]))
         return
-    table = Table(title=f"deployments on {device}")
-    for col in ("name", "version", "active", "label", "sha256", "bytes", "path"):
-        table.add_column(col)
+    from rich import box
+
+    table = Table(title=f"deployments on {device}", title_justify="left", box=box.SIMPLE_HEAD)
+    for col, kw in (("name", {"no_wrap": True}), ("version", {"no_wrap": True}), ("active", {"no_wrap": True}),
+                    ("label", {"overflow": "fold", "ratio": 1}), ("sha256", {"no_wrap": True}),
+                    ("bytes", {"no_wrap": True, "justify": "right"})):
+        table.add_column(col, **kw)
     for d in deps:
         for v in sorted(d.versions, key=lambda v: -v.version):
             table.add_row(d.name, f"v{v.version}", "*" if v.active else "", v.label or "", v.sha256[:12],
-                          f"{v.bytes:,}", d.current_path if v.active else v.path)
-    console.print(table if deps else f"no deployments on {device}")
+                          f"{v.bytes:,}")
+    if not deps:
+        console.print(f"no deployments on {device}")
+        return
+    console.print(table)
+    for d in deps:  # paths in full, one per line (a table column would cut them)
+        console.print(f"{d.name}: {d.current_path} (the active version; all versions under {Path(d.current_path).parent.parent})",
+                      soft_wrap=True)
 
 
 def export_cmd(

@@ -61,10 +61,13 @@ def pick_notes(records: SweepRecords, point: TrialPoint, rule: str | None) -> li
     ties = noise_ties(parsed, point, records.complete(), baseline=records.baseline_values())
     if not ties:
         return []
-    listed = ", ".join(f"{p.number} ({p.label}: {p.values[parsed.key]:.4g})" for p in ties[:5])
-    return [f"--pick chose trial {point.number} ({point.values[parsed.key]:.4g}) by {parsed.key}, but trial(s) {listed} "
-            "are within the measurement noise of it on that value: the choice between them is luck. Compare "
-            "them on the other columns of `edgetune front` and deploy one with --trial N."]
+    mine = point.values[parsed.key]
+    ties = sorted(ties, key=lambda p: (abs(p.values[parsed.key] - mine), p.number))
+    listed = ", ".join(f"{p.number} ({p.label}: {p.values[parsed.key]:.4g})" for p in ties[:4])
+    more = f" and {len(ties) - 4} more" if len(ties) > 4 else ""
+    return [f"--pick chose trial {point.number} ({mine:.4g}) by {parsed.key}, but {len(ties)} other trial(s) are "
+            f"within the measurement noise of it on that value, nearest first: {listed}{more}. The choice between "
+            "them is luck: compare them on the other columns of `edgetune front` and deploy one with --trial N."]
 
 
 def _labels(val) -> dict[str, str]:
