@@ -277,4 +277,4 @@ if __name__ == "__main__":  # python -m edgetune.device_agents._onnx_check FILE 
     if sys.argv[1:] == ["--serve"]:
         _serve()
     else:
-        print(_scan_file(sys.argv[1]))
+        sys.stdout.write(_scan_file(sys.argv[1]) + "\n")
