@@ -14,7 +14,12 @@ __all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "f
            "speedup_vs_fp32", "noise_ties", "knee_point", "smallest_member", "suggestions", "accuracy_key",
            "latency_key", "pareto_figure", "within_noise"]
 
-_ACCURACY = ("map50_95", "map50", "map75", "top1", "top5")
+def _is_accuracy(metric: str) -> bool:
+    """An accuracy metric: one the objectives table says is maximised and measured on a device."""
+    from edgetune.objectives import METRICS
+
+    m = METRICS.get(metric)
+    return m is not None and m.goal == "max" and m.on_device
 
 
 def _complete(trials) -> list:
@@ -123,7 +128,7 @@ def _plotly(df, keys, goals, path: Path, title: str, marks: dict[int, str]) -> N
 def _bytes_formatter():
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda v, _: f"{v / 1e6:.1f} MB" if abs(v) >= 1e6 else f"{v / 1e3:.0f} KB")
+    return FuncFormatter(lambda v, _: _size(v))
 
 
 def pareto_figure(df, keys: Sequence[str], goals: Sequence[str], *, title: str, marks: dict[int, str]):
@@ -223,7 +228,7 @@ def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, de
     """The sweep parent run's description (markdown): where to look, the suggestions, the front (numbers
     rounded; the speed-up over fp32, ``=`` where timed side by side; ties within noise) and the command
     that deploys each member."""
-    goals = list(goals) if goals is not None else ["max" if k.split("@")[0] in _ACCURACY else "min" for k in keys]
+    goals = list(goals) if goals is not None else ["max" if _is_accuracy(k.split("@")[0]) else "min" for k in keys]
     front = df[df["pareto"]].sort_values(keys[0], ascending=False) if len(df) else df
     base = fp32_row(df)
     lat = latency_key(keys) if base is not None else None
@@ -278,7 +283,7 @@ def fastest_close_to_fp32(df, keys: Sequence[str], *, within: float = 0.01) -> d
 
 def accuracy_key(keys: Sequence[str]) -> str | None:
     """The first accuracy objective (``map50_95@dev``, ``top1@dev``, ...)."""
-    return next((k for k in keys if k.split("@")[0] in _ACCURACY), None)
+    return next((k for k in keys if _is_accuracy(k.split("@")[0])), None)
 
 
 def latency_key(keys: Sequence[str]) -> str | None:
@@ -302,7 +307,7 @@ def within_noise(a, b, key: str) -> bool:
     from edgetune.objectives import SE_SUFFIX
 
     metric, _, device = key.partition("@")
-    if metric in _ACCURACY:
+    if _is_accuracy(metric):
         se_key = f"{metric}{SE_SUFFIX}@{device}"
         sa, sb = a.get(se_key), b.get(se_key)
         if sa is None or sb is None or sa != sa or sb != sb:
@@ -404,4 +409,4 @@ def suggestions(df, keys: Sequence[str], goals: Sequence[str]) -> list[dict]:
 
 
 def _size(n: float) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
+    return f"{n / 1e6:.2f} MB" if abs(n) >= 1e6 else f"{n / 1e3:.0f} KB"
