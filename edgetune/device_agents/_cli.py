@@ -60,6 +60,14 @@ def _read_token(token: str | None, token_file: Path | None) -> str:
     return token
 
 
+def _runtimes(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(p.strip() for p in (text or "ort").split(",") if p.strip()))
+    if not names:
+        raise typer.BadParameter("name at least one runtime, e.g. --runtime ort or --runtime ort,openvino",
+                                 param_hint="--runtime")
+    return names
+
+
 @agent_app.command("serve")
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 to accept the network)."),
@@ -67,7 +75,8 @@ def serve_cmd(
     token: str = typer.Option(None, envvar="EDGETUNE_AGENT_TOKEN", show_envvar=True, help="Bearer token clients must send."),
     token_file: Path = typer.Option(None, help="Read the token from this file (preferred over --token)."),
     workdir: Path = typer.Option(None, help="Where uploads, engines and jobs live (default: <cache>/agent)."),
-    runtime: str = typer.Option("ort", help="ort (onnxruntime) or tensorrt."),
+    runtime: str = typer.Option("ort", help="ort (onnxruntime), openvino or tensorrt; several, comma-separated "
+                                "(ort,openvino), offer each to the sweep: the first is the default."),
     threads: int = typer.Option(1, help="Intra-op threads of every measurement."),
     cpus: str = typer.Option(None, help="Pin measurements to these CPUs, e.g. '3', '2,3', '0-3'."),
     name: str = typer.Option(None, help="Device name reported in /health and /info (default: hostname)."),
@@ -90,7 +99,8 @@ def serve_cmd(
     from edgetune.device_agents.server import AgentConfig, default_host_lock, serve
 
     config = AgentConfig(
-        token=_read_token(token, token_file), workdir=Path(workdir or cache_dir() / "agent"), runtime=runtime,
+        token=_read_token(token, token_file), workdir=Path(workdir or cache_dir() / "agent"),
+        runtime=_runtimes(runtime)[0], runtimes=_runtimes(runtime)[1:],
         threads=threads, cpus=parse_cpus(cpus), name=name or socket.gethostname(), kind=kind, queue_size=queue,
         max_artifact_bytes=max_artifact_mb << 20, max_dataset_bytes=max_dataset_mb << 20,
         measure_timeout_s=timeout, max_memory_bytes=max_memory_mb << 20 if max_memory_mb else None,

@@ -169,10 +169,15 @@ def run_compare(job: dict) -> dict:
 
     req = CompareRequest.model_validate(job["request"])
     threads = int(req.threads or job["threads"])
-    runtime = get_runtime(job["runtime"])
-    fns, sessions = {}, []
-    for sha in req.artifacts:
-        session = _load(runtime, Path(job["artifact_paths"][sha]), threads=threads, providers=req.providers,
+    names = list(req.runtimes) if req.runtimes is not None else [job["runtime"]] * len(req.artifacts)
+    runtimes = {n: get_runtime(n) for n in dict.fromkeys(names)}
+    # providers name one runtime's devices: with several runtimes, each takes its own default
+    providers = req.providers if len(runtimes) == 1 else None
+    fns, used = {}, {}
+    sessions = []
+    for key, sha, name in zip(req.keys(), req.artifacts, names, strict=True):
+        runtime = runtimes[name]
+        session = _load(runtime, Path(job["artifact_paths"][sha]), threads=threads, providers=providers,
                         cache_dir=Path(job["cache_dir"]), batch=1)
         sessions.append(session)
         x = np.random.default_rng(0).random(session.shape_for(1), dtype=np.float32).astype(session.input_dtype)
@@ -181,24 +186,24 @@ def run_compare(job: dict) -> dict:
             session.run(x)
         except Exception as exc:
             raise MeasurementFailed(f"{runtime.name} failed to run artifact {sha[:12]}: {exc}") from exc
-        fns[sha] = functools.partial(session.run, x)
+        fns[key] = functools.partial(session.run, x)
+        used[key] = RuntimeUsed(name=runtime.name, version=runtime.info().version or "",
+                                providers_requested=list(providers or runtime.default_providers()),
+                                providers_used=list(session.providers_used), detail=session.detail).model_dump()
     for fn in fns.values():
         for _ in range(req.warmup):
             fn()
     samples = time_interleaved(fns, runs=req.runs, burst=req.burst)
-    used = sorted({p for s in sessions for p in s.providers_used})
-    detail = sessions[0].detail
     for session in sessions:
         session.close()
+    first = used[req.keys()[0]]
     return {
         "artifacts": list(req.artifacts),
-        "latency": {sha: latency_stats(v, keep_samples=req.keep_samples).model_dump() for sha, v in samples.items()},
+        "latency": {k: latency_stats(v, keep_samples=req.keep_samples).model_dump() for k, v in samples.items()},
         "runs": req.runs, "burst": req.burst, "threads": threads,
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
-        "runtime": RuntimeUsed(name=runtime.name, version=runtime.info().version or "",
-                               providers_requested=list(req.providers or runtime.default_providers()),
-                               providers_used=used, detail=detail).model_dump(),
-        "warnings": [],
+        "runtime": {**first, "providers_used": sorted({p for u in used.values() for p in u["providers_used"]})},
+        "runtimes": used if req.runtimes is not None else {}, "warnings": [],
     }
 
 

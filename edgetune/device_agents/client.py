@@ -235,12 +235,14 @@ class AgentClient:
 
     def compare(self, artifacts, *, runs: int = 300, burst: int = 5, warmup: int = 10, threads: int | None = None,
                 providers: list[str] | None = None, runtime: str | None = None,
-                timeout_s: float | None = None) -> Comparison:
+                runtimes: list[str] | None = None, timeout_s: float | None = None) -> Comparison:
         """Time several artifacts (ONNX paths/bytes, uploaded if needed, or sha256s) side by side, interleaved
-        in one process on the device (``POST /compare``); ``Comparison.latency`` is keyed by sha256."""
+        in one process on the device (``POST /compare``); ``Comparison.latency`` is keyed by sha256, or by
+        ``compare_key(sha256, runtime)`` when ``runtimes`` (one per artifact) are given."""
         shas = [a if isinstance(a, str) and _SHA.match(a) else self.upload_artifact(a) for a in artifacts]
         req = CompareRequest(artifacts=tuple(shas), runs=runs, burst=burst, warmup=warmup, threads=threads,
-                             providers=tuple(providers) if providers else None, runtime=runtime, timeout_s=timeout_s)
+                             providers=tuple(providers) if providers else None, runtime=runtime,
+                             runtimes=tuple(runtimes) if runtimes is not None else None, timeout_s=timeout_s)
         resp = self._request("POST", "/compare", idempotent=False, json=req.model_dump(mode="json"),
                              timeout=self.measure_timeout)
         return Comparison.model_validate(resp.json())

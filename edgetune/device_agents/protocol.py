@@ -19,10 +19,11 @@ __all__ = [
     "PROTOCOL_VERSION", "PROTOCOL_HEADER", "SHA256_PATTERN", "check_protocol",
     "LatencySpec", "MeasureRequest", "LatencyStats", "PowerStats", "RuntimeUsed", "Board", "CPUInfo",
     "OSInfo", "RuntimeInfo", "AgentSettings", "DeviceInfo", "Measurement", "Health", "UploadResult",
-    "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison",
+    "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison", "compare_key",
 ]
 
-PROTOCOL_VERSION = "1.1"  # 1.1: POST /compare
+PROTOCOL_VERSION = "1.2"  # 1.1: POST /compare; 1.2: several runtimes per agent (DeviceInfo.runtimes,
+#                            CompareRequest.runtimes)
 PROTOCOL_HEADER = "X-Edgetune-Protocol"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -88,9 +89,10 @@ class LatencySpec(_Request):
 class MeasureRequest(_Request):
     """``POST /measure``: measure an uploaded artifact, optionally its accuracy on an uploaded dataset.
 
-    ``providers`` names onnxruntime execution providers in order of preference (default: the agent's
-    runtime default); a provider that is requested but not used is an error, never a silent fallback.
-    ``head`` is the task-head spec used for end-to-end timing when no dataset is given.
+    ``runtime`` is one of the agent's runtimes (``DeviceInfo.runtimes``; default: the agent's first).
+    ``providers`` names the runtime's execution providers (onnxruntime) or devices (OpenVINO) in order of
+    preference (default: the runtime's default); a provider that is requested but not used is an error,
+    never a silent fallback. ``head`` is the task-head spec used for end-to-end timing when no dataset is given.
     """
 
     artifact: str = Field(pattern=SHA256_PATTERN)
@@ -110,6 +112,10 @@ class CompareRequest(_Request):
     every turn) until each has ``runs`` timed runs, so every model sees the same device state (clocks,
     temperature, other load). Ratios between them are then free of the drift that separates two
     measurements taken minutes apart. Model-only latency on a random input of the model's shape.
+
+    ``runtimes`` (one per artifact, parallel to ``artifacts``) times each artifact on its own runtime, so
+    the same file may appear twice, once per runtime; the answer's ``latency`` is then keyed
+    ``"<sha256>@<runtime>"`` (see :func:`compare_key`) instead of by sha256 alone.
     """
 
     artifacts: tuple[Annotated[str, StringConstraints(pattern=SHA256_PATTERN)], ...] = Field(min_length=2, max_length=64)
@@ -118,15 +124,32 @@ class CompareRequest(_Request):
     warmup: int = Field(default=10, ge=0, le=100_000)
     threads: int | None = Field(default=None, ge=1, le=256)
     runtime: str | None = None
+    runtimes: tuple[str, ...] | None = None
     providers: tuple[str, ...] | None = None
     keep_samples: bool = False
     timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
 
     @model_validator(mode="after")
     def _distinct(self) -> CompareRequest:
-        if len(set(self.artifacts)) != len(self.artifacts):
-            raise ValueError("artifacts must be distinct (each is timed once per turn)")
+        if self.runtimes is not None and len(self.runtimes) != len(self.artifacts):
+            raise ValueError(f"runtimes has {len(self.runtimes)} entries for {len(self.artifacts)} artifacts; give one "
+                             "runtime per artifact (or none)")
+        keys = self.keys()
+        if len(set(keys)) != len(keys):
+            raise ValueError("artifacts must be distinct (each is timed once per turn); with `runtimes`, each "
+                             "(artifact, runtime) pair must be")
         return self
+
+    def keys(self) -> list[str]:
+        """The ``latency`` keys of the answer, in the order of ``artifacts``."""
+        if self.runtimes is None:
+            return list(self.artifacts)
+        return [compare_key(a, r) for a, r in zip(self.artifacts, self.runtimes, strict=True)]
+
+
+def compare_key(sha: str, runtime: str | None) -> str:
+    """A /compare latency key: the sha256, or ``sha256@runtime`` when the request named runtimes."""
+    return sha if runtime is None else f"{sha}@{runtime}"
 
 
 # ---------------------------------------------------------------- results
@@ -231,12 +254,18 @@ class DeviceInfo(_Response):
     cpu: CPUInfo
     memory_bytes: int
     runtime: RuntimeInfo
+    runtimes: list[RuntimeInfo] = Field(default_factory=list)  # every runtime offered, the default (runtime) first
     agent: AgentSettings
     power_mode: str | None = None
     clocks_locked: bool | None = None
     power_sensors: list[str] = Field(default_factory=list)
     temperatures_c: dict[str, float] = Field(default_factory=dict)
     throttling: dict[str, bool] | None = None
+
+    @property
+    def offered_runtimes(self) -> list[str]:
+        """Names of the runtimes a request may ask for (an agent before protocol 1.2 offers only ``runtime``)."""
+        return [r.name for r in self.runtimes] or [self.runtime.name]
 
 
 class Measurement(_Response):
@@ -269,7 +298,9 @@ class Measurement(_Response):
 
 
 class Comparison(_Response):
-    """``POST /compare``: model-only latency of each artifact (by sha256), all timed in one interleaved loop."""
+    """``POST /compare``: model-only latency of each artifact (by sha256, or ``sha256@runtime`` when the
+    request named runtimes), all timed in one interleaved loop. ``runtime`` is the first entry's runtime,
+    ``runtimes`` each key's."""
 
     protocol: str = PROTOCOL_VERSION
     artifacts: list[str]
@@ -277,6 +308,7 @@ class Comparison(_Response):
     runs: int
     burst: int
     runtime: RuntimeUsed
+    runtimes: dict[str, RuntimeUsed] = Field(default_factory=dict)
     threads: int
     cpus: list[int] = Field(default_factory=list)
     device: DeviceInfo

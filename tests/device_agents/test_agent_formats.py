@@ -60,7 +60,7 @@ def test_latency_stats_fields():
 def test_protocol_versions_and_strict_requests():
     check_protocol("1.0", where="x")
     check_protocol("1.7", where="x")  # minor versions only add fields
-    with pytest.raises(ProtocolMismatch, match="speaks edgetune protocol 2.0.*1.1"):
+    with pytest.raises(ProtocolMismatch, match="speaks edgetune protocol 2.0.*1.2"):
         check_protocol("2.0", where="the agent at http://pi:8765")
     with pytest.raises(ProtocolMismatch, match="not an edgetune agent"):
         check_protocol(None, where="x")

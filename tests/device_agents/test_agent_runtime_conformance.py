@@ -55,7 +55,7 @@ def reference(det_s_onnx):
 
 
 def test_registry_lists_runtimes_and_rejects_unknown_names():
-    assert {"ort", "tensorrt"} <= set(RUNTIMES)
+    assert {"ort", "openvino", "tensorrt"} <= set(RUNTIMES)
     with pytest.raises(ConfigError, match=f"valid runtimes: {', '.join(RUNTIMES)}"):
         get_runtime("no-such-runtime")
 

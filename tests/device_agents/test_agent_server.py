@@ -148,7 +148,7 @@ def test_bad_requests_say_what_is_wrong(client, det_s_onnx):
     assert e.value.status_code == 404 and "upload it first" in str(e.value)
     with pytest.raises(AgentError) as e:
         client.measure(sha, runtime="tensorrt")
-    assert "--runtime tensorrt" in str(e.value)
+    assert "--runtime ort,tensorrt" in str(e.value)
 
 
 # ------------------------------------------------------------------ measuring

@@ -68,13 +68,13 @@ def power_mode(*, timeout: float = 3.0) -> str | None:
 
 
 def fingerprint(*, name: str, kind: str | None, runtime: RuntimeInfo, agent: AgentSettings,
-                root: str | Path = "/") -> DeviceInfo:
+                root: str | Path = "/", runtimes: list[RuntimeInfo] | None = None) -> DeviceInfo:
     """The ``/info`` answer; static facts are cached, volatile ones (thermals, modes) read each call."""
     board, os_, cpu, mem = _static(str(root))
     detected = detected_kind(root=root)
     return DeviceInfo(
         name=name, kind=kind or detected, detected_kind=detected, edgetune_version=__version__, board=board,
-        os=os_, cpu=cpu, memory_bytes=mem, runtime=runtime, agent=agent,
+        os=os_, cpu=cpu, memory_bytes=mem, runtime=runtime, runtimes=list(runtimes or [runtime]), agent=agent,
         power_mode=power_mode() if board.vendor == "jetson" else None,
         clocks_locked=clocks_locked(root=root), power_sensors=available_power_sensors(root=root),
         temperatures_c=temperatures(root=root),

@@ -1,5 +1,7 @@
-"""Device runtimes behind one small interface: onnxruntime (``ort``) and TensorRT (``tensorrt``)."""
+"""Device runtimes behind one small interface: onnxruntime (``ort``), OpenVINO (``openvino``) and TensorRT
+(``tensorrt``)."""
 
+from edgetune.device_agents.runtimes import openvino as _openvino  # noqa: F401  (registers "openvino")
 from edgetune.device_agents.runtimes import ort as _ort  # noqa: F401  (registers "ort")
 from edgetune.device_agents.runtimes import tensorrt as _tensorrt  # noqa: F401  (registers "tensorrt")
 from edgetune.device_agents.runtimes._base import (

@@ -152,12 +152,14 @@ class AgentState:
         settings = AgentSettings(threads=cfg.threads, cpus=list(cfg.cpus), queue_size=cfg.queue_size,
                                  max_artifact_bytes=cfg.max_artifact_bytes, max_dataset_bytes=cfg.max_dataset_bytes,
                                  measure_timeout_s=cfg.measure_timeout_s)
-        return fingerprint(name=cfg.name, kind=cfg.kind, runtime=get_runtime(cfg.runtime).info(), agent=settings)
+        infos = [get_runtime(r).info() for r in cfg.offered_runtimes]
+        return fingerprint(name=cfg.name, kind=cfg.kind, runtime=infos[0], runtimes=infos, agent=settings)
 
 
 def create_app(config: AgentConfig) -> FastAPI:
     """The agent's ASGI app (serve it with :func:`edgetune.device_agents.server.serve`)."""
-    get_runtime(config.runtime)  # unknown runtime: ConfigError now, not at the first measurement
+    for runtime in config.offered_runtimes:  # an unknown runtime: ConfigError now, not at the first measurement
+        get_runtime(runtime)
     workdir = Path(config.workdir)
     app = FastAPI(title="edgetune device agent", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")  # behind the token, as every path but /health

@@ -23,11 +23,14 @@ def default_host_lock() -> Path:
 class AgentConfig:
     """What an agent serves with. ``cpus`` pins the measurement processes (empty: no pinning);
     ``kind`` overrides the detected device kind (local agents say ``local-cpu``); ``host_lock`` is the
-    lock file shared by the agents of one host (None: no cross-agent lock)."""
+    lock file shared by the agents of one host (None: no cross-agent lock). ``runtime`` is the default
+    runtime (requests that name none get it); ``runtimes`` the others the agent also offers (a request may
+    name any of :attr:`offered_runtimes`)."""
 
     token: str
     workdir: Path
     runtime: str = "ort"
+    runtimes: tuple[str, ...] = ()
     threads: int = 1
     cpus: tuple[int, ...] = ()
     name: str = field(default_factory=socket.gethostname)
@@ -42,6 +45,11 @@ class AgentConfig:
     max_memory_bytes: int | None = None
     host_lock: Path | None = field(default_factory=default_host_lock)
     keep_jobs: bool = False
+
+    @property
+    def offered_runtimes(self) -> tuple[str, ...]:
+        """The default runtime first, then the others, each once."""
+        return tuple(dict.fromkeys((self.runtime, *self.runtimes)))
 
     def __post_init__(self) -> None:
         from edgetune.errors import ConfigError

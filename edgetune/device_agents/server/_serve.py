@@ -44,9 +44,10 @@ def preflight(config: AgentConfig) -> None:
         raise ConfigError(f"--cpus {','.join(map(str, config.cpus))}: CPU(s) {','.join(map(str, bad))} do not exist or "
                           f"are not available to this process; available: {_ranges(allowed)}. Pick from those "
                           "(e.g. --cpus " + str(allowed[-1]) + ").")
-    reason = get_runtime(config.runtime).unusable_reason()
-    if reason:
-        raise ConfigError(f"--runtime {config.runtime} cannot run on this machine: {reason}.")
+    for runtime in config.offered_runtimes:
+        reason = get_runtime(runtime).unusable_reason()
+        if reason:
+            raise ConfigError(f"--runtime {runtime} cannot run on this machine: {reason}.")
     workdir = Path(config.workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def serve(config: AgentConfig, *, host: str = "127.0.0.1", port: int = 8765, ssl
 
                 atomic_write_bytes(Path(ready_file), json.dumps({"url": url, "port": actual, "pid": os.getpid()}).encode())
             log.warning("edgetune agent '%s' (%s, runtime %s) listening on %s", config.name,
-                        app.state.agent.kind, config.runtime, url)
+                        app.state.agent.kind, ",".join(config.offered_runtimes), url)
 
     uv = uvicorn.Config(app, log_level="warning", access_log=False, ssl_certfile=ssl_certfile,
                         ssl_keyfile=ssl_keyfile, timeout_keep_alive=30, lifespan="off")

@@ -15,19 +15,22 @@ __all__ = ["router"]
 router = APIRouter(responses=ERROR_RESPONSES)  # the token: checked by the gate middleware, before the body
 
 
-def _check(state, runtime: str | None, artifacts) -> None:
+def _check(state, runtimes, artifacts) -> None:
     cfg = state.config
-    if runtime is not None and runtime != cfg.runtime:
-        raise ApiError(400, "BadRequest", f"this agent runs the '{cfg.runtime}' runtime, the request asks for "
-                       f"'{runtime}'; start an agent with --runtime {runtime} or drop `runtime`.")
+    offered = cfg.offered_runtimes
+    for runtime in runtimes:
+        if runtime is not None and runtime not in offered:
+            raise ApiError(400, "BadRequest", f"this agent offers the runtime(s) {', '.join(offered)}, the request asks "
+                           f"for '{runtime}'; start the agent with --runtime {','.join((*offered, runtime))} or drop "
+                           "`runtime`.")
     for sha in artifacts:
         if not state.artifacts.has(sha):
             raise ApiError(404, "ArtifactMissing", f"artifact {sha} is not on this agent; upload it first "
                            f"(PUT /artifacts/{sha}).")
 
 
-def _job_base(cfg) -> dict:
-    return {"runtime": cfg.runtime, "threads": cfg.threads, "cpus": list(cfg.cpus), "cache_dir": str(cfg.workdir / "cache"),
+def _job_base(cfg, runtime: str | None = None) -> dict:
+    return {"runtime": runtime or cfg.runtime, "threads": cfg.threads, "cpus": list(cfg.cpus), "cache_dir": str(cfg.workdir / "cache"),
             "max_memory_bytes": cfg.max_memory_bytes, "agent_pid": os.getpid()}
 
 
@@ -35,13 +38,13 @@ def _job_base(cfg) -> dict:
 async def measure(req: MeasureRequest, request: Request) -> Measurement:
     state = request.app.state.agent
     cfg = state.config
-    _check(state, req.runtime, [req.artifact])
+    _check(state, [req.runtime], [req.artifact])
     if req.dataset is not None and not state.datasets.has(req.dataset):
         raise ApiError(404, "DatasetMissing", f"dataset {req.dataset} is not on this agent; upload it first "
                        f"(PUT /datasets/{req.dataset}).")
     job = {
         "request": req.model_dump(mode="json"), "artifact_path": str(state.artifacts.path(req.artifact)),
-        "dataset_path": str(state.datasets.path(req.dataset)) if req.dataset else None, **_job_base(cfg),
+        "dataset_path": str(state.datasets.path(req.dataset)) if req.dataset else None, **_job_base(cfg, req.runtime),
     }
     timeout = min(req.timeout_s or cfg.measure_timeout_s, cfg.measure_timeout_s)
     result, started, finished, device = await state.scheduler.run(job, timeout=timeout, before=state.fingerprint)
@@ -53,9 +56,10 @@ async def measure(req: MeasureRequest, request: Request) -> Measurement:
 async def compare(req: CompareRequest, request: Request) -> Comparison:
     state = request.app.state.agent
     cfg = state.config
-    _check(state, req.runtime, req.artifacts)
+    _check(state, [req.runtime, *(req.runtimes or ())], req.artifacts)
     job = {"task": "compare", "request": req.model_dump(mode="json"),
-           "artifact_paths": {sha: str(state.artifacts.path(sha)) for sha in req.artifacts}, **_job_base(cfg)}
+           "artifact_paths": {sha: str(state.artifacts.path(sha)) for sha in req.artifacts},
+           **_job_base(cfg, req.runtime)}
     timeout = min(req.timeout_s or cfg.measure_timeout_s, cfg.measure_timeout_s)
     result, started, finished, device = await state.scheduler.run(job, timeout=timeout, before=state.fingerprint)
     return Comparison(device=device, started_at=started, finished_at=finished, wall_s=finished - started, **result)
