@@ -326,7 +326,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     recovery = recovery if recovery is not None else RecoverySpec()
     if space is not None:
         space.validate(config)
-    module, size = model.module, int(model.input_size)
+    module, size = model.module, int(config.input_size or model.input_size)
     if module is None:
         raise CompressionError(f"model {model.name!r} has no torch module (ONNX source); compress needs a builtin "
                                "or python model source.")

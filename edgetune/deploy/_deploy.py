@@ -93,14 +93,18 @@ def deploy(*, sweep: str | Path, to: str, trial: int | None = None, rule: str | 
     art, source = fetch_artifact(records, point, workdir=workdir, rebuild=rebuild)
     log.info("trial %d (%s): artifact %s from %s", point.number, point.label, art.hash[:12], source)
     bundle, val = sweep_bundle(cfg, art.manifest)
+    runtime = point.record.get("runtime")  # the runtime the sweep measured this trial on: deployed with it
     manifest = {**art.manifest, "deployment": {"sweep": cfg.name, "trial": point.number, "label": point.label,
-                                               "device": to, "labels": _labels(val), "sweep_values": point.values}}
+                                               "device": to, "labels": _labels(val), "sweep_values": point.values,
+                                               "runtime": runtime}}
     sha = art.manifest["onnx_sha256"]
     with agent_client(spec, measure_timeout=cfg.search.measure_timeout_s + 120) as client:
+        _check_runtime(client, runtime, point=point, device=to)
         result = client.deploy(name, art.onnx_path, manifest=manifest, sha256=sha)
         dep = result.deployment
         log.info("pushed to %s: '%s' v%d (%s)", to, name, dep.active, "new" if result.created else "unchanged")
-        verification, m = verify_on_device(client, sha, bundle=bundle, cfg=cfg, point=point, device=to)
+        verification, m = verify_on_device(client, sha, bundle=bundle, cfg=cfg, point=point, device=to,
+                                           runtime=runtime)
         if not verification.ok:
             raise DeployError(_failed(verification, client, result, name))
     fingerprint = device_fingerprint(m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}}))
@@ -116,6 +120,17 @@ def deploy(*, sweep: str | Path, to: str, trial: int | None = None, rule: str | 
     return DeployReport(sweep=cfg.name, point=point, device=to, url=spec.url, source=source, artifact=art,
                         result=result, verification=verification, registration=registration,
                         tracking_uri=cfg.tracking.uri, notes=notes)
+
+
+def _check_runtime(client, runtime: str | None, *, point, device: str) -> None:
+    """DeployError before anything is pushed when the device does not offer the trial's runtime."""
+    if runtime is None:
+        return
+    offered = client.info().offered_runtimes
+    if runtime not in offered:
+        raise DeployError(f"trial {point.number} was measured on the {runtime} runtime, but '{device}' offers "
+                          f"{', '.join(offered)}; restart its agent with --runtime {','.join((*offered, runtime))} "
+                          "(the deployment keeps the runtime it was chosen on). Nothing was pushed.")
 
 
 def _failed(v, client, result, name: str) -> str:
@@ -149,6 +164,12 @@ def how_to_load(*, path: str, manifest: dict, runtime: str = "ort", registry_uri
         f"  x, meta = letterbox(image, {size})",
         f'  out = sess.run(None, {{"{inp.get("name", "images")}": to_input(x[None])}})[0]',
     ]
+    if runtime.startswith("openvino"):  # the same file, read by OpenVINO (what the sweep measured)
+        lines[0] = '  # pip install "edgetune[agent,openvino]" (numpy, openvino, pillow; no torch)'
+        lines[1] = "  import json, numpy as np, openvino as ov"
+        lines[6] = (f'  model = ov.Core().compile_model("{path}", "CPU", {{"INFERENCE_PRECISION_HINT": "f32", '
+                    '"PERFORMANCE_HINT": "LATENCY"}})')
+        lines[9] = "  out = model(to_input(x[None]))[0]"
     if head.get("kind") == "detect":
         lines += ["  boxes, scores, classes = decode_detections(out[0], head)",
                   "  keep = scores >= 0.25  # the head's own threshold is low, for mAP",

@@ -58,13 +58,15 @@ def sweep_bundle(cfg, manifest: dict):
     return make_bundle(splits.val, head_from_dict(manifest["head"]), size=int(manifest["input"]["shape"][-1])), splits.val
 
 
-def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, tolerance: float = MAP_TOLERANCE):
-    """(Verification, Measurement) of the bytes ``sha256`` already on the agent behind ``client``."""
+def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, tolerance: float = MAP_TOLERANCE,
+                     runtime: str | None = None):
+    """(Verification, Measurement) of the bytes ``sha256`` already on the agent behind ``client``, run on
+    ``runtime`` (None: the agent's default)."""
     from edgetune.objectives import SE_SUFFIX, measurement_values
 
     search = cfg.search
     m = client.measure(sha256, dataset=bundle, latency={"warmup": search.latency_warmup, "min_runs": search.latency_runs},
-                       timeout_s=search.measure_timeout_s)
+                       runtime=runtime, timeout_s=search.measure_timeout_s)
     d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
     measured = measurement_values(d, device)
     runtime_device = f"{m.runtime.name} {m.runtime.version}"

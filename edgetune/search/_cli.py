@@ -185,7 +185,7 @@ def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool) 
         check_paths(cfg, config_path=config)  # a wrong path fails now, before agents start
         n = max(1, len(cfg.devices))
         with console.status(f"starting {n} local agent(s) ..."):
-            agents = stack.enter_context(start_local_agents(n, threads=1))
+            agents = stack.enter_context(start_local_agents(n, threads=1, runtime=",".join(cfg.space.runtime) or "ort"))
         console.print("local agent(s): " + ", ".join(f"{a.name} {a.url} (cpus {a.cpus})" for a in agents.agents))
     with stack:
         _search(config, trials=trials, workdir=workdir, agents=agents)

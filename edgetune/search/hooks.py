@@ -71,12 +71,12 @@ class LocalHooks(SweepHooks):
         s = self.cfg.search
         return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "timeout_s": s.measure_timeout_s}
 
-    def measure(self, artifact: Artifact, device: str) -> Measurement:
-        return self.fleet.measure(device, artifact, **self._measure_kwargs())
+    def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
+        return self.fleet.measure(device, artifact, runtime=runtime, **self._measure_kwargs())
 
-    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
+    def compare_latency(self, entries: list[tuple[str, str | None]], device: str) -> dict[tuple, dict]:
         s = self.cfg.search
-        return self.fleet.compare(device, onnx_paths, runs=s.side_by_side_runs, warmup=s.latency_warmup,
+        return self.fleet.compare(device, entries, runs=s.side_by_side_runs, warmup=s.latency_warmup,
                                   timeout_s=s.measure_timeout_s)
 
     def artifact_dir(self, artifact_hash: str) -> Path | None:
@@ -88,5 +88,5 @@ class LocalHooks(SweepHooks):
         return RemoteContext(cfg=self.cfg, kinds=kinds, workdir=self.workdir.resolve(),
                              devices=tuple(self._devices), device_specs=tuple(d.model_dump() for d in self.cfg.devices),
                              tokens=self.fleet.tokens() if self.fleet is not None else {},
-                             dataset_hash=self.fleet.dataset_hash if self.fleet is not None else None,
+                             dataset_hashes=dict(self.fleet.dataset_hashes) if self.fleet is not None else {},
                              measure_kwargs=self._measure_kwargs())

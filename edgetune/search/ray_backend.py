@@ -57,12 +57,13 @@ class _WorkerHooks(SweepHooks):
     def compress(self, plan: TrialPlan) -> Artifact:
         return self.local.compress(plan)
 
-    def measure(self, artifact: Artifact, device: str) -> Measurement:
+    def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
         import ray
 
         from edgetune.device_agents import Measurement
 
-        return Measurement.model_validate(ray.get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent))))
+        return Measurement.model_validate(ray.get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent),
+                                                                                  runtime)))
 
     def artifact_dir(self, artifact_hash: str) -> Path | None:
         return self.local.artifact_dir(artifact_hash)
@@ -83,10 +84,10 @@ def _worker_hooks(ctx: RemoteContext):
     return _WORKER_CACHE[key]
 
 
-def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, params: dict, fleet_actor) -> dict:
+def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, params: dict, runtime, fleet_actor) -> dict:
     from edgetune.spaces import CompressionConfig
 
-    plan = TrialPlan(number, None, CompressionConfig.model_validate(config_json), baseline, params)
+    plan = TrialPlan(number, None, CompressionConfig.model_validate(config_json), baseline, params, runtime)
     result = run_one(plan, _WorkerHooks(_worker_hooks(ctx), fleet_actor, ctx))
     art = result.artifact
     return {"number": result.number, "ok": result.ok, "values": result.values, "record": result.record,
@@ -101,13 +102,13 @@ class _FleetActor:
         from edgetune.search._fleet import SweepFleet
 
         self.fleet = SweepFleet([DeviceSpec.model_validate(d) for d in ctx.device_specs], tokens=ctx.tokens)
-        self.fleet.dataset_hash = ctx.dataset_hash
+        self.fleet.dataset_hashes = dict(ctx.dataset_hashes)
         self.kwargs = ctx.measure_kwargs
 
-    def measure(self, device: str, artifact_dir: str) -> dict:
+    def measure(self, device: str, artifact_dir: str, runtime: str | None = None) -> dict:
         from edgetune.compress import Artifact
 
-        m = self.fleet.measure(device, Artifact.load(artifact_dir), **self.kwargs)
+        m = self.fleet.measure(device, Artifact.load(artifact_dir), runtime=runtime, **self.kwargs)
         return m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
 
 
@@ -134,7 +135,7 @@ class RayBackend(Backend):
                     exhausted = True
                     break
                 inflight[task.remote(ctx_ref, plan.number, plan.config.model_dump(mode="json"), plan.baseline,
-                                     plan.params, fleet_actor)] = plan
+                                     plan.params, plan.runtime, fleet_actor)] = plan
             if not inflight:
                 break
             done, _ = ray.wait(list(inflight), num_returns=1)

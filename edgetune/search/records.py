@@ -14,8 +14,9 @@ __all__ = ["config_summary", "short_label", "RECORD_ATTR", "trials_frame", "late
 RECORD_ATTR = "record"
 
 
-def config_summary(manifest: dict) -> dict[str, float | int | str]:
-    """A few scalars that describe a config (for MLflow params, tables and plots)."""
+def config_summary(manifest: dict, *, runtime: str | None = None) -> dict[str, float | int | str]:
+    """A few scalars that describe a config (for MLflow params, tables and plots). ``input_size`` is there
+    when the config chose one; ``runtime`` when the trial named one (``space.runtime``)."""
     resolved = manifest.get("resolved") or {}
     precision: dict = resolved.get("precision") or {}
     sizes = manifest.get("sizes") or {}
@@ -35,7 +36,14 @@ def config_summary(manifest: dict) -> dict[str, float | int | str]:
     channels = resolved.get("channels") or {}  # group -> [before, after], the groups a cut changed
     before = sum(int(v[0]) for v in channels.values())
     removed = sum(int(v[0]) - int(v[1]) for v in channels.values())
+    extra: dict[str, int | str] = {}
+    chosen = (manifest.get("config") or {}).get("input_size")
+    if chosen:
+        extra["input_size"] = int(chosen)
+    if runtime:
+        extra["runtime"] = runtime
     return {
+        **extra,
         "n_int8_layers": counts["int8"], "n_fp16_layers": counts["fp16"], "n_fp32_layers": counts["fp32"],
         "mean_weight_bits": round(float(mean_bits), 3),
         "params_kept": round(params / source_params, 4) if source_params else 1.0,
@@ -48,10 +56,12 @@ def config_summary(manifest: dict) -> dict[str, float | int | str]:
 
 
 def short_label(summary: dict, baseline: str | None) -> str:
-    """What was done, in words: ``int8 80/99 layers, 25% channels pruned in 6 groups, 40% weights zero``
-    (a baseline: its name)."""
+    """What was done, in words: ``int8 80/99 layers, 25% channels pruned in 6 groups, 40% weights zero``,
+    then ``at 224 px`` / ``on openvino`` where the trial chose them (a baseline: its name, and its runtime
+    when the sweep searches runtimes)."""
+    where = f" on {summary['runtime']}" if summary.get("runtime") else ""
     if baseline:
-        return baseline
+        return baseline + where
     total = sum(int(summary.get(f"n_{p}_layers") or 0) for p in ("fp32", "fp16", "int8"))
     parts = [f"{p} {summary[f'n_{p}_layers']}/{total} layers" for p in ("int8", "fp16")
              if summary.get(f"n_{p}_layers")]
@@ -62,7 +72,8 @@ def short_label(summary: dict, baseline: str | None) -> str:
         parts.append(f"{1 - summary['params_kept']:.0%} params pruned")
     if summary.get("weight_sparsity", 0) > 0.01:
         parts.append(f"{summary['weight_sparsity']:.0%} weights zero")
-    return ", ".join(parts) or "fp32"
+    at = f" at {summary['input_size']} px" if summary.get("input_size") else ""
+    return (", ".join(parts) or "fp32") + at + where
 
 
 def latency_ci_columns(record: dict) -> dict[str, float]:

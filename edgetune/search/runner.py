@@ -41,6 +41,7 @@ class TrialPlan:
     config: CompressionConfig
     baseline: str | None
     params: dict
+    runtime: str | None = None  # the device runtime to measure on (None: each device's default)
 
 
 @dataclass
@@ -59,7 +60,7 @@ class RemoteContext:
     """What a remote worker needs to compress and measure trials of this sweep exactly as the driver
     would: the config, the target kinds the driver resolved (never re-derived), the shared workdir, the
     devices to measure on, and the fleet's connection state (device specs as dicts, tokens by device
-    name, the sha256 of the validation bundle already on the agents)."""
+    name, the sha256 of each validation bundle already on the agents, by input size)."""
 
     cfg: object  # SweepConfig
     kinds: tuple[str, ...] | None
@@ -67,7 +68,7 @@ class RemoteContext:
     devices: tuple[str, ...]
     device_specs: tuple[dict, ...]
     tokens: dict[str, str]
-    dataset_hash: str | None
+    dataset_hashes: dict[int, str]
     measure_kwargs: dict
 
 
@@ -84,11 +85,11 @@ class SweepHooks(ABC):
         """The artifact of the plan's config (from the cache when built before)."""
 
     @abstractmethod
-    def measure(self, artifact: Artifact, device: str) -> Measurement:
-        """The artifact measured on one device."""
+    def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
+        """The artifact measured on one device, on ``runtime`` (None: the device's default)."""
 
-    def compare_latency(self, onnx_paths: list[str], device: str) -> dict[str, dict]:
-        """ONNX path -> model-only latency stats, all timed side by side on ``device``."""
+    def compare_latency(self, entries: list[tuple[str, str | None]], device: str) -> dict[tuple, dict]:
+        """(ONNX path, runtime) -> model-only latency stats, all timed side by side on ``device``."""
         raise NotImplementedError(f"{type(self).__name__} cannot time models side by side")
 
     def artifact_dir(self, artifact_hash: str) -> Path | None:
@@ -107,7 +108,7 @@ class SweepHooks(ABC):
 def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None = None) -> TrialResult:
     """Compress (or take the overlapped result) and measure one trial; never raises for trial failures."""
     t0 = time.time()
-    record: dict = {"baseline": plan.baseline, "params": plan.params}
+    record: dict = {"baseline": plan.baseline, "params": plan.params, "runtime": plan.runtime}
     try:
         artifact = artifact_future.result() if artifact_future is not None else hooks.compress(plan)
     except EdgetuneError as exc:
@@ -116,14 +117,14 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         log.exception("trial %d: compression raised", plan.number)
         return _failed(plan, record, f"compression failed: {type(exc).__name__}: {exc}", t0)
     manifest = artifact.manifest
-    summary = config_summary(manifest)
+    summary = config_summary(manifest, runtime=plan.runtime)
     record.update({"artifact_hash": artifact.hash, "summary": summary, "label": short_label(summary, plan.baseline),
                    "config": manifest.get("config"), "sizes": manifest.get("sizes")})
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
     for device in hooks.devices_for_objectives():
         try:
-            m = hooks.measure(artifact, device)
+            m = hooks.measure(artifact, device, plan.runtime)
         except EdgetuneError as exc:
             return _failed(plan, record, f"measurement on '{device}' failed: {exc}", t0, artifact)
         except Exception as exc:

@@ -41,11 +41,12 @@ def latency_keys(keys: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def run_side_by_side(members: dict[int, str], *, devices: dict[str, list[str]],
-                     compare: Callable[[list[str], str], dict[str, dict]]) -> dict:
-    """Time every member (trial number -> ONNX path) side by side on every device.
+def run_side_by_side(members: dict[int, tuple[str, str | None]], *, devices: dict[str, list[str]],
+                     compare: Callable[[list[tuple[str, str | None]], str], dict[tuple, dict]]) -> dict:
+    """Time every member (trial number -> (ONNX path, runtime)) side by side on every device; a member
+    measured on another runtime than the baseline (``space.runtime``) is timed on its own runtime.
 
-    ``compare(onnx_paths, device)`` returns each path's latency stats (``p50_ms``, ``p90_ms``,
+    ``compare(entries, device)`` returns each (path, runtime)'s latency stats (``p50_ms``, ``p90_ms``,
     ``ci95_low_ms``, ``ci95_high_ms``, ``n``) from one interleaved timing on the device. Returns
     ``{"at", "values": {trial: {"latency_p50_ms@dev": v, ...}}, "ci95": {trial: {dev: [low, high]}}, "n"}``.
     """
@@ -54,8 +55,8 @@ def run_side_by_side(members: dict[int, str], *, devices: dict[str, list[str]],
     runs = 0
     for device, metrics in devices.items():
         stats = compare(list(dict.fromkeys(members.values())), device)
-        for n, path in members.items():
-            st = stats[path]
+        for n, entry in members.items():
+            st = stats[entry]
             for metric in metrics:
                 values[str(n)][f"{metric}@{device}"] = float(st[_STATS[metric]])
             ci95[str(n)][device] = [float(st["ci95_low_ms"]), float(st["ci95_high_ms"])]

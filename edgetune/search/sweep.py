@@ -97,6 +97,11 @@ class Sweep:
             for d in space.dimensions:
                 if d.kind == "precision":
                     params[d.name] = prec if prec in d.choices else ("fp32" if "fp32" in d.choices else d.choices[0])
+                elif d.kind == "input_size":  # baselines run at the model's own size
+                    own = str(space.input_size)
+                    params[d.name] = own if own in d.choices else d.choices[0]
+                elif d.kind == "runtime":  # and on the first runtime of space.runtime
+                    params[d.name] = d.choices[0]
                 else:
                     params[d.name] = next((c for c in d.choices if c in ("dense", "0", "0.0", "none")), d.choices[0])
             out[name] = params
@@ -137,7 +142,8 @@ class Sweep:
 
     def _plan(self, trial, space, params: dict, baseline: str | None) -> TrialPlan:
         config = space.baseline(baseline) if baseline else space.config_from(params)
-        return TrialPlan(trial.number, trial, config, baseline, params)
+        runtime = space.baseline_runtime if baseline else space.runtime_from(params)
+        return TrialPlan(trial.number, trial, config, baseline, params, runtime)
 
     def _on_result(self, plan: TrialPlan, result) -> None:
         with self._lock:
@@ -250,7 +256,8 @@ class Sweep:
         for r in rows:
             art = self.hooks.artifact_dir(r["artifact"]) if r["artifact"] else None
             if art is not None and (art / "model.onnx").is_file():
-                members[int(r["trial"])] = str(art / "model.onnx")
+                runtime = r.get("runtime") if isinstance(r.get("runtime"), str) else None
+                members[int(r["trial"])] = (str(art / "model.onnx"), runtime)
         if fp32.empty or int(fp32.iloc[0]["trial"]) not in members or len(members) < 2:
             log.warning("side-by-side check skipped: the fp32 baseline or the front members' ONNX files are missing")
             return None

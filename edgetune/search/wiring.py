@@ -44,8 +44,12 @@ def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | 
 
     fleet = SweepFleet.from_specs(cfg.devices, tokens=tokens)
     fleet.check_health()  # unreachable agents fail here, naming the device and URL
+    from edgetune.search.hooks import measured_devices
+
+    fleet.check_runtimes(cfg.space.runtime, measured_devices(cfg))  # before the model is loaded
     parts = assemble(cfg, kinds=fleet.kinds())  # the kinds the agents report: shipped to remote workers as they are
-    fleet.upload_dataset(parts.splits.val, head=parts.model.head, input_size=parts.model.input_size)
+    fleet.upload_dataset(parts.splits.val, head=parts.model.head,
+                         input_sizes=[parts.model.input_size, *parts.space.input_size_choices])
     hooks = LocalHooks(parts, fleet=fleet, workdir=Path(workdir))
     return (Sweep(cfg, config_text=text, hooks=hooks, workdir=Path(workdir), config_path=Path(config_path)),
             parts.space, cfg)

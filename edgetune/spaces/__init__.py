@@ -18,6 +18,7 @@ from edgetune.spaces._layers import Group, Layer, kept_channels, two_four_eligib
 from edgetune.spaces._rules import (
     DEVICE_KINDS,
     RULES,
+    RUNTIMES,
     KindRule,
     QuantSettings,
     offered,
@@ -32,7 +33,7 @@ __all__ = [
     "CompressionConfig", "Sparsity", "BASELINES", "BITS", "baseline",
     "dependency_graph", "discover_layers", "discover_groups", "layer_modules", "measure_macs", "norm_to_layer",
     "Layer", "Group", "kept_channels", "two_four_eligible",
-    "RULES", "DEVICE_KINDS", "KindRule", "QuantSettings", "rule_for", "offered", "quant_for_kinds",
+    "RULES", "RUNTIMES", "DEVICE_KINDS", "KindRule", "QuantSettings", "rule_for", "offered", "quant_for_kinds",
     "SearchSpace", "Dimension",
     "SpaceSpec", "SparsitySpec", "KeepSpec",
 ]

@@ -123,12 +123,18 @@ def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: Sp
         else:
             sparsity_choices[g.name] = _group_choices(g, kinds, spec.sparsity.ratios, spec.sparsity.round_to, by_name)
     dims = _dimensions(spec.tie_for, layers, groups, precision_choices, sparsity_choices)
+    sizes = tuple(spec.input_size)
+    if len(sizes) > 1:
+        dims += (Dimension("input_size", "input_size", tuple(map(str, sizes)), ()),)
+    if len(spec.runtime) > 1:
+        dims += (Dimension("runtime", "runtime", tuple(spec.runtime), ()),)
     return SearchSpace(layers=tuple(layers), groups=tuple(groups), precision_choices=precision_choices,
                        sparsity_choices=sparsity_choices, dimensions=dims, targets=targets,
                        quant=quant_for_kinds(targets, calibration=spec.calibration),
                        importance=spec.sparsity.importance, round_to=spec.sparsity.round_to,
                        precision_pins=precision_pins, sparsity_pins=sparsity_pins,
-                       notes=tuple(notes), input_size=input_size)
+                       notes=tuple(notes), input_size=input_size, input_size_choices=sizes,
+                       runtime_choices=tuple(spec.runtime))
 
 
 def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] | None = None,

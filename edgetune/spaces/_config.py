@@ -2,7 +2,7 @@
 
 A config gives each layer a precision (``default_precision`` for layers it does not list) and each
 coupling group a sparsity (kind + ratio; dense when not listed), plus how to score channels and how to
-quantize. Named baselines: ``fp32``, ``int8-uniform`` (every layer int8, what onnxruntime users do
+quantize, and optionally the input resolution to export at (``input_size``; None: the model's own). Named baselines: ``fp32``, ``int8-uniform`` (every layer int8, what onnxruntime users do
 today), ``fp16-uniform``. Validate a config against a :class:`~edgetune.spaces.SearchSpace` with
 ``space.validate(config)``.
 """
@@ -83,6 +83,8 @@ class CompressionConfig(Strict):
     importance: Importance = "auto"
     round_to: int = Field(default=8, ge=1, le=256)
     quant: QuantSettings = Field(default_factory=QuantSettings)
+    input_size: int | None = Field(default=None, ge=32, le=4096,
+                                   description="export at this square input size (None: the model's own)")
 
     # -- queries -----------------------------------------------------------------------------------
     def precision_of(self, layer: str) -> str:
@@ -108,6 +110,8 @@ class CompressionConfig(Strict):
         d = self.model_dump(mode="json", exclude={"name"})
         d["sparsity"] = {k: v for k, v in sorted(d["sparsity"].items()) if Sparsity(**v).active}
         d["precision"] = dict(sorted(d["precision"].items()))
+        if d.get("input_size") is None:  # the model's own size: the hash of every older point stays the same
+            d.pop("input_size", None)
         return d
 
     def hash(self) -> str:

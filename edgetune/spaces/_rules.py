@@ -53,9 +53,12 @@ from edgetune._strict import Strict
 from edgetune.errors import ConfigError, closest_names
 
 __all__ = ["QuantSettings", "KindRule", "RULES", "DEVICE_KINDS", "rule_for", "offered", "quant_for_kinds",
-           "PRECISIONS", "SPARSITY_KINDS"]
+           "PRECISIONS", "SPARSITY_KINDS", "RUNTIMES"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# The agent runtimes a space may search over (``space.runtime``); the same names as the agent's runtime
+# registry (``edgetune.device_agents.runtimes``, checked by a test), kept here so spaces import no agent code.
+RUNTIMES = ("ort", "openvino", "tensorrt")
 SPARSITY_KINDS = ("channel", "unstructured", "2:4")
 
 

@@ -2,8 +2,10 @@
 
 Plain data (no torch): built by :func:`~edgetune.spaces.build_space`, serialisable with ``to_dict`` so a
 sweep can log it. A sampler sees :attr:`SearchSpace.dimensions` (one categorical choice each: a layer's
-precision, a group's sparsity, or one choice for a whole stage / block when tied), and turns the values
-it picked into a :class:`CompressionConfig` with :meth:`SearchSpace.config_from`.
+precision, a group's sparsity, or one choice for a whole stage / block when tied; the model's input size,
+``input_size``; the device runtime, ``runtime``), and turns the values it picked into a
+:class:`CompressionConfig` with :meth:`SearchSpace.config_from` (the runtime is no part of the artifact:
+:meth:`SearchSpace.runtime_from` reads it, and the measurement runs on it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Dimension:
     """One categorical search parameter; its value applies to every member (layers or groups)."""
 
     name: str
-    kind: str  # "precision" | "sparsity"
+    kind: str  # "precision" | "sparsity" | "input_size" | "runtime"
     choices: tuple[str, ...]
     members: tuple[str, ...]
 
@@ -49,7 +51,9 @@ class SearchSpace:
     precision_pins: dict[str, str] = field(default_factory=dict)  # layer -> why it has one precision
     sparsity_pins: dict[str, str] = field(default_factory=dict)  # group -> why it stays dense
     notes: tuple[str, ...] = ()  # choices dropped by the rule table, and why
-    input_size: int = 0
+    input_size: int = 0  # the model's own
+    input_size_choices: tuple[int, ...] = ()  # resolutions to export at (empty: the model's own only)
+    runtime_choices: tuple[str, ...] = ()  # device runtimes to measure on (empty: each device's default)
 
     def __post_init__(self) -> None:
         self._layer = {lay.name: lay for lay in self.layers}
@@ -79,10 +83,12 @@ class SearchSpace:
         return sum(math.log10(len(d.choices)) for d in self.dimensions)
 
     # -- points --------------------------------------------------------------------------------------
-    def _complete(self, precision: dict[str, str], sparsity: dict[str, Sparsity]) -> CompressionConfig:
+    def _complete(self, precision: dict[str, str], sparsity: dict[str, Sparsity],
+                  input_size: int | None = None) -> CompressionConfig:
         return CompressionConfig(default_precision="fp32", precision=precision,
                                  sparsity={k: v for k, v in sparsity.items() if v.active},
-                                 importance=self.importance, round_to=self.round_to, quant=self.quant)
+                                 importance=self.importance, round_to=self.round_to, quant=self.quant,
+                                 input_size=input_size)
 
     def config_from(self, params: Mapping[str, str]) -> CompressionConfig:
         """The config of one value per dimension (``{dimension.name: choice}``); pins are filled in."""
@@ -91,6 +97,7 @@ class SearchSpace:
             raise ConfigError(f"unknown search dimension {unknown[0]!r}."
                               f"{closest_names(unknown[0], [d.name for d in self.dimensions])}")
         precision = {n: c[0] for n, c in self.precision_choices.items() if len(c) == 1}
+        size = self.input_size_choices[0] if len(self.input_size_choices) == 1 else None
         # a group with one choice is no dimension, but that choice holds (``ratios: [0.25]`` prunes every trial)
         sparsity = {n: Sparsity.parse(c[0]) for n, c in self.sparsity_choices.items() if len(c) == 1}
         for d in self.dimensions:
@@ -99,13 +106,27 @@ class SearchSpace:
             value = params[d.name]
             if value not in d.choices:
                 raise ConfigError(f"{value!r} is not a choice of {d.name!r}; choices: {', '.join(d.choices)}.")
+            if d.kind == "input_size":
+                size = int(value)
             for m in d.members:
                 if d.kind == "precision":
                     precision[m] = value
                 else:  # a tied choice a member cannot take (2:4 on a depthwise group) leaves it dense
                     sp = Sparsity.parse(value)
                     sparsity[m] = sp if sp.kind in _kinds(self.sparsity_choices[m]) else Sparsity()
-        return self._complete(precision, sparsity)
+        return self._complete(precision, sparsity, None if size == self.input_size else size)
+
+    def runtime_from(self, params: Mapping[str, str]) -> str | None:
+        """The runtime a point is measured on: its ``runtime`` value, the one runtime offered, or None (each
+        device's default)."""
+        if len(self.runtime_choices) > 1:
+            return params.get("runtime", self.runtime_choices[0])
+        return self.runtime_choices[0] if self.runtime_choices else None
+
+    @property
+    def baseline_runtime(self) -> str | None:
+        """The runtime the baselines are measured on: the first of ``space.runtime``."""
+        return self.runtime_choices[0] if self.runtime_choices else None
 
     def random_config(self, seed: int = 0) -> CompressionConfig:
         rng = random.Random(seed)
@@ -119,6 +140,10 @@ class SearchSpace:
     def validate(self, config: CompressionConfig) -> CompressionConfig:
         """Raise ConfigError naming the layer / group, the value and the fix; return ``config``."""
         targets = ", ".join(self.targets)
+        sizes = self.input_size_choices or (self.input_size,)
+        if config.input_size is not None and self.input_size and config.input_size not in (*sizes, self.input_size):
+            raise ConfigError(f"`input_size` {config.input_size} is not offered (space.input_size: "
+                              f"{', '.join(map(str, sizes))}); use one of those or add it to `space.input_size`.")
         if config.default_precision not in self.offered_precisions:
             raise ConfigError(
                 f"`default_precision` {config.default_precision!r} is not offered: none of the targets ({targets}) "
@@ -173,6 +198,7 @@ class SearchSpace:
             "importance": self.importance, "round_to": self.round_to,
             "precision_pins": dict(self.precision_pins), "sparsity_pins": dict(self.sparsity_pins),
             "notes": list(self.notes), "input_size": self.input_size,
+            "input_size_choices": list(self.input_size_choices), "runtime_choices": list(self.runtime_choices),
         }
 
     @classmethod
@@ -185,4 +211,5 @@ class SearchSpace:
                              for x in d["dimensions"]),
             targets=tuple(d["targets"]), quant=QuantSettings(**d["quant"]), importance=d["importance"],
             round_to=d["round_to"],
-            precision_pins=dict(d["precision_pins"]), sparsity_pins=dict(d["sparsity_pins"]), notes=tuple(d["notes"]), input_size=d["input_size"])
+            precision_pins=dict(d["precision_pins"]), sparsity_pins=dict(d["sparsity_pins"]), notes=tuple(d["notes"]), input_size=d["input_size"],
+            input_size_choices=tuple(d.get("input_size_choices", ())), runtime_choices=tuple(d.get("runtime_choices", ())))

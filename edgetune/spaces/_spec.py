@@ -15,6 +15,9 @@ space:
                                           # the whole model; or per kind: {precision: stage, sparsity: model}
   targets: [local-cpu]                    # device kinds, until the sweep's devices report theirs
   calibration: minmax                     # minmax | entropy | percentile
+  runtime: [ort, openvino]                # device runtimes to search over (each device must offer them;
+                                          # default: the device's own runtime). The first times the baselines.
+  input_size: [256, 224, 192]             # input resolutions to export at (default: the model's own)
 ```
 """
 
@@ -100,6 +103,30 @@ class SpaceSpec(Strict):
     tie: TieLevel | TieSpec = "none"
     targets: list[str] = Field(default_factory=lambda: ["local-cpu"], min_length=1)
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    runtime: list[str] = Field(default_factory=list, description="runtimes to search over (ort, openvino, "
+                               "tensorrt); every measured device must offer each; empty: the device's default")
+    input_size: list[int] = Field(default_factory=list, description="square input resolutions to export at; "
+                                  "empty: the model's own")
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v: list[str]) -> list[str]:
+        from edgetune.spaces._rules import RUNTIMES
+
+        bad = [r for r in v if r not in RUNTIMES]
+        if bad:
+            hints = "".join(closest_names(b, RUNTIMES) for b in bad)
+            raise ValueError(f"unknown runtime {', '.join(map(repr, bad))}.{hints} Valid runtimes: {', '.join(RUNTIMES)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 32 <= s <= 4096 or s % 32]
+        if bad:
+            raise ValueError(f"input sizes must be multiples of 32 in [32, 4096] (the strides of detectors), got "
+                             f"{', '.join(map(str, bad))}")
+        return sorted(set(v), reverse=True)
 
     def tie_for(self, kind: str) -> str:
         """The tie level of ``kind`` (``precision`` / ``sparsity``) dimensions."""

@@ -29,14 +29,16 @@ def test_interleaved_turns_rotate_and_each_burst_starts_untimed():
 def test_run_side_by_side_maps_stats_to_trials_and_dedupes_paths():
     seen = []
 
-    def compare(paths, device):
-        seen.append((tuple(paths), device))
-        return {p: {"p50_ms": 2.0 if p == "fp32.onnx" else 1.0, "p90_ms": 3.0, "ci95_low_ms": 0.9,
-                    "ci95_high_ms": 2.1, "n": 50} for p in paths}
+    def compare(entries, device):
+        seen.append((tuple(entries), device))
+        return {e: {"p50_ms": 2.0 if e[0] == "fp32.onnx" else 1.0 if e[1] is None else 0.5, "p90_ms": 3.0,
+                    "ci95_low_ms": 0.9, "ci95_high_ms": 2.1, "n": 50} for e in entries}
 
-    members = {0: "fp32.onnx", 4: "a.onnx", 9: "a.onnx"}  # two trials that produced the same artifact
+    # two trials that produced the same artifact, and the same artifact measured on another runtime
+    members = {0: ("fp32.onnx", None), 4: ("a.onnx", None), 9: ("a.onnx", None), 11: ("a.onnx", "openvino")}
     out = run_side_by_side(members, devices={"dev": ["latency_p50_ms", "latency_p90_ms"]}, compare=compare)
-    assert seen == [(("fp32.onnx", "a.onnx"), "dev")]
+    assert seen == [((("fp32.onnx", None), ("a.onnx", None), ("a.onnx", "openvino")), "dev")]
+    assert out["values"]["11"]["latency_p50_ms@dev"] == 0.5
     assert out["values"]["0"] == {"latency_p50_ms@dev": 2.0, "latency_p90_ms@dev": 3.0}
     assert out["values"]["9"]["latency_p50_ms@dev"] == 1.0 and out["n"] == 50
     assert out["ci95"]["4"]["dev"] == [0.9, 2.1]
@@ -50,4 +52,4 @@ def test_a_failing_device_raises_to_the_caller():
         raise ConnectionError("agent gone")
 
     with pytest.raises(ConnectionError):
-        run_side_by_side({0: "x.onnx", 1: "y.onnx"}, devices={"d": ["latency_p50_ms"]}, compare=compare)
+        run_side_by_side({0: ("x.onnx", None), 1: ("y.onnx", None)}, devices={"d": ["latency_p50_ms"]}, compare=compare)

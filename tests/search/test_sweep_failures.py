@@ -27,11 +27,11 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, sweep
                 raise CompressionError("injected failure for trial 2")
             return real_compress(plan)
 
-        def measure(artifact, device):
+        def measure(artifact, device, runtime=None):
             if plan_numbers and plan_numbers[-1] == 3:
                 agents.agents[0].process.kill()  # the device agent dies mid-sweep
                 agents.agents[0].process.wait()
-            return real_measure(artifact, device)
+            return real_measure(artifact, device, runtime)
 
         plan_numbers: list[int] = []
         hooks.compress = lambda plan: (plan_numbers.append(plan.number), compress(plan))[1]

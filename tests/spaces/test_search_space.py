@@ -121,3 +121,41 @@ def test_validate_names_the_layer_and_the_fix():
         space.config_from({})
     ok = CompressionConfig(precision={"s0.0.pw": "int8"}, sparsity={"s1.1.pw": {"ratio": 0.3}})
     assert space.validate(ok) is ok
+
+
+def test_runtime_and_input_size_are_dimensions_and_only_the_size_changes_the_artifact():
+    layers, groups = synthetic(2, 2)
+    spec = SpaceSpec(precision=["fp32", "int8"], tie="model", runtime=["ort", "openvino"], input_size=[192, 256, 224])
+    space = space_from_layers(layers, groups, spec, input_size=256)
+    dims = {d.name: d for d in space.dimensions}
+    assert dims["input_size"].choices == ("256", "224", "192") and dims["runtime"].choices == ("ort", "openvino")
+    base = {d.name: d.choices[0] for d in space.dimensions}
+    own = space.config_from(base)
+    assert own.input_size is None  # the model's own size: the same config (and hash) as without the dimension
+    assert own.hash() == space_from_layers(layers, groups, SpaceSpec(precision=["fp32", "int8"], tie="model"),
+                                           input_size=256).config_from({k: v for k, v in base.items()
+                                                                        if k not in ("input_size", "runtime")}).hash()
+    small = space.config_from({**base, "input_size": "192"})
+    assert small.input_size == 192 and small.hash() != own.hash()
+    assert space.runtime_from({**base, "runtime": "openvino"}) == "openvino" and space.baseline_runtime == "ort"
+    assert space.config_from({**base, "runtime": "openvino"}) == own  # the runtime is no part of the artifact
+    with pytest.raises(ConfigError, match="not offered"):
+        space.validate(own.model_copy(update={"input_size": 160}))
+    back = SearchSpace.from_dict(json.loads(json.dumps(space.to_dict())))
+    assert back.input_size_choices == (256, 224, 192) and back.runtime_choices == ("ort", "openvino")
+    one = space_from_layers(layers, groups, SpaceSpec(runtime=["openvino"], input_size=[224]), input_size=256)
+    assert not {"runtime", "input_size"} & {d.name for d in one.dimensions}  # one choice: no dimension, but it holds
+    assert one.runtime_from({}) == "openvino" and one.random_config().input_size == 224
+
+
+def test_runtime_and_input_size_specs_say_what_is_valid():
+    from pydantic import ValidationError
+
+    from edgetune.device_agents.runtimes import available_runtimes
+    from edgetune.spaces import RUNTIMES
+
+    assert sorted(RUNTIMES) == available_runtimes()  # the spaces' list is the agent registry's
+    with pytest.raises(ValidationError, match="Closest names: openvino"):
+        SpaceSpec(runtime=["openvno"])
+    with pytest.raises(ValidationError, match="multiples of 32.*200"):
+        SpaceSpec(input_size=[256, 200])

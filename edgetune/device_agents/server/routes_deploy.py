@@ -152,9 +152,14 @@ async def predict(name: NamePath, request: Request,
     finally:
         await form.close()
     active = deployment.active_version
+    runtime = (manifest.get("deployment") or {}).get("runtime") or cfg.runtime  # pinned by `edgetune deploy`
+    if runtime not in cfg.offered_runtimes:
+        raise ApiError(409, "Conflict", f"deployment '{name}' v{deployment.active} runs on the {runtime} runtime, which "
+                       f"this agent does not offer ({', '.join(cfg.offered_runtimes)}); restart it with --runtime "
+                       f"{','.join((*cfg.offered_runtimes, runtime))}.")
     job = {"task": "predict", "request": {"artifact": active.sha256}, "artifact_path": active.path,
            "image_path": str(image), "head": manifest["head"], "score_threshold": score_threshold,
-           "labels": (manifest.get("deployment") or {}).get("labels"), "runtime": cfg.runtime,
+           "labels": (manifest.get("deployment") or {}).get("labels"), "runtime": runtime,
            "threads": cfg.threads, "cpus": list(cfg.cpus), "cache_dir": str(cfg.workdir / "cache"),
            "max_memory_bytes": cfg.max_memory_bytes, "agent_pid": os.getpid()}
     try:
