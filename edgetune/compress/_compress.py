@@ -97,8 +97,14 @@ def _feature_taps(layers, groups, changed) -> dict[str, list[int] | None]:
 
 def needs_train(recovery: RecoverySpec, config: CompressionConfig | None = None) -> bool:
     """Whether compressing ``config`` (None: any config of a sweep) needs the train split: recovery
-    fine-tunes whatever is pruned, so when recovery is on and the config prunes."""
-    return recovery.enabled and (config is None or config.prunes)
+    fine-tunes whatever is pruned, so when recovery is on and the config prunes; elastic recovery also
+    serves configs at another input size than the model's (its weights were trained at the space's sizes)."""
+    return recovery.enabled and (config is None or config.prunes or (recovery.mode == "elastic"
+                                                                      and config.input_size is not None))
+
+
+def _elastic(recovery: RecoverySpec | None) -> bool:
+    return recovery is not None and recovery.mode == "elastic"
 
 
 def resolve_importance(name: str, train, adapter=None) -> str:
@@ -113,7 +119,8 @@ def resolve_importance(name: str, train, adapter=None) -> str:
     return "taylor" if train is not None and len(train) and has_loss else "magnitude"
 
 
-def _prune_and_recover(student, teacher, config, importance, size, train, recovery, timings, adapter) -> dict:
+def _prune_and_recover(student, teacher, config, importance, size, train, recovery, timings, adapter, *,
+                       space=None, workdir: Path | None = None, source_hash: str = "") -> dict:
     from edgetune.compress._importance import accumulate_gradients, make_importance, needs_gradients
     from edgetune.compress._prune import (
         SoftCut,
@@ -141,8 +148,12 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     arrays = adapter.prepare(train, size=size, limit=TAYLOR_BATCHES * TAYLOR_BATCH) if train is not None else None
     changed: dict = {}
     rec = None
-    progressive = recovery is not None and recovery.progressive > 0 and bool(plan.channels)
-    if plan.channels:
+    progressive = recovery is not None and recovery.progressive > 0 and bool(plan.channels) and not _elastic(recovery)
+    if _elastic(recovery):
+        changed, rec = _from_elastic(student, teacher, dg, groups, config, plan, importance, size, train, recovery,
+                                     adapter, space=space, workdir=workdir, source_hash=source_hash, timings=timings)
+        recovery = None  # no per-config fine-tuning
+    elif plan.channels:
         imp = make_importance(importance)
         if needs_gradients(importance):
             if arrays is None:
@@ -179,9 +190,12 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
                 rng = np.random.default_rng(1)
                 recalibrate_bn(student, (adapter.sample(arrays, rng, TAYLOR_BATCH, None)[0]
                                          for _ in range(TAYLOR_BATCHES)))
+    if recovery is None and rec is not None:  # elastic: the masks below are not fine-tuned
+        timings["prune"] = round(time.time() - t - rec["seconds"], 2)
     mask_unstructured(student, plan.unstructured)
     mask_two_four(student, plan.two_four)
-    timings["prune"] = round(time.time() - t - (first["seconds"] if progressive else 0.0), 2)
+    if "prune" not in timings:
+        timings["prune"] = round(time.time() - t - (first["seconds"] if progressive else 0.0), 2)
     if recovery is not None:
         if progressive and recovery.budget_s:  # the wall-clock cap covers both halves
             recovery = recovery.model_copy(update={"budget_s": max(1e-3, recovery.budget_s - first["seconds"])})
@@ -202,6 +216,44 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     return {"plan": plan.to_dict(), "importance": importance if plan.channels else None,
             "channels": {k: [v[0], v[1]] for k, v in changed.items()},
             "kept": {k: v[2] for k, v in changed.items()}, "recovery": rec}
+
+
+def _from_elastic(student, teacher, dg, groups, config, plan, importance, size, train, recovery, adapter, *, space,
+                  workdir, source_hash, timings) -> tuple[dict, dict]:
+    """The config cut from the elastic weights (trained on the first call, cached after): (changed, rec)."""
+    from edgetune.compress._elastic import cut_elastic, elastic_choices, elastic_key, ensure_elastic
+    from edgetune.compress._importance import accumulate_gradients, make_importance, needs_gradients
+
+    t = time.time()
+    choices = elastic_choices(groups, space, config, config.round_to)
+    sizes = tuple(dict.fromkeys([int(s) for s in (getattr(space, "input_size_choices", ()) or ())] or [size]))
+    if size not in sizes:
+        sizes = (*sizes, size)
+    key = elastic_key(source_hash=source_hash, choices=choices, sizes=sizes, importance=importance, recovery=recovery,
+                      train_id=_dataset_id(train), adapter=_adapter_id(adapter))
+
+    def gradients() -> None:  # taylor scores need them; only when the elastic weights are trained
+        if not needs_gradients(importance):
+            return
+        if not adapter.has_loss:
+            raise CompressionError(f"importance {importance!r} needs the gradients of a supervised loss, which this "
+                                   f"{adapter.kind} model does not offer; use `space.sparsity.importance: magnitude`.")
+        arrays = adapter.prepare(train, size=size, limit=TAYLOR_BATCHES * TAYLOR_BATCH)
+        rng = np.random.default_rng(0)
+        accumulate_gradients(student, (adapter.sample(arrays, rng, TAYLOR_BATCH, None) for _ in range(TAYLOR_BATCHES)),
+                             lambda m, *batch: adapter.loss(adapter.forward(m, batch[0]), batch))
+
+    orders = ensure_elastic(student, teacher, dg, choices=choices, sizes=sizes, importance=importance,
+                            imp=make_importance(importance), train=train, recovery=recovery, adapter=adapter,
+                            workdir=workdir or Path("."), key=key, timings=timings, gradients=gradients)
+    missing = sorted(set(plan.channels) - set(orders))
+    if missing:
+        raise CompressionError(f"group(s) {', '.join(missing)} are pruned by the config but were not trained elastic "
+                               "(the space does not offer them channel pruning); use `recovery.mode: per_config`.")
+    changed = cut_elastic(student, dg, orders, dict(plan.channels), adapter=adapter, train=train, size=size)
+    rec = {"mode": "elastic", "elastic": key, "steps": 0, "steps_asked": 0, "stopped": "steps",
+           "seconds": round(time.time() - t, 2), "loss": None}
+    return changed, rec
 
 
 def pruned_key(*, source_hash: str, input_size: int, config: CompressionConfig, importance: str,
@@ -345,8 +397,8 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     if config.importance != "auto" and config.importance not in IMPORTANCES:
         raise ConfigError(f"`importance` {config.importance!r} is not registered; valid: auto, "
                           f"{', '.join(sorted(IMPORTANCES))}.")
-    importance = (resolve_importance(config.importance, train, model.adapter) if config.channel_prunes
-                  else config.importance)
+    importance = (resolve_importance(config.importance, train, model.adapter)
+                  if config.channel_prunes or _elastic(rec_spec) else config.importance)
     gradients = config.channel_prunes and needs_gradients(importance)
     train_id = _dataset_id(train) if (rec_spec or gradients) else None
     adapter = _adapter_id(model.adapter)
@@ -361,7 +413,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     pruned = None
     pkey = pruned_key(source_hash=model.source_hash, input_size=size, config=config, importance=importance,
                       recovery=rec_spec, train_id=train_id, adapter=adapter)
-    if config.prunes:
+    if config.prunes or (_elastic(rec_spec) and config.input_size is not None):
         t = time.time()
         pruned = _load_pruned(workdir, pkey, student, size) if use_cache else None
         if pruned is not None:
@@ -370,7 +422,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
         else:
             student = copy.deepcopy(module).eval()
             pruned = _prune_and_recover(student, module, config, importance, size, train, rec_spec, timings,
-                                        model.adapter)
+                                        model.adapter, space=space, workdir=workdir, source_hash=model.source_hash)
             (_pruned_dir(workdir, pkey) / "export.onnx").unlink(missing_ok=True)  # it was made from other weights
             _store_pruned(workdir, pkey, student, pruned)
         pruned = {k: v for k, v in pruned.items() if k != "kept"}

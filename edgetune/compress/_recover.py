@@ -66,7 +66,7 @@ def _float(out):
 
 
 def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size: int, features: dict | None = None,
-            on_step=None, start: int = 0, stop: int | None = None) -> dict:
+            on_step=None, start: int = 0, stop: int | None = None, sizes: tuple[int, ...] = ()) -> dict:
     """Fine-tune ``student`` in place; returns {steps, steps_asked, stopped, seconds, loss}. ``teacher`` is
     not modified. ``stopped`` says why it ended: ``"steps"`` (the schedule ran out) or ``"budget_s"`` (the
     wall-clock cap ended it early, with ``steps < steps_asked``).
@@ -77,7 +77,10 @@ def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size:
     ``adapter``: the model's task adapter (batches, training forward, losses).
 
     ``features``: layer name -> indices of the teacher's channels that the student's input channels of
-    that layer correspond to (None: all), for feature distillation (``spec.feature_weight``)."""
+    that layer correspond to (None: all), for feature distillation (``spec.feature_weight``).
+
+    ``sizes``: train at several input sizes, one per step in turn (elastic training for a space that
+    searches ``input_size``); empty: ``input_size`` only."""
     import torch
 
     from edgetune.models import ModelEMA
@@ -96,8 +99,9 @@ def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size:
     stop = spec.steps if stop is None else min(stop, spec.steps)
     torch.manual_seed(spec.seed + start)
     rng = np.random.default_rng(spec.seed + start)
-    data = adapter.prepare(train, size=input_size, limit=spec.train_images)
-    crop = max(32, int(round(input_size * spec.crop / 32)) * 32) if input_size >= 128 and spec.crop < 1 else None
+    sizes = tuple(dict.fromkeys(sizes or (input_size,)))
+    data = {s: adapter.prepare(train, size=s, limit=spec.train_images) for s in sizes}
+    crops = {s: max(32, int(round(s * spec.crop / 32)) * 32) if s >= 128 and spec.crop < 1 else None for s in sizes}
     full_from = int(spec.steps * 0.85)
     decay, no_decay = [], []
     for name, p in student.named_parameters():
@@ -123,7 +127,8 @@ def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size:
             g["lr"] = spec.lr * (step + 1) / warmup if step < warmup else spec.lr * (0.05 + 0.95 * t)
             if start:  # a fresh optimizer mid-schedule: re-warm it over 10 steps
                 g["lr"] *= min(1.0, (step - start + 1) / 10)
-        batch = adapter.sample(data, rng, spec.batch, None if step >= full_from else crop)
+        size = sizes[step % len(sizes)]
+        batch = adapter.sample(data[size], rng, spec.batch, None if step >= full_from else crops[size])
         t_out = None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             out = adapter.forward(student, batch[0])

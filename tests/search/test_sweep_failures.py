@@ -16,7 +16,7 @@ from edgetune.search.wiring import prepare_sweep
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, sweep_workdir):
     from edgetune.device_agents.local import start_local_agents
 
-    path = make_sweep(tmp_path, name="failing", trials=4, sbs_runs=20)
+    path = make_sweep(tmp_path, name="failing", trials=4, sbs_runs=20, ratios=(0.0,))
     with start_local_agents(1, threads=1) as agents:
         sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=agents)
         hooks = sweep.hooks

@@ -36,7 +36,7 @@ def search(path, workdir, **kw) -> subprocess.Popen:
 def test_sigkill_then_resume(tmp_path, make_sweep, sweep_workdir):
     import optuna
 
-    path = make_sweep(tmp_path, name="resume", trials=TRIALS)
+    path = make_sweep(tmp_path, name="resume", trials=TRIALS, ratios=(0.0,))  # precision only: one export
     db = tmp_path / "optuna.db"
     proc = search(path, sweep_workdir)
     deadline = time.time() + 400

@@ -1,0 +1,174 @@
+"""edgetune's front against what users run today, side by side on this machine.
+
+After a sweep (``make demo``, or any sweep of a builtin detector), this times, in ONE run:
+
+- ``ORT fp32``: the sweep's fp32 baseline on onnxruntime (the reference of every ratio),
+- ``ORT int8-uniform``: every layer int8, what onnxruntime users do today,
+- ``OpenVINO fp32`` (true fp32: ``INFERENCE_PRECISION_HINT=f32``) and ``OpenVINO int8-uniform`` (the same
+  QDQ file read by OpenVINO),
+- ``NNCF int8 (OpenVINO)``: the fp32 ONNX quantized by NNCF's post-training quantization (the OpenVINO
+  user's path: ``nncf.quantize`` on the OpenVINO model, calibrated on the sweep's calibration images,
+  preset PERFORMANCE), run by OpenVINO,
+- edgetune's suggested front points (fastest within 1 mAP50-95 point of fp32, the knee, the smallest),
+  each on the runtime and at the input size the sweep measured it with.
+
+Latency: p50 of ``--runs`` single-image runs at 1 thread, each model in a FRESH process pinned to one
+core, the models taking turns over ``--rounds`` rounds in rotated order (the median of the rounds is
+printed), so drift hits every model alike. mAP50-95: edgetune's own scoring (the agent's bundle path) on
+the sweep's validation images, letterboxed to each model's input size, through the model's runtime.
+
+    .venv/bin/pip install -e ".[controller,bench]"      # openvino + nncf
+    nice -n 10 .venv/bin/python benchmarks/bench_front.py configs/demo.yaml [--rounds 5] [--runs 200] [--cpu 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_compress import machine  # noqa: E402
+
+TIME_ONE = r"""
+import json, os, sys, time, statistics
+os.sched_setaffinity(0, {int(sys.argv[3])})
+import numpy as np
+from pathlib import Path
+from edgetune.device_agents.runtimes import get_runtime
+s = get_runtime(sys.argv[2]).load(Path(sys.argv[1]), threads=1)
+x = np.ascontiguousarray(np.random.default_rng(0).random(s.shape_for(1), dtype=np.float32).astype(s.input_dtype))
+for _ in range(20):
+    s.run(x)
+t = []
+for _ in range(int(sys.argv[4])):
+    t0 = time.perf_counter(); s.run(x); t.append((time.perf_counter() - t0) * 1e3)
+print(json.dumps(statistics.median(t)))
+"""
+
+
+def p50(path: str, runtime: str, cpu: int, runs: int) -> float:
+    out = subprocess.run([sys.executable, "-c", TIME_ONE, path, runtime, str(cpu), str(runs)], capture_output=True,
+                         text=True, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def nncf_int8(fp32_onnx: Path, calib, size: int, out_dir: Path) -> Path:
+    """NNCF post-training int8 of the fp32 ONNX, as an OpenVINO user would do it (IR written to out_dir)."""
+    import nncf
+    import openvino as ov
+
+    from edgetune.data import letterbox, to_input
+
+    items = [to_input(letterbox(calib.load_image(i), size)[0][None]) for i in range(len(calib))]
+    model = ov.Core().read_model(str(fp32_onnx))
+    q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(items))
+    path = out_dir / "nncf_int8.xml"
+    ov.save_model(q, str(path))
+    return path
+
+
+def accuracy(path: str, runtime: str, val, head, size: int) -> float:
+    import numpy as np
+
+    from edgetune.device_agents.bundle import evaluate_bundle, make_bundle, read_bundle
+    from edgetune.device_agents.runtimes import get_runtime
+
+    bundle = read_bundle(make_bundle(val, head, size=size).data)
+    s = get_runtime(runtime).load(Path(path), threads=1)
+    return float(evaluate_bundle(lambda x: s.run(np.ascontiguousarray(x.astype(s.input_dtype))), bundle)["map50_95"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", type=Path, help="the sweep YAML (its storage and .edgetune/ artifacts are read)")
+    ap.add_argument("--workdir", type=Path, default=Path(".edgetune"))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
+    args = ap.parse_args()
+
+    from edgetune.data import load_data
+    from edgetune.models.heads import head_from_dict
+    from edgetune.search.front import suggestions
+    from edgetune.search.wiring import load_front
+
+    df, keys, goals, cfg = load_front(args.config)
+    done = df[df["state"] == "COMPLETE"]
+
+    def artifact(row) -> Path:
+        p = args.workdir / "artifacts" / str(row["artifact"]) / "model.onnx"
+        if not p.is_file():
+            sys.exit(f"trial {row['trial']}: {p} is missing; run this from the directory the sweep ran in "
+                     "(or pass --workdir).")
+        return p
+
+    def size_of(path: Path) -> int:
+        return int(json.loads((path.parent / "manifest.json").read_text())["input"]["shape"][-1])
+
+    base = {b: done[done["baseline"] == b].iloc[0] for b in ("fp32", "int8-uniform") if (done["baseline"] == b).any()}
+    if "fp32" not in base:
+        sys.exit("the sweep has no completed fp32 baseline")
+    fp32 = artifact(base["fp32"])
+    own = size_of(fp32)
+    splits = load_data(cfg.data)
+    head = head_from_dict(json.loads((fp32.parent / "manifest.json").read_text())["head"])
+
+    models: list[tuple[str, str, str, int]] = [("ORT fp32", str(fp32), "ort", own)]
+    if "int8-uniform" in base:
+        int8 = artifact(base["int8-uniform"])
+        models.append(("ORT int8-uniform", str(int8), "ort", own))
+    models.append(("OpenVINO fp32", str(fp32), "openvino", own))
+    if "int8-uniform" in base:
+        models.append(("OpenVINO int8-uniform", str(int8), "openvino", own))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-front-"))
+    print(f"quantizing the fp32 model with NNCF on {len(splits.calib)} calibration images ...", flush=True)
+    models.append(("NNCF int8 (OpenVINO)", str(nncf_int8(fp32, splits.calib, own, tmp)), "openvino", own))
+    seen = set()
+    for s in suggestions(df, keys, goals):
+        row = done[done["trial"] == s["trial"]].iloc[0]
+        runtime = row.get("runtime") if isinstance(row.get("runtime"), str) else "ort"
+        key = (int(row["trial"]), runtime)
+        if key in seen:
+            continue
+        seen.add(key)
+        path = artifact(row)
+        models.append((f"edgetune {s['kind']} #{int(row['trial'])}: {row['label']}", str(path), runtime, size_of(path)))
+
+    print(machine())
+    print(f"sweep '{cfg.name}': {len(done)} complete trials; {len(splits.val)} val images; {args.rounds} rounds x "
+          f"{args.runs} runs per model, fresh process each, cpu {args.cpu}", flush=True)
+    maps = {name: accuracy(path, rt, splits.val, head, size) for name, path, rt, size in models}
+    rounds: dict[str, list[float]] = {name: [] for name, *_ in models}
+    for r in range(args.rounds):
+        order = models[r % len(models):] + models[: r % len(models)]
+        for name, path, rt, _ in order:
+            rounds[name].append(p50(path, rt, args.cpu, args.runs))
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    lat = {name: statistics.median(v) for name, v in rounds.items()}
+    ref = {k: lat[k] for k in ("ORT fp32", "ORT int8-uniform", "NNCF int8 (OpenVINO)") if k in lat}
+    print()
+    print("| model | runtime | input | mAP50-95 | p50 ms | vs ORT fp32 | vs ORT int8 | vs NNCF int8 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, _, rt, size in models:
+        ratios = [f"{ref[k] / lat[name]:.2f}x" if k in ref else "-" for k in ("ORT fp32", "ORT int8-uniform",
+                                                                            "NNCF int8 (OpenVINO)")]
+        print(f"| {name} | {rt} | {size} | {maps[name]:.4f} | {lat[name]:.2f} | " + " | ".join(ratios) + " |")
+    fp32_map = maps["ORT fp32"]
+    close = [n for n, *_ in models if n.startswith("edgetune") and maps[n] >= fp32_map - 0.01]
+    if close:
+        best = min(close, key=lambda n: lat[n])
+        print(f"\nfastest edgetune point within 1 mAP50-95 point of fp32: {best}: {ref['ORT fp32'] / lat[best]:.2f}x vs "
+              f"ORT fp32, " + (f"{ref['ORT int8-uniform'] / lat[best]:.2f}x vs ORT int8-uniform, " if "ORT int8-uniform"
+                               in ref else "") + f"{ref['NNCF int8 (OpenVINO)'] / lat[best]:.2f}x vs NNCF int8")
+    else:
+        print("\nno edgetune suggestion within 1 mAP50-95 point of fp32")
+
+
+if __name__ == "__main__":
+    main()
