@@ -48,6 +48,15 @@ def check_ratio(r: float, where: str = "") -> float:
     return float(r)
 
 
+def _known(values: list[str], valid, *, what: str, plural: str) -> list[str]:
+    """``values`` without repeats; ValueError naming the unknown ones, their closest valid names and all valid."""
+    bad = [v for v in values if v not in valid]
+    if bad:
+        hints = "".join(closest_names(b, valid) for b in bad)
+        raise ValueError(f"unknown {what} {', '.join(map(repr, bad))}.{hints} Valid {plural}: {', '.join(valid)}")
+    return list(dict.fromkeys(values))
+
+
 class SparsitySpec(Strict):
     kind: SparsityKind | list[SparsityKind] = "channel"
     ratios: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
@@ -113,11 +122,7 @@ class SpaceSpec(Strict):
     def _runtime(cls, v: list[str]) -> list[str]:
         from edgetune.spaces._rules import RUNTIMES
 
-        bad = [r for r in v if r not in RUNTIMES]
-        if bad:
-            hints = "".join(closest_names(b, RUNTIMES) for b in bad)
-            raise ValueError(f"unknown runtime {', '.join(map(repr, bad))}.{hints} Valid runtimes: {', '.join(RUNTIMES)}")
-        return list(dict.fromkeys(v))
+        return _known(v, RUNTIMES, what="runtime", plural="runtimes")
 
     @field_validator("input_size")
     @classmethod
@@ -140,9 +145,4 @@ class SpaceSpec(Strict):
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if k not in DEVICE_KINDS]
-        if bad:
-            hints = "".join(closest_names(b, DEVICE_KINDS) for b in bad)
-            raise ValueError(f"unknown device kind {', '.join(map(repr, bad))}.{hints} Valid kinds: "
-                             f"{', '.join(DEVICE_KINDS)}")
-        return list(dict.fromkeys(v))
+        return _known(v, DEVICE_KINDS, what="device kind", plural="kinds")
