@@ -380,8 +380,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
         space.validate(config)
     module, size = model.module, int(config.input_size or model.input_size)
     if module is None:
-        raise CompressionError(f"model {model.name!r} has no torch module (ONNX source); compress needs a builtin "
-                               "or python model source.")
+        return _compress_onnx(model, config, calib=calib, workdir=workdir, use_cache=use_cache, t_start=t_start)
     from edgetune.spaces import layer_modules, measure_macs
 
     names = list(layer_modules(module))
@@ -443,6 +442,101 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     art = store(workdir, key, data, manifest)
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("compressed %s -> %s (%d bytes, %.1fs)", model.name, art.onnx_path, len(data), timings["total"])
+    return art
+
+
+def _onnx_parity(reference: Path, candidate: Path, size: int) -> float:
+    """max |candidate - reference| of two ONNX files on a seeded random input (onnxruntime, 1 thread)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    outs = []
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    for path in (reference, candidate):
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    if outs[0].shape != outs[1].shape:
+        raise CompressionError(f"the compressed graph's output shape {outs[1].shape} differs from the source's "
+                               f"{outs[0].shape}.")
+    return float(np.abs(outs[1] - outs[0]).max())
+
+
+def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, use_cache: bool,
+                   t_start: float) -> Artifact:
+    """Precision only, on the ONNX graph itself (``model.source: onnx``): the weighted nodes are named after
+    their layers (``spaces._onnx``), then pre-processed, quantized (QDQ) / cast to fp16 per node, compacted."""
+    import onnx
+
+    from edgetune.compress._onnx_map import tail_nodes
+    from edgetune.compress._quantize import calibration_arrays, preprocess, quantize_qdq
+    from edgetune.spaces._onnx import discover_onnx_layers, read_onnx
+
+    if config.prunes:
+        raise CompressionError(f"model {model.name!r} is an ONNX file: it can be quantized per layer, not pruned "
+                               "(no torch module). Use a builtin or python source to prune, or a dense config.")
+    size = int(model.input_size)
+    if config.input_size not in (None, size):
+        raise CompressionError(f"model {model.name!r} is an ONNX file exported at {size} px; it cannot be exported "
+                               f"again at {config.input_size} px.")
+    proto = read_onnx(model.onnx_path)
+    layers = discover_onnx_layers(proto)  # names the weighted nodes after their layers
+    names = [lay.name for lay in layers]
+    _check_layers(config, names)
+    precision = {n: config.precision_of(n) for n in names}
+    int8 = any(p == "int8" for p in precision.values())
+    fp16 = [n for n in names if precision[n] == "fp16"]
+    calib_arr = calibration_arrays(calib, size=size) if int8 else None
+    calib_hash = hashlib.sha256(calib_arr.tobytes()).hexdigest() if int8 else None
+    key = artifact_key(source_hash=model.source_hash, input_size=size, precision=precision, config=config,
+                       calib_hash=calib_hash, recovery=None, train_id=None)
+    if use_cache and (hit := load_cached(workdir, key)) is not None:
+        log.info("artifact %s served from the cache", key[:12])
+        return hit
+    timings: dict[str, float] = {}
+    tmp = workdir / ".work" / key
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    named = tmp / "named.onnx"
+    onnx.save(proto, str(named))
+    params, nonzero = onnx_sizes(proto)
+    t = time.time()
+    final = pre = preprocess(named, tmp / "pre.onnx") if (int8 or fp16) else named
+    pre_proto = onnx.load(str(pre))
+    present = {n.name for n in pre_proto.graph.node}
+    lost = [n for n in names if n not in present]
+    if lost:
+        raise CompressionError(f"onnxruntime's pre-processing fused away {len(lost)} weighted node(s) "
+                               f"({', '.join(lost[:3])}); re-export the model with constant folding on.")
+    nodes = {n: n for n in names}
+    if int8:
+        input_name = pre_proto.graph.input[0].name
+        exclude = [n for n in names if precision[n] != "int8"] + tail_nodes(pre_proto)
+        final = quantize_qdq(pre, tmp / "int8.onnx", calib=calib_arr, settings=config.quant, input_name=input_name,
+                             exclude=exclude)
+    out = onnx.load(str(final))
+    if fp16:
+        from edgetune.compress._fp16 import convert_nodes_fp16
+
+        convert_nodes_fp16(out, set(fp16))
+    if int8 or fp16:
+        timings["quantize"] = round(time.time() - t, 2)
+    final = tmp / "model.onnx"
+    onnx.save(compact(out, nodes), str(final))
+    diff = _onnx_parity(named, final, size)
+    macs = {lay.name: lay.macs for lay in layers}
+    data = final.read_bytes()
+    timings["total"] = round(time.time() - t_start, 2)
+    manifest = _manifest(model, config, key, data, precision, macs, params, nonzero, calib_arr, calib_hash, None,
+                         None, None, timings, diff, size)
+    graph = out.graph
+    manifest["input"]["name"], manifest["output"]["name"] = graph.input[0].name, graph.output[0].name
+    manifest["source"]["params"] = params
+    manifest["source"]["onnx"] = True
+    manifest["resolved"]["layer_params"] = {lay.name: lay.params for lay in layers}
+    art = store(workdir, key, data, manifest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("compressed %s (ONNX) -> %s (%d bytes, %.1fs)", model.name, art.onnx_path, len(data), timings["total"])
     return art
 
 

@@ -6,6 +6,7 @@ tying to discovered layers and groups, so it can be tested on synthetic models o
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Sequence
 
@@ -146,8 +147,10 @@ def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] 
     module = getattr(model, "module", model)
     size = input_size or getattr(model, "input_size", None) or getattr(module, "input_size", None)
     if module is None:
-        raise CompressionError(f"model {getattr(model, 'name', '?')!r} has no torch module (ONNX source): it "
-                               "cannot be analysed for pruning. Use a builtin or python model source.")
+        onnx_path = getattr(model, "onnx_path", None)
+        if onnx_path is None:
+            raise CompressionError(f"model {getattr(model, 'name', '?')!r} has neither a torch module nor an ONNX file.")
+        return _onnx_space(model, onnx_path, spec, targets=targets, size=size)
     if not size:
         raise ConfigError("the model's input size is unknown; set `model.input_size`.")
     prunes = any(r > 0 for r in spec.sparsity.ratios)
@@ -163,6 +166,25 @@ def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] 
     layers = discover_layers(module, size, dg=dg)
     groups = discover_groups(module, size, layers, dg=dg)
     return space_from_layers(layers, groups, spec, targets=targets, input_size=size)
+
+
+def _onnx_space(model, onnx_path, spec: SpaceSpec, *, targets, size) -> SearchSpace:
+    """Precision-only space of an ONNX-only model: its sizes and sparsity cannot change (no torch module)."""
+    from edgetune.spaces._onnx import discover_onnx_layers, read_onnx
+
+    if any(s != size for s in spec.input_size):
+        raise ConfigError(f"`space.input_size` {list(spec.input_size)}: model {getattr(model, 'name', '?')!r} is an "
+                          f"ONNX file exported at {size} px, which edgetune cannot re-export; remove "
+                          "`space.input_size` (or use a builtin / python source).")
+    layers = discover_onnx_layers(read_onnx(onnx_path))
+    pruning = any(r > 0 for r in spec.sparsity.ratios)
+    space = space_from_layers(layers, [], spec, targets=targets, input_size=size)
+    if pruning:
+        note = ("sparsity not offered: an ONNX source has no torch module to prune (use a builtin or python source "
+                "to search sparsity)")
+        log.info("space: %s", note)
+        space = dataclasses.replace(space, notes=(*space.notes, note))
+    return space
 
 
 class _NoGraph:
