@@ -309,6 +309,37 @@ def _load_pruned(workdir: Path, key: str, student, size: int) -> dict | None:
     return pruned
 
 
+def _apply_precision(src: Path, src_proto, names, precision, config, calib_arr, tmp: Path, timings: dict,
+                     node_map) -> Path:
+    """fp32 graph -> (pre-process -> int8 QDQ -> fp16) -> compacted ``tmp/model.onnx``. ``node_map(pre_proto)``
+    gives layer -> ONNX node name on the pre-processed graph."""
+    import onnx
+
+    from edgetune.compress._onnx_map import tail_nodes
+    from edgetune.compress._quantize import preprocess, quantize_qdq
+
+    int8 = any(p == "int8" for p in precision.values())
+    fp16 = [n for n in names if precision[n] == "fp16"]
+    t = time.time()
+    final = pre = preprocess(src, tmp / "pre.onnx") if (int8 or fp16) else src
+    pre_proto = onnx.load(str(pre)) if pre != src else src_proto
+    nodes = node_map(pre_proto)
+    if int8:
+        exclude = [nodes[n] for n in names if precision[n] != "int8"] + tail_nodes(pre_proto)
+        final = quantize_qdq(pre, tmp / "int8.onnx", calib=calib_arr, settings=config.quant,
+                             input_name=pre_proto.graph.input[0].name, exclude=exclude)
+    proto = onnx.load(str(final))
+    if fp16:
+        from edgetune.compress._fp16 import convert_nodes_fp16
+
+        convert_nodes_fp16(proto, {nodes[n] for n in fp16})
+    if int8 or fp16:
+        timings["quantize"] = round(time.time() - t, 2)
+    final = tmp / "model.onnx"
+    onnx.save(compact(proto, nodes), str(final))
+    return final
+
+
 def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: int, timings: dict,
                 export_cache: Path | None = None):
     """Export -> (pre-process -> layer map -> int8 QDQ -> fp16) -> compact; returns (path, params,
@@ -317,9 +348,7 @@ def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: i
     import onnx
 
     from edgetune._paths import atomic_write_bytes
-    from edgetune.compress._onnx_map import tail_nodes
-    from edgetune.compress._quantize import preprocess, quantize_qdq
-    from edgetune.compress.export import INPUT_NAME, export_onnx, parity
+    from edgetune.compress.export import export_onnx, parity
 
     int8 = any(p == "int8" for p in precision.values())
     fp16 = [n for n in names if precision[n] == "fp16"]
@@ -337,23 +366,8 @@ def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: i
         timings["export"] = round(time.time() - t, 2)
     exported = onnx.load(str(exported_path))
     params, nonzero = onnx_sizes(exported)
-    t = time.time()
-    final = pre = preprocess(exported_path, tmp / "pre.onnx") if (int8 or fp16) else exported_path
-    pre_proto = onnx.load(str(pre)) if pre != exported_path else exported
-    nodes = _node_map(pre_proto, names, exported, student, size)
-    if int8:
-        exclude = [nodes[n] for n in names if precision[n] != "int8"] + tail_nodes(pre_proto)
-        final = quantize_qdq(pre, tmp / "int8.onnx", calib=calib_arr, settings=config.quant, input_name=INPUT_NAME,
-                             exclude=exclude)
-    proto = onnx.load(str(final))
-    if fp16:
-        from edgetune.compress._fp16 import convert_nodes_fp16
-
-        convert_nodes_fp16(proto, {nodes[n] for n in fp16})
-    if int8 or fp16:
-        timings["quantize"] = round(time.time() - t, 2)
-    final = tmp / "model.onnx"
-    onnx.save(compact(proto, nodes), str(final))
+    final = _apply_precision(exported_path, exported, names, precision, config, calib_arr, tmp, timings,
+                             lambda pre_proto: _node_map(pre_proto, names, exported, student, size))
     diff, tol = parity(student, final, input_size=size)
     if not (int8 or fp16) and not diff <= tol:
         raise CompressionError(f"the compacted fp32 graph differs from torch by {diff:.3g} (> {tol:.3g}); this is a "
@@ -468,8 +482,7 @@ def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, us
     their layers (``spaces._onnx``), then pre-processed, quantized (QDQ) / cast to fp16 per node, compacted."""
     import onnx
 
-    from edgetune.compress._onnx_map import tail_nodes
-    from edgetune.compress._quantize import calibration_arrays, preprocess, quantize_qdq
+    from edgetune.compress._quantize import calibration_arrays
     from edgetune.spaces._onnx import discover_onnx_layers, read_onnx
 
     if config.prunes:
@@ -485,7 +498,6 @@ def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, us
     _check_layers(config, names)
     precision = {n: config.precision_of(n) for n in names}
     int8 = any(p == "int8" for p in precision.values())
-    fp16 = [n for n in names if precision[n] == "fp16"]
     calib_arr = calibration_arrays(calib, size=size) if int8 else None
     calib_hash = hashlib.sha256(calib_arr.tobytes()).hexdigest() if int8 else None
     key = artifact_key(source_hash=model.source_hash, input_size=size, precision=precision, config=config,
@@ -500,36 +512,22 @@ def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, us
     named = tmp / "named.onnx"
     onnx.save(proto, str(named))
     params, nonzero = onnx_sizes(proto)
-    t = time.time()
-    final = pre = preprocess(named, tmp / "pre.onnx") if (int8 or fp16) else named
-    pre_proto = onnx.load(str(pre))
-    present = {n.name for n in pre_proto.graph.node}
-    lost = [n for n in names if n not in present]
-    if lost:
-        raise CompressionError(f"onnxruntime's pre-processing fused away {len(lost)} weighted node(s) "
-                               f"({', '.join(lost[:3])}); re-export the model with constant folding on.")
-    nodes = {n: n for n in names}
-    if int8:
-        input_name = pre_proto.graph.input[0].name
-        exclude = [n for n in names if precision[n] != "int8"] + tail_nodes(pre_proto)
-        final = quantize_qdq(pre, tmp / "int8.onnx", calib=calib_arr, settings=config.quant, input_name=input_name,
-                             exclude=exclude)
-    out = onnx.load(str(final))
-    if fp16:
-        from edgetune.compress._fp16 import convert_nodes_fp16
 
-        convert_nodes_fp16(out, set(fp16))
-    if int8 or fp16:
-        timings["quantize"] = round(time.time() - t, 2)
-    final = tmp / "model.onnx"
-    onnx.save(compact(out, nodes), str(final))
+    def node_map(pre_proto) -> dict[str, str]:  # the nodes already carry the layer names
+        lost = sorted(set(names) - {n.name for n in pre_proto.graph.node})
+        if lost:
+            raise CompressionError(f"onnxruntime's pre-processing fused away {len(lost)} weighted node(s) "
+                                   f"({', '.join(lost[:3])}); re-export the model with constant folding on.")
+        return {n: n for n in names}
+
+    final = _apply_precision(named, proto, names, precision, config, calib_arr, tmp, timings, node_map)
     diff = _onnx_parity(named, final, size)
     macs = {lay.name: lay.macs for lay in layers}
     data = final.read_bytes()
     timings["total"] = round(time.time() - t_start, 2)
     manifest = _manifest(model, config, key, data, precision, macs, params, nonzero, calib_arr, calib_hash, None,
                          None, None, timings, diff, size)
-    graph = out.graph
+    graph = proto.graph  # compaction keeps the graph's input and output names
     manifest["input"]["name"], manifest["output"]["name"] = graph.input[0].name, graph.output[0].name
     manifest["source"]["params"] = params
     manifest["source"]["onnx"] = True

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from edgetune._logging import get_logger
 from edgetune.errors import CompressionError
-from edgetune.spaces._layers import Group, Layer
+from edgetune.spaces._layers import Group, Layer, conv_kind
 
 log = get_logger(__name__)
 
@@ -49,11 +49,7 @@ def _kind(m) -> str:
 
     if isinstance(m, nn.Linear):
         return "linear"
-    if m.groups > 1 and m.groups == m.in_channels:
-        return "depthwise"
-    if m.groups > 1:
-        return "grouped"
-    return "pointwise" if all(k == 1 for k in m.kernel_size) else "dense"
+    return conv_kind(m.groups, m.in_channels, m.kernel_size)
 
 
 def _stage_depth(module) -> Callable[[str], str]:

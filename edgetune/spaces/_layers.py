@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Layer", "Group", "kept_channels", "two_four_eligible"]
+__all__ = ["Layer", "Group", "conv_kind", "kept_channels", "two_four_eligible"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,15 @@ class Group:
     @classmethod
     def from_dict(cls, d: dict) -> Group:
         return cls(d["name"], tuple(d["layers"]), tuple(d["consumers"]), int(d["channels"]))
+
+
+def conv_kind(groups: int, in_channels: int, kernel) -> str:
+    """A convolution's ``Layer.kind``: depthwise, grouped, pointwise (all-1 kernel) or dense."""
+    if groups > 1 and groups == in_channels:
+        return "depthwise"
+    if groups > 1:
+        return "grouped"
+    return "pointwise" if all(k == 1 for k in kernel) else "dense"
 
 
 def kept_channels(channels: int, ratio: float, round_to: int) -> int:

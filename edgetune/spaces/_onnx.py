@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from edgetune.errors import ModelError
-from edgetune.spaces._layers import Layer
+from edgetune.spaces._layers import Layer, conv_kind
 
 __all__ = ["name_layers", "discover_onnx_layers", "read_onnx"]
 
@@ -136,8 +136,7 @@ def discover_onnx_layers(proto) -> list[Layer]:
             if node.op_type == "ConvTranspose":
                 cout, cin = w[1] * groups, w[0]
             per_out = (cin // groups) * math.prod(kernel)
-            kind = ("depthwise" if groups == cin == cout else "grouped" if groups > 1 else
-                    "pointwise" if all(k == 1 for k in kernel) else "dense")
+            kind = conv_kind(groups, cin, kernel)
         else:
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             cin, cout = (w[1], w[0]) if trans_b else (w[0], w[1])
