@@ -26,8 +26,10 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install --quiet -e ".[controller]"
 	@touch $@
 
+# The yolo extra (Ultralytics, for its tests) with torch pinned to the installed build: otherwise pip would
+# replace a CPU torch by the CUDA build its newest torchvision asks for.
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[controller,dev]"
+	$(PIP) install --quiet -e ".[controller,dev,yolo]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

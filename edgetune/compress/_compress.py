@@ -133,12 +133,12 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     )
     from edgetune.compress._recover import recover
     from edgetune.compress._schedule import schedule
-    from edgetune.spaces import dependency_graph, discover_groups, discover_layers
+    from edgetune.spaces import dependency_graph, discover_groups, discover_layers, find_attention
 
     t = time.time()
     dg = dependency_graph(student, size)
     layers = discover_layers(student, size, dg=dg)
-    groups = discover_groups(student, size, layers, dg=dg)
+    groups = discover_groups(student, size, layers, dg=dg, pinned=find_attention(student, size))
     gnames = [g.name for g in groups]
     for name in config.sparsity:
         if name not in gnames:
@@ -483,11 +483,14 @@ def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, us
     import onnx
 
     from edgetune.compress._quantize import calibration_arrays
-    from edgetune.spaces._onnx import discover_onnx_layers, read_onnx
+    from edgetune.spaces import discover_onnx_layers, read_onnx
 
     if config.prunes:
         raise CompressionError(f"model {model.name!r} is an ONNX file: it can be quantized per layer, not pruned "
                                "(no torch module). Use a builtin or python source to prune, or a dense config.")
+    if model.onnx_path is None:
+        raise CompressionError(f"model {model.name!r} has no torch module and no ONNX file: nothing to compress. "
+                               "Load it through edgetune.models (model.source: builtin / python / onnx).")
     size = int(model.input_size)
     if config.input_size not in (None, size):
         raise CompressionError(f"model {model.name!r} is an ONNX file exported at {size} px; it cannot be exported "

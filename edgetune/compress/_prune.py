@@ -10,19 +10,11 @@ from __future__ import annotations
 from edgetune._logging import get_logger
 from edgetune.compress._schedule import PrunePlan
 from edgetune.errors import CompressionError
+from edgetune.spaces import out_channel_group as _out_group
 
 log = get_logger(__name__)
 
 __all__ = ["cut_channels", "channel_drops", "SoftCut", "prune_to_kept", "recalibrate_bn", "mask_unstructured", "mask_two_four", "two_four_mask", "make_permanent"]
-
-
-def _out_group(dg, m, idxs: list[int]):
-    """Torch-Pruning's group of the output channels ``idxs`` of conv / linear ``m``."""
-    import torch_pruning as tp
-    from torch import nn
-
-    fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
-    return dg.get_pruning_group(m, fn, idxs=idxs)
 
 
 def _cut(dg, m, drop: list[int], name: str) -> None:

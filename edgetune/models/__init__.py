@@ -2,6 +2,7 @@
 agent uses the heads and :func:`score_outputs`."""
 
 from edgetune.models import sources as _sources  # noqa: E402, F401, I001  (registers builtin, python, onnx)
+from edgetune.models import ultralytics_yolo as _ultralytics  # noqa: E402, F401, I001  (registers ultralytics)
 from edgetune.models._evaluate import OutputScorer, evaluate, iter_batches, score_outputs
 from edgetune.models._registry import (
     LoadedModel,

@@ -11,7 +11,7 @@ from edgetune.errors import ModelError
 from edgetune.models._registry import LoadedModel, ModelSource, register_source
 from edgetune.models.heads import ClassifyHead, DetectHead
 
-__all__ = ["BUILTIN_MODELS", "builtin_weights_path", "sha256_file"]
+__all__ = ["BUILTIN_MODELS", "builtin_weights_path", "load_state_dict", "sha256_file"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -31,7 +31,7 @@ def _head(task: str, class_names, category_ids) -> DetectHead | ClassifyHead:
     return cls(num_classes=len(class_names), category_ids=tuple(category_ids))
 
 
-def _load_state_dict(module, weights: Path, what: str) -> None:
+def load_state_dict(module, weights: Path, what: str) -> None:
     import torch
 
     try:
@@ -78,7 +78,7 @@ class BuiltinSource(ModelSource):
                 f"{info['sha256'][:16]}...: the file is corrupt or was replaced. Restore it from git."
             )
         module = build_detector(info["arch"], num_classes=info["num_classes"], input_size=info["input_size"])
-        _load_state_dict(module, weights, f"builtin '{spec.name}'")
+        load_state_dict(module, weights, f"builtin '{spec.name}'")
         return LoadedModel(spec.name, module.eval(), _head("detect", class_names, category_ids),
                            spec.input_size or info["input_size"], digest, adapter=BuiltinDetectAdapter())
 
@@ -112,7 +112,7 @@ class PythonSource(ModelSource):
             weights = Path(spec.weights)
             if not weights.is_file():
                 raise ModelError(f"`model.weights` '{weights}' does not exist. Fix the path.")
-            _load_state_dict(module, weights, f"factory '{spec.factory}'")
+            load_state_dict(module, weights, f"factory '{spec.factory}'")
             digest = sha256_file(weights)
         return LoadedModel(spec.factory, module.eval(), _head(spec.task, class_names, category_ids),
                            spec.input_size, digest)

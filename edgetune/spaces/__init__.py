@@ -10,11 +10,15 @@ from edgetune.spaces._discover import (
     dependency_graph,
     discover_groups,
     discover_layers,
+    find_attention,
     layer_modules,
     measure_macs,
     norm_to_layer,
+    out_channel_group,
+    test_cut_groups,
 )
 from edgetune.spaces._layers import Group, Layer, kept_channels, two_four_eligible
+from edgetune.spaces._onnx import discover_onnx_layers, read_onnx
 from edgetune.spaces._rules import (
     DEVICE_KINDS,
     RULES,
@@ -32,6 +36,8 @@ __all__ = [
     "build_space", "space_from_layers", "select_layers",
     "CompressionConfig", "Sparsity", "BASELINES", "BITS", "baseline",
     "dependency_graph", "discover_layers", "discover_groups", "layer_modules", "measure_macs", "norm_to_layer",
+    "find_attention", "out_channel_group", "test_cut_groups",
+    "discover_onnx_layers", "read_onnx",
     "Layer", "Group", "kept_channels", "two_four_eligible",
     "RULES", "RUNTIMES", "DEVICE_KINDS", "KindRule", "QuantSettings", "rule_for", "offered", "quant_for_kinds",
     "SearchSpace", "Dimension",

@@ -92,13 +92,22 @@ def _dimensions(tie_for, layers: Sequence[Layer], groups: Sequence[Group], preci
 
 
 def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: SpaceSpec | None = None, *,
-                      targets: Sequence[str] | None = None, input_size: int = 0) -> SearchSpace:
-    """The search space of already-discovered layers and groups (pure; see the module docstring)."""
+                      targets: Sequence[str] | None = None, input_size: int = 0,
+                      uncuttable: dict[str, str] | None = None, pinned: dict[str, str] | None = None) -> SearchSpace:
+    """The search space of already-discovered layers and groups (pure; see the module docstring).
+
+    ``uncuttable``: group -> why discovery's test cut failed (the group stays dense, the reason is its pin);
+    ``pinned``: layer -> why it is in no group (attention), reported in the notes."""
+    uncuttable = uncuttable or {}
     spec = spec or SpaceSpec()
     targets = tuple(targets or spec.targets)
     ok_prec, ok_sparse = offered(targets)
     notes = [f"{p} not offered: {_WHY_DROPPED[p]}" for p in spec.precision if p not in ok_prec]
     notes += [f"{k} sparsity not offered: {_WHY_DROPPED[k]}" for k in spec.sparsity.kinds if k not in ok_sparse]
+    by_reason: dict[str, list[str]] = {}
+    for name, why in (pinned or {}).items():
+        by_reason.setdefault(why, []).append(name)
+    notes += [f"not channel-pruned: {', '.join(names)} ({why})" for why, names in by_reason.items()]
     for n in notes:
         log.info("space: %s", n)
     precisions = tuple(p for p in spec.precision if p in ok_prec) or ("fp32",)
@@ -122,7 +131,11 @@ def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: Sp
             sparsity_choices[g.name] = ("dense",)
             sparsity_pins[g.name] = f"keep.sparsity: {dense_layers[hit]}" + ("" if hit == g.name else f" ({hit})")
         else:
-            sparsity_choices[g.name] = _group_choices(g, kinds, spec.sparsity.ratios, spec.sparsity.round_to, by_name)
+            choices = _group_choices(g, kinds, spec.sparsity.ratios, spec.sparsity.round_to, by_name)
+            if g.name in uncuttable:  # no channel cuts; masks (unstructured, 2:4) still apply
+                choices = tuple(c for c in choices if not c.startswith("channel:")) or ("dense",)
+                sparsity_pins[g.name] = f"no channel cut: {uncuttable[g.name]}"
+            sparsity_choices[g.name] = choices
     dims = _dimensions(spec.tie_for, layers, groups, precision_choices, sparsity_choices)
     sizes = tuple(spec.input_size)
     if len(sizes) > 1:
@@ -141,7 +154,13 @@ def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: Sp
 def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] | None = None,
                 input_size: int | None = None) -> SearchSpace:
     """Discover ``model``'s layers and groups (a LoadedModel or an ``nn.Module``) and build its space."""
-    from edgetune.spaces._discover import dependency_graph, discover_groups, discover_layers
+    from edgetune.spaces._discover import (
+        dependency_graph,
+        discover_groups,
+        discover_layers,
+        find_attention,
+        test_cut_groups,
+    )
 
     spec = spec or SpaceSpec()
     module = getattr(model, "module", model)
@@ -164,8 +183,13 @@ def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] 
         layers = discover_layers(module, size, dg=_NoGraph())
         return space_from_layers(layers, [], spec, targets=targets, input_size=size)
     layers = discover_layers(module, size, dg=dg)
-    groups = discover_groups(module, size, layers, dg=dg)
-    return space_from_layers(layers, groups, spec, targets=targets, input_size=size)
+    pinned = find_attention(module, size) if prunes else {}
+    groups = discover_groups(module, size, layers, dg=dg, pinned=pinned)
+    uncuttable: dict[str, str] = {}
+    if prunes and "channel" in spec.sparsity.kinds:
+        uncuttable = test_cut_groups(module, size, groups, max(spec.sparsity.ratios))
+    return space_from_layers(layers, groups, spec, targets=targets, input_size=size, uncuttable=uncuttable,
+                             pinned=pinned)
 
 
 def _onnx_space(model, onnx_path, spec: SpaceSpec, *, targets, size) -> SearchSpace:

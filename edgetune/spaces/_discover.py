@@ -5,11 +5,18 @@ measured by forward hooks at the model's input size. Coupling groups come from T
 dependency graph: layers tied by residual adds or concats share one group (one ratio); a depthwise conv
 follows its producer. The layers whose output reaches the model's output without passing through
 another layer (``last``: the detection-head output convs, a classifier) are never channel-pruned.
+
+Discovery has to stay bounded on large models: the layers of attention blocks (a matmul / einsum / scaled
+dot-product between activations, found by :func:`find_attention`) are pinned before Torch-Pruning groups
+the graph (their channels are head-structured, and grouping through their reshapes grew to 23 GB on
+YOLO11n's C2PSA), and :func:`test_cut_groups` cuts every remaining group once on a copy of the model, so
+that a group Torch-Pruning cannot cut (a conv whose output is chunked, a box branch reshaped into DFL
+bins) is pinned with the reason instead of failing trials later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from edgetune._logging import get_logger
 from edgetune.errors import CompressionError
@@ -17,7 +24,8 @@ from edgetune.spaces._layers import Group, Layer, conv_kind
 
 log = get_logger(__name__)
 
-__all__ = ["discover_layers", "discover_groups", "dependency_graph", "layer_modules", "measure_macs", "norm_to_layer"]
+__all__ = ["discover_layers", "discover_groups", "dependency_graph", "layer_modules", "measure_macs", "norm_to_layer",
+           "find_attention", "out_channel_group", "test_cut_groups"]
 
 
 def layer_modules(module) -> dict:
@@ -163,14 +171,16 @@ def discover_layers(module, input_size: int, *, dg=None) -> list[Layer]:
     return out
 
 
-def discover_groups(module, input_size: int, layers: list[Layer], *, dg=None) -> list[Group]:
+def discover_groups(module, input_size: int, layers: list[Layer], *, dg=None,
+                    pinned: Collection[str] = ()) -> list[Group]:
     """Channel-coupling groups (Torch-Pruning), each named after its producer layer (the first
-    non-depthwise layer whose output channels it prunes). ``last`` layers are never in a group."""
+    non-depthwise layer whose output channels it prunes). ``last`` and ``pinned`` layers are never in a
+    group."""
     dg = dg if dg is not None else dependency_graph(module, input_size)
     mods = layer_modules(module)
     names = {m: n for n, m in mods.items()}
     by_name = {lay.name: lay for lay in layers}
-    ignored = [mods[lay.name] for lay in layers if lay.last]
+    ignored = [mods[lay.name] for lay in layers if lay.last or lay.name in pinned]
     index = {n: i for i, n in enumerate(mods)}
     groups: list[Group] = []
     seen: set[str] = set()
@@ -219,3 +229,129 @@ def norm_to_layer(module, input_size: int) -> dict[str, str]:
         for h in hs:
             h.remove()
     return {k: v for k, v in out.items() if v}
+
+
+_ATTENTION_OPS = ("matmul", "__matmul__", "__rmatmul__", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention",
+                  "multi_head_attention_forward")
+
+
+def find_attention(module, input_size: int) -> dict[str, str]:
+    """Layer -> why it is pinned against channel pruning: it sits in a module whose own forward multiplies
+    activations (matmul, bmm, einsum, scaled dot-product attention), i.e. an attention block whose channels
+    are split into heads. Found by running one forward pass under a ``TorchFunctionMode``."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    stack: list[str] = []
+    hits: dict[str, str] = {}
+
+    class _Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in _ATTENTION_OPS and stack and stack[-1] not in hits:
+                hits[stack[-1]] = name
+            return func(*args, **(kwargs or {}))
+
+    def enter(name):
+        def pre(mod, inputs):
+            stack.append(name)
+        return pre
+
+    def leave(mod, inputs, output):
+        stack.pop()
+
+    mods = dict(module.named_modules())
+    handles = []
+    for n, m in mods.items():
+        handles.append(m.register_forward_pre_hook(enter(n)))
+        handles.append(m.register_forward_hook(leave))
+    try:
+        with torch.no_grad(), _Watch():
+            module.eval()(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+    layers = layer_modules(module)
+    out: dict[str, str] = {}
+    for block, op in hits.items():
+        prefix = f"{block}." if block else ""
+        why = f"attention: {type(mods[block]).__name__} ({block or 'model'}) multiplies activations ({op}); its channels are split into heads"
+        for n in layers:
+            if n.startswith(prefix):
+                out.setdefault(n, why)
+    return out
+
+
+def out_channel_group(dg, m, idxs: list[int]):
+    """Torch-Pruning's group of the output channels ``idxs`` of conv / linear ``m``."""
+    import torch_pruning as tp
+    from torch import nn
+
+    fn = tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
+    return dg.get_pruning_group(m, fn, idxs=idxs)
+
+
+def _shapes(out) -> list:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [tuple(out.shape)]
+    if isinstance(out, dict):
+        return [s for v in out.values() for s in _shapes(v)]
+    if isinstance(out, (tuple, list)):
+        return [s for v in out for s in _shapes(v)]
+    return []
+
+
+def test_cut_groups(module, input_size: int, groups: list[Group], ratio: float) -> dict[str, str]:
+    """Group -> why it cannot be cut: every group loses ``ratio`` of its channels on a copy of the model
+    (all at once; after a failure, again without the failed group), then the copy runs a forward pass
+    whose outputs must keep their shapes. Empty when every group cuts."""
+    import copy
+
+    import torch
+
+    n_cut = {g.name: max(1, int(g.channels * ratio)) for g in groups if g.channels > 1}
+    with torch.no_grad():
+        want = _shapes(module.eval()(torch.zeros(1, 3, input_size, input_size)))
+    bad: dict[str, str] = {}
+
+    def attempt(names: list[str]) -> str | None:
+        """None when every group in ``names`` cuts; else the first failing one (recorded in ``bad``)."""
+        work = copy.deepcopy(module).eval()
+        dg = dependency_graph(work, input_size)
+        mods = layer_modules(work)
+        for name in names:
+            m = mods[name]
+            width = m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels
+            try:
+                group = out_channel_group(dg, m, list(range(width - n_cut[name], width)))
+                if not dg.check_pruning_group(group):
+                    raise CompressionError("a layer would be left with no channel")
+                group.prune()
+            except Exception as exc:  # Torch-Pruning fails on unsupported graphs in many ways
+                bad[name] = f"a test cut failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+                return name
+        try:
+            with torch.no_grad():
+                got = _shapes(work(torch.zeros(1, 3, input_size, input_size)))
+        except Exception as exc:
+            return f"forward: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        return None if got == want else f"forward: output shapes {got} instead of {want}"
+
+    todo = [g.name for g in groups if g.name in n_cut]
+    while todo:
+        failed = attempt(todo)
+        if failed is None:
+            break
+        if failed in bad:
+            todo = [n for n in todo if n != failed]
+            continue
+        for name in todo:  # the joint cut broke the forward pass: find the culprits one by one
+            why = attempt([name])
+            if why is not None and name not in bad:
+                bad[name] = f"a test cut broke the forward pass ({why.removeprefix('forward: ')})"
+        break
+    for name, why in bad.items():
+        log.info("space: group %s is not offered for channel pruning: %s", name, why)
+    return bad

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from dataset_files import export_yolo, write_yaml
 from PIL import Image
 
 
@@ -16,31 +15,6 @@ def write_image(path: Path, width: int, height: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
-    return path
-
-
-def export_yolo(ds, root: Path, split: str, indices) -> list[Path]:
-    """Copy images ``indices`` of a detection Dataset to ``root/images/<split>`` with YOLO labels beside."""
-    cls_of = {c: k for k, c in enumerate(ds.category_ids)}
-    (root / "images" / split).mkdir(parents=True, exist_ok=True)
-    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-    files = []
-    for i in indices:
-        rec = ds.records[i]
-        img = root / "images" / split / Path(rec.file).name
-        shutil.copyfile(rec.file, img)
-        lines = []
-        for a in ds.annotations[rec.id]:
-            x, y, w, h = a["bbox"]
-            lines.append(f"{cls_of[a['category_id']]} {(x + w / 2) / rec.width:.6f} {(y + h / 2) / rec.height:.6f} "
-                         f"{w / rec.width:.6f} {h / rec.height:.6f}")
-        (root / "labels" / split / f"{img.stem}.txt").write_text("\n".join(lines) + "\n")
-        files.append(img)
-    return files
-
-
-def write_yaml(path: Path, cfg: dict) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
     return path
 
 

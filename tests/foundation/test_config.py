@@ -43,7 +43,7 @@ BASE = "model: {source: builtin, name: det-s}\ndata: {source: builtin, name: sha
 
 
 @pytest.mark.parametrize(("text", "field", "registered"), [
-    ("model: {source: ultralytics, path: y.pt}\ndata: {source: builtin, name: shapes}\n", "model.source",
+    ("model: {source: timm, path: y.pt}\ndata: {source: builtin, name: shapes}\n", "model.source",
      "edgetune.models:available_sources"),
     ("model: {source: builtin, name: det-s}\ndata: {source: voc, path: x}\n", "data.source",
      "edgetune.data:available_data_sources"),

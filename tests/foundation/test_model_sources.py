@@ -103,7 +103,25 @@ def _onnx(tmp_path: Path) -> Case:
                 {"corrupt": "is not a readable ONNX model", "missing": "does not exist"})
 
 
-CASES: dict[str, Callable[[Path], Case]] = {"builtin": _builtin, "python": _python, "onnx": _onnx}
+def _ultralytics(tmp_path: Path) -> Case:
+    """A checkpoint as Ultralytics training writes it (``{"model": DetectionModel, ...}``, the model pickled)."""
+    pytest.importorskip("ultralytics", reason="the yolo extra (make test installs it)")
+    from edgetune.models.ultralytics_yolo import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+
+    weights = tmp_path / "best.pt"
+    torch.manual_seed(0)
+    torch.save({"epoch": 3, "model": DetectionModel("yolov8n.yaml", nc=len(DET_CLASSES), verbose=False).half()},
+               weights)
+    spec = ModelSpec(source="ultralytics", weights=str(weights), input_size=96)
+    return Case(spec, DET_CLASSES, 96, weights, lambda spec, p, mp: spec.model_copy(update={"weights": str(p)}),
+                {"corrupt": "cannot be read", "missing": "does not exist"})
+
+
+CASES: dict[str, Callable[[Path], Case]] = {"builtin": _builtin, "python": _python, "onnx": _onnx,
+                                            "ultralytics": _ultralytics}
 
 
 SOURCES = available_sources()

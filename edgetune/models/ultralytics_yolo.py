@@ -1,0 +1,129 @@
+"""The ``ultralytics`` model source: YOLOv8 / YOLO11 detectors (the ``yolo`` extra, AGPL-3.0, never a core
+dependency; it runs on the controller only: devices receive ONNX).
+
+- ``weights: best.pt``: a checkpoint written by Ultralytics training (its EMA model when present);
+- ``name: yolo11n.yaml`` (a model yaml shipped with Ultralytics) or ``path: my_model.yaml``: the architecture
+  built for the dataset's class count, randomly initialised unless ``weights`` is also given (then a plain
+  state dict of that architecture).
+
+Ultralytics is imported offline: ``YOLO_OFFLINE=1`` and its settings file in edgetune's cache directory
+(never the home directory); nothing is downloaded, and a missing weights file is an error, never a
+download. Nothing here imports torchvision: Ultralytics imports it lazily for prediction only, which
+edgetune does through onnxruntime.
+
+:func:`wrap_detection_model` wraps the Ultralytics ``DetectionModel`` so that its forward always returns the
+decoded ``(N, 4 + C, A)`` tensor (xywh in input pixels, class scores) in eval *and* training mode: in
+training mode Ultralytics returns a dict of raw head outputs, which the wrapper decodes with the head's
+own ``_inference`` so that distillation sees the same layout as the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from edgetune._paths import cache_dir, sha256_file
+from edgetune.errors import ModelError
+from edgetune.models._registry import LoadedModel, ModelSource, register_source
+from edgetune.models.heads import DetectHead
+
+__all__ = ["UltralyticsSource", "import_ultralytics", "wrap_detection_model"]
+
+_INSTALL = ('the ultralytics source needs the `yolo` extra: pip install "edgetune[yolo]" torch==<your torch '
+            "version> (pinning torch keeps pip from replacing a CPU build by a CUDA one)")
+
+
+def import_ultralytics():
+    """Import ``ultralytics`` offline with its settings in edgetune's cache; a ModelError if it is missing."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    cfg = cache_dir() / "ultralytics"
+    cfg.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(cfg))
+    try:
+        import ultralytics
+        from ultralytics.nn import tasks  # noqa: F401  (the model classes checkpoints unpickle to)
+    except ImportError as exc:
+        raise ModelError(f"{_INSTALL} ({exc}).") from exc
+    return ultralytics
+
+
+def _check_head(model, what: str, num_classes: int) -> None:
+    head = model.model[-1]
+    name = type(head).__name__
+    if name != "Detect":
+        raise ModelError(f"{what} has a {name} head; the ultralytics source supports detection (Detect) models "
+                         "only (segmentation, pose, OBB and classification heads are not supported yet).")
+    if getattr(head, "end2end", False):
+        raise ModelError(f"{what} is an end-to-end (NMS-free) detector; edgetune scores the one-to-many layout "
+                         "(N, 4 + C, A). Export it without end2end or use a YOLOv8 / YOLO11 model.")
+    if int(head.nc) != num_classes:
+        raise ModelError(f"{what} predicts {int(head.nc)} classes, but the dataset has {num_classes}. Use the "
+                         "dataset the model was trained on, or build the architecture from its yaml (`name:`).")
+
+
+@register_source("ultralytics")
+class UltralyticsSource(ModelSource):
+    """See the module docstring: ``weights`` (a .pt checkpoint) and/or ``name`` / ``path`` (a model yaml)."""
+
+    requires = ()
+
+    def load(self, spec, *, class_names, category_ids) -> LoadedModel:
+        cfg = spec.name or spec.path
+        if not cfg and not spec.weights:
+            raise ModelError("`model` with source: ultralytics needs `weights` (a .pt checkpoint from Ultralytics "
+                             "training) or `name` (a model yaml such as yolo11n.yaml) / `path` (your model yaml).")
+        import_ultralytics()
+        import torch
+        from ultralytics.nn.tasks import DetectionModel
+
+        nc = len(class_names)
+        weights = Path(spec.weights) if spec.weights else None
+        if weights is not None and not weights.is_file():
+            raise ModelError(f"`model.weights` '{weights}' does not exist (edgetune never downloads weights). "
+                             "Fix the path.")
+        if cfg:
+            if spec.path and not Path(spec.path).is_file():
+                raise ModelError(f"`model.path` '{spec.path}' does not exist. Fix the path, or use `name:` for a "
+                                 "yaml shipped with Ultralytics (yolo11n.yaml, yolov8n.yaml, ...).")
+            try:
+                model = DetectionModel(str(cfg), nc=nc, verbose=False)
+            except Exception as exc:  # a bad yaml fails in many ways
+                raise ModelError(f"Ultralytics cannot build '{cfg}' ({type(exc).__name__}: {exc}). Use a model "
+                                 "yaml such as yolo11n.yaml or yolov8s.yaml.") from exc
+            what = f"'{cfg}'"
+            if weights is not None:
+                from edgetune.models.sources import load_state_dict
+
+                load_state_dict(model, weights, what)
+                digest = sha256_file(weights)
+            else:
+                digest = hashlib.sha256(f"ultralytics:{cfg}:{nc}".encode()).hexdigest()
+        else:
+            what = f"checkpoint '{weights}'"
+            try:
+                ckpt = torch.load(weights, map_location="cpu", weights_only=False)  # Ultralytics pickles the model
+            except Exception as exc:
+                raise ModelError(f"{what} cannot be read ({type(exc).__name__}: {exc}); it should be a .pt file "
+                                 "written by Ultralytics training (runs/detect/train/weights/best.pt).") from exc
+            model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+            if model is None or not hasattr(model, "model"):
+                raise ModelError(f"{what} holds no Ultralytics model (no 'ema' or 'model' entry). Use a .pt file "
+                                 "written by Ultralytics training, or `name:` + a state-dict `weights`.")
+            model = model.float()
+            digest = sha256_file(weights)
+        _check_head(model, what, nc)
+        for p in model.parameters():
+            p.requires_grad_(True)  # checkpoints are saved frozen
+        module = wrap_detection_model(model).eval()
+        size = int(spec.input_size or 640)
+        return LoadedModel(Path(str(cfg or weights)).stem, module,
+                           DetectHead(num_classes=nc, category_ids=tuple(category_ids)), size, digest)
+
+
+def wrap_detection_model(model):
+    """Wrap an Ultralytics ``DetectionModel`` in :class:`~edgetune.models._yolo_module.YoloDetector`."""
+    from edgetune.models._yolo_module import YoloDetector
+
+    return YoloDetector(model)

@@ -1,0 +1,135 @@
+"""Ultralytics YOLO11n / YOLOv8n (the ``yolo`` extra, built from their yaml, random weights): the space is
+discovered in bounded memory with no importable torchvision, every offered group cuts at 30% and exports
+to an ONNX that matches the pruned torch model, and a short sweep on a YOLO-format dataset completes its
+pruned trials (recovery distils the fp32 model through the training-mode outputs) without opening a
+socket outside 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from dataset_files import export_yolo, write_yaml
+
+pytest.importorskip("ultralytics", reason="the yolo extra (make test installs it)")
+
+SPACE_SCRIPT = textwrap.dedent("""
+    import json, resource, socket, sys, time
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # 4 GiB of address space
+    class _NoTorchvision:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "torchvision":
+                raise ImportError("torchvision is blocked for this test")
+    sys.meta_path.insert(0, _NoTorchvision())
+    opened = []
+    _connect = socket.socket.connect
+    def connect(self, address):
+        opened.append(str(address))
+        return _connect(self, address)
+    socket.socket.connect = connect
+    from edgetune.config import ModelSpec
+    from edgetune.models import load_model
+    from edgetune.spaces import SpaceSpec, build_space
+    out = {}
+    for yaml_name in sys.argv[1:]:
+        t = time.time()
+        model = load_model(ModelSpec(source="ultralytics", name=yaml_name, input_size=320),
+                           class_names=tuple("abcdef"), category_ids=tuple(range(1, 7)))
+        space = build_space(model, SpaceSpec(sparsity={"kind": "channel", "ratios": [0.0, 0.3]}))
+        offered = [g.name for g in space.groups if "channel:0.3" in space.sparsity_choices[g.name]]
+        out[yaml_name] = {"seconds": round(time.time() - t, 1), "layers": len(space.layers),
+                          "convs": sum(type(m).__name__ == "Conv2d" for m in model.module.modules()),
+                          "groups": len(space.groups), "offered": len(offered), "pins": space.sparsity_pins,
+                          "notes": list(space.notes)}
+    out["torchvision_imported"] = "torchvision" in sys.modules
+    out["sockets"] = opened
+    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_space_is_bounded_needs_no_torchvision_and_pins_what_cannot_be_cut(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "EDGETUNE_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    for key in ("YOLO_CONFIG_DIR", "YOLO_OFFLINE"):
+        env.pop(key, None)
+    # the timeout only guards against a hang (the unbounded discovery this replaces grew to 23 GB)
+    proc = subprocess.run([sys.executable, "-c", SPACE_SCRIPT, "yolo11n.yaml", "yolov8n.yaml"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    v11, v8 = res["yolo11n.yaml"], res["yolov8n.yaml"]
+    assert v11["layers"] == v11["convs"] == 88 and v8["layers"] == v8["convs"] == 64
+    assert v11["offered"] >= 40 and v8["offered"] >= 35
+    # the C2PSA attention block is pinned with its reason; the chunked C3k2 / C2f cv1 outputs are not offered
+    assert any("attention" in n and "model.model.10.m.0.attn.qkv.conv" in n for n in v11["notes"])
+    for pins in (v11["pins"], v8["pins"]):
+        assert any(name.endswith("cv1.conv") for name in pins)
+        assert all(why.startswith("no channel cut: a test cut") for why in pins.values())
+    assert not res["torchvision_imported"] and res["sockets"] == []
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*"))  # nothing in the home dir
+
+
+@pytest.mark.parametrize("yaml_name", ["yolo11n.yaml", "yolov8n.yaml"])
+def test_every_offered_group_cuts_at_30_percent_and_the_onnx_matches_the_pruned_model(yaml_name, tmp_path):
+    import onnx
+
+    from edgetune.compress import RecoverySpec, compress
+    from edgetune.config import ModelSpec
+    from edgetune.models import load_model
+    from edgetune.spaces import CompressionConfig, SpaceSpec, build_space
+
+    model = load_model(ModelSpec(source="ultralytics", name=yaml_name, input_size=128),
+                       class_names=tuple("abcdef"), category_ids=tuple(range(1, 7)))
+    space = build_space(model, SpaceSpec(sparsity={"kind": "channel", "ratios": [0.0, 0.3]}))
+    offered = [g.name for g in space.groups if "channel:0.3" in space.sparsity_choices[g.name]]
+    config = CompressionConfig(sparsity={g: {"kind": "channel", "ratio": 0.3} for g in offered})
+    calib = np.random.default_rng(0).random((4, 3, 128, 128), dtype=np.float32)
+    art = compress(model, config, calib=calib, workdir=tmp_path, recovery=RecoverySpec(steps=0), space=space)
+    params = sum(p.numel() for p in model.module.parameters())
+    assert art.sizes["params"] < 0.75 * params  # channels were physically removed
+    assert art.manifest["max_abs_diff_vs_torch"] < 1e-3  # ONNX (onnxruntime) vs the pruned torch model
+    graph = onnx.load_model_from_string(art.onnx_bytes).graph
+    assert graph.output[0].name and len(graph.node) > 100
+
+
+def test_a_sweep_on_a_yolo_dataset_completes_pruned_trials_on_loopback_only(tmp_path, shapes_val, make_sweep,
+                                                                            local_agent, monkeypatch):
+    from edgetune.search.records import RECORD_ATTR
+    from edgetune.search.wiring import prepare_sweep
+
+    root = tmp_path / "shapes-yolo"
+    export_yolo(shapes_val, root, "val", range(24))
+    export_yolo(shapes_val, root, "train", range(24, 72))
+    data_yaml = write_yaml(root / "data.yaml", {"path": ".", "train": "images/train", "val": "images/val",
+                                                "names": dict(enumerate(shapes_val.class_names))})
+    remote: list[str] = []
+    connect = socket.socket.connect
+
+    def loopback_only(self, address):
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+            remote.append(str(address))
+            raise OSError(f"test: no socket outside 127.0.0.1 ({address})")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    path = make_sweep(tmp_path, name="yolo11n-sweep", trials=4, ratios=(0.0, 0.3), extra={
+        "model": {"source": "ultralytics", "name": "yolo11n.yaml", "input_size": 128},
+        "data": {"source": "yolo", "path": str(data_yaml), "val_images": 24, "calib_images": 8, "train_size": 48},
+        "recovery": {"steps": 4, "batch": 4, "train_images": 48},
+    })
+    sweep, space, cfg = prepare_sweep(path, workdir=tmp_path / "work", local_agents=local_agent)
+    sweep.run(space)
+    trials = sweep.study.get_trials()
+    errors = [t.user_attrs.get(RECORD_ATTR, {}).get("error") for t in trials]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4, errors
+    pruned = [t.user_attrs[RECORD_ATTR] for t in trials if t.user_attrs[RECORD_ATTR]["summary"]["params_kept"] < 0.95]
+    assert pruned, "the sweep sampled no pruned trial"
+    assert remote == []
