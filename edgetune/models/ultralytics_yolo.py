@@ -41,11 +41,25 @@ def import_ultralytics():
     cfg = cache_dir() / "ultralytics"
     cfg.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cfg))
+    import numpy as np
+    from PIL import Image
+
+    # Ultralytics patches process-wide state on import; undo what would change edgetune's behaviour: its
+    # Image.open retries unreadable files by installing a HEIF plugin (a pip install at run time), and
+    # numpy's print options.
+    image_open, np_print = Image.open, np.get_printoptions()
     try:
         import ultralytics
         from ultralytics.nn import tasks  # noqa: F401  (the model classes checkpoints unpickle to)
     except ImportError as exc:
         raise ModelError(f"{_INSTALL} ({exc}).") from exc
+    finally:
+        np.set_printoptions(**np_print)
+        Image.open = image_open
+    if getattr(Image.open, "__module__", "").startswith("ultralytics"):  # imported before us: their saved original
+        from ultralytics.utils import patches
+
+        Image.open = getattr(patches, "_image_open", Image.open)
     return ultralytics
 
 

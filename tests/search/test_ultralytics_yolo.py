@@ -6,6 +6,7 @@ socket outside 127.0.0.1."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 from dataset_files import export_yolo, write_yaml
 
-pytest.importorskip("ultralytics", reason="the yolo extra (make test installs it)")
+if importlib.util.find_spec("ultralytics") is None:  # not imported here: importing it patches PIL
+    pytest.skip("the yolo extra (make test installs it)", allow_module_level=True)
 
 SPACE_SCRIPT = textwrap.dedent("""
     import json, resource, socket, sys, time
@@ -133,3 +135,18 @@ def test_a_sweep_on_a_yolo_dataset_completes_pruned_trials_on_loopback_only(tmp_
     pruned = [t.user_attrs[RECORD_ATTR] for t in trials if t.user_attrs[RECORD_ATTR]["summary"]["params_kept"] < 0.95]
     assert pruned, "the sweep sampled no pruned trial"
     assert remote == []
+
+
+def test_importing_ultralytics_leaves_pil_and_numpy_as_they_were():
+    """Ultralytics replaces PIL's Image.open on import with one that pip-installs a HEIF plugin when a file
+    is unreadable; edgetune restores it, so a corrupt image stays a clear DataError and installs nothing."""
+    import numpy as np
+    from PIL import Image
+
+    from edgetune.models.ultralytics_yolo import import_ultralytics
+
+    before = np.get_printoptions()
+    import_ultralytics()
+    import ultralytics.utils.patches  # noqa: F401  (the module that patches, imported again: a no-op)
+
+    assert Image.open.__module__ == "PIL.Image" and np.get_printoptions() == before
