@@ -114,6 +114,9 @@ class PythonSource(ModelSource):
                 raise ModelError(f"`model.weights` '{weights}' does not exist. Fix the path.")
             load_state_dict(module, weights, f"factory '{spec.factory}'")
             digest = sha256_file(weights)
+        from edgetune.models._rewrite import split_chunked_outputs
+
+        split_chunked_outputs(module.eval(), spec.input_size)  # chunked conv outputs -> separate convs (exact)
         return LoadedModel(spec.factory, module.eval(), _head(spec.task, class_names, category_ids),
                            spec.input_size, digest)
 

@@ -132,6 +132,9 @@ class UltralyticsSource(ModelSource):
             p.requires_grad_(True)  # checkpoints are saved frozen
         module = wrap_detection_model(model).eval()
         size = int(spec.input_size or 640)
+        from edgetune.models._rewrite import split_chunked_outputs
+
+        split_chunked_outputs(module, size)  # C2f / C3k2 cv1: separate convs, so that they can be pruned
         return LoadedModel(Path(str(cfg or weights)).stem, module,
                            DetectHead(num_classes=nc, category_ids=tuple(category_ids)), size, digest)
 
