@@ -20,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from edgetune._logging import get_logger
+from edgetune.models._probe import probe_forward
 
 log = get_logger(__name__)
 
@@ -112,13 +113,8 @@ def _find(module: nn.Module, input_size: int) -> dict[str, tuple[int, ...]]:
                     uses.setdefault(out_of[id(a)], []).append((getattr(func, "__name__", ""), a, args, kwargs))
             return func(*args, **kwargs)
 
-    handles = [m.register_forward_hook(post(n)) for n, m in module.named_modules() if n]
-    try:
-        with torch.no_grad(), _Watch():
-            module.eval()(torch.zeros(1, 3, input_size, input_size))
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(module, input_size, [m.register_forward_hook(post(n)) for n, m in module.named_modules() if n],
+                  _Watch())
     found: dict[str, tuple[int, ...]] = {}
     for name, calls in uses.items():
         if len(calls) != 1:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection
 
 from edgetune._logging import get_logger
 from edgetune.errors import CompressionError
+from edgetune.models import probe_forward
 from edgetune.spaces._layers import Group, Layer, conv_kind
 
 log = get_logger(__name__)
@@ -115,7 +116,6 @@ def _edges(dg, layers: dict) -> tuple[set[str], set[str]]:
 
 def measure_macs(module, input_size: int) -> tuple[dict[str, int], list[str]]:
     """(layer -> MACs of one batch-1 forward at ``input_size``, layers in execution order)."""
-    import torch
 
     layers = layer_modules(module)
     macs: dict[str, int] = {}
@@ -129,13 +129,7 @@ def measure_macs(module, input_size: int) -> tuple[dict[str, int], list[str]]:
             order.append(name)
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
-    try:
-        with torch.no_grad():
-            module.eval()(torch.zeros(1, 3, input_size, input_size))
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(module, input_size, [m.register_forward_hook(hook(n)) for n, m in layers.items()])
     return macs, order
 
 
@@ -212,7 +206,6 @@ def discover_groups(module, input_size: int, layers: list[Layer], *, dg=None,
 def norm_to_layer(module, input_size: int) -> dict[str, str]:
     """Normalisation module path -> the layer whose output it normalises (BatchNorm folded into a conv
     at export carries the BatchNorm's name scope)."""
-    import torch
     from torch import nn
 
     layers = layer_modules(module)
@@ -222,12 +215,7 @@ def norm_to_layer(module, input_size: int) -> dict[str, str]:
     hs = [m.register_forward_hook(lambda mod, i, o, n=n: produced.__setitem__(id(o), n)) for n, m in layers.items()]
     hs += [m.register_forward_pre_hook(lambda mod, i, n=n: out.__setitem__(n, produced.get(id(i[0]))))
            for n, m in norms.items()]
-    try:
-        with torch.no_grad():
-            module.eval()(torch.zeros(1, 3, input_size, input_size))
-    finally:
-        for h in hs:
-            h.remove()
+    probe_forward(module, input_size, hs)
     return {k: v for k, v in out.items() if v}
 
 
@@ -239,7 +227,6 @@ def find_attention(module, input_size: int) -> dict[str, str]:
     """Layer -> why it is pinned against channel pruning: it sits in a module whose own forward multiplies
     activations (matmul, bmm, einsum, scaled dot-product attention), i.e. an attention block whose channels
     are split into heads. Found by running one forward pass under a ``TorchFunctionMode``."""
-    import torch
     from torch.overrides import TorchFunctionMode
 
     stack: list[str] = []
@@ -265,12 +252,7 @@ def find_attention(module, input_size: int) -> dict[str, str]:
     for n, m in mods.items():
         handles.append(m.register_forward_pre_hook(enter(n)))
         handles.append(m.register_forward_hook(leave))
-    try:
-        with torch.no_grad(), _Watch():
-            module.eval()(torch.zeros(1, 3, input_size, input_size))
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(module, input_size, handles, _Watch())
     layers = layer_modules(module)
     out: dict[str, str] = {}
     for block, op in hits.items():
