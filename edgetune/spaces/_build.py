@@ -183,7 +183,7 @@ def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] 
         layers = discover_layers(module, size, dg=_NoGraph())
         return space_from_layers(layers, [], spec, targets=targets, input_size=size)
     layers = discover_layers(module, size, dg=dg)
-    pinned = find_attention(module, size) if prunes else {}
+    pinned = find_attention(module, size)  # before grouping, also for precision-only spaces (bounded memory)
     groups = discover_groups(module, size, layers, dg=dg, pinned=pinned)
     uncuttable: dict[str, str] = {}
     if prunes and "channel" in spec.sparsity.kinds:

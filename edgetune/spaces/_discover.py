@@ -116,7 +116,6 @@ def _edges(dg, layers: dict) -> tuple[set[str], set[str]]:
 
 def measure_macs(module, input_size: int) -> tuple[dict[str, int], list[str]]:
     """(layer -> MACs of one batch-1 forward at ``input_size``, layers in execution order)."""
-
     layers = layer_modules(module)
     macs: dict[str, int] = {}
     order: list[str] = []
@@ -166,11 +165,12 @@ def discover_layers(module, input_size: int, *, dg=None) -> list[Layer]:
 
 
 def discover_groups(module, input_size: int, layers: list[Layer], *, dg=None,
-                    pinned: Collection[str] = ()) -> list[Group]:
+                    pinned: Collection[str] | None = None) -> list[Group]:
     """Channel-coupling groups (Torch-Pruning), each named after its producer layer (the first
-    non-depthwise layer whose output channels it prunes). ``last`` and ``pinned`` layers are never in a
-    group."""
+    non-depthwise layer whose output channels it prunes). ``last`` and ``pinned`` layers (by default the
+    attention layers of :func:`find_attention`, which must be pinned before grouping) are never in a group."""
     dg = dg if dg is not None else dependency_graph(module, input_size)
+    pinned = find_attention(module, input_size) if pinned is None else pinned
     mods = layer_modules(module)
     names = {m: n for n, m in mods.items()}
     by_name = {lay.name: lay for lay in layers}
@@ -285,6 +285,11 @@ def _shapes(out) -> list:
     return []
 
 
+def _why(exc: Exception) -> str:
+    first = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
 def test_cut_groups(module, input_size: int, groups: list[Group], ratio: float) -> dict[str, str]:
     """Group -> why it cannot be cut: every group loses ``ratio`` of its channels on a copy of the model
     (all at once; after a failure, again without the failed group), then the copy runs a forward pass
@@ -312,13 +317,13 @@ def test_cut_groups(module, input_size: int, groups: list[Group], ratio: float) 
                     raise CompressionError("a layer would be left with no channel")
                 group.prune()
             except Exception as exc:  # Torch-Pruning fails on unsupported graphs in many ways
-                bad[name] = f"a test cut failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+                bad[name] = f"a test cut failed ({_why(exc)})"
                 return name
         try:
             with torch.no_grad():
                 got = _shapes(work(torch.zeros(1, 3, input_size, input_size)))
         except Exception as exc:
-            return f"forward: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+            return f"forward: {_why(exc)}"
         return None if got == want else f"forward: output shapes {got} instead of {want}"
 
     todo = [g.name for g in groups if g.name in n_cut]
