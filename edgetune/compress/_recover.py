@@ -2,9 +2,9 @@
 
 Everything task-specific comes through the model's task adapter (``edgetune.models.TaskAdapter``): each
 step takes an augmented batch of the train split (``adapter.sample``), the model's own supervised loss
-when its source provides one (``adapter.has_loss``: the builtin detectors, classifiers) plus the
-distillation loss towards the teacher's outputs (``adapter.distill``); a model without a supervised
-loss (any Ultralytics-layout detector by factory) is distilled alone. The budget is in optimizer steps
+when its source provides one (``adapter.has_loss``: the builtin and Ultralytics detectors, classifiers)
+plus the distillation loss towards the teacher's outputs (``adapter.distill``); a model without a
+supervised loss (a detector by ``python`` factory with the Ultralytics layout) is distilled alone. The budget is in optimizer steps
 (reproducible); ``budget_s`` caps the wall-clock time of the steps on top when set. Pruning masks stay
 attached, so pruned weights stay zero.
 """
@@ -60,9 +60,14 @@ def _native_bf16() -> bool:
 
 
 def _float(out):
+    """Outputs (tensors in tuples, lists and dicts, any depth) in float32 after a bf16 forward pass."""
     if out is None:
         return None
-    return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
+    if isinstance(out, dict):
+        return {k: _float(v) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return [_float(o) for o in out] if isinstance(out, list) else tuple(_float(o) for o in out)
+    return out.float()
 
 
 def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size: int, features: dict | None = None,

@@ -14,19 +14,22 @@ edgetune does through onnxruntime.
 :func:`wrap_detection_model` wraps the Ultralytics ``DetectionModel`` so that its forward always returns the
 decoded ``(N, 4 + C, A)`` tensor (xywh in input pixels, class scores) in eval *and* training mode: in
 training mode Ultralytics returns a dict of raw head outputs, which the wrapper decodes with the head's
-own ``_inference`` so that distillation sees the same layout as the teacher.
+own ``_inference`` so that distillation sees the same layout as the teacher. Recovery goes through
+:class:`UltralyticsDetectAdapter`: Ultralytics' own loss on the raw outputs plus that distillation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from pathlib import Path
 
 from edgetune._paths import cache_dir, sha256_file
-from edgetune.errors import ModelError
+from edgetune.errors import CompressionError, ModelError
 from edgetune.models._registry import LoadedModel, ModelSource, register_source
 from edgetune.models.heads import DetectHead
+from edgetune.models.tasks import DetectAdapter
 
 __all__ = ["UltralyticsSource", "import_ultralytics", "wrap_detection_model"]
 
@@ -136,7 +139,81 @@ class UltralyticsSource(ModelSource):
 
         split_chunked_outputs(module, size)  # C2f / C3k2 cv1: separate convs, so that they can be pruned
         return LoadedModel(Path(str(cfg or weights)).stem, module,
-                           DetectHead(num_classes=nc, category_ids=tuple(category_ids)), size, digest)
+                           DetectHead(num_classes=nc, category_ids=tuple(category_ids)), size, digest,
+                           adapter=UltralyticsDetectAdapter(_loss_gains(model)))
+
+
+def _loss_gains(model) -> dict[str, float]:
+    """The box / cls / dfl gains of Ultralytics' loss: its defaults, overridden by the checkpoint's training
+    arguments when it recorded them."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    args = getattr(model, "args", None)
+    args = vars(args) if hasattr(args, "__dict__") else dict(args or {})
+    return {k: float(args.get(k, DEFAULT_CFG_DICT[k])) for k in ("box", "cls", "dfl")}
+
+
+class UltralyticsDetectAdapter(DetectAdapter):
+    """Recovery of an Ultralytics detector with the loss it was trained with (``v8DetectionLoss``: task-aligned
+    assignment, BCE classes, CIoU + DFL boxes, the checkpoint's gains) on the raw training-mode head outputs,
+    plus distillation of the fp32 teacher's decoded outputs (:class:`~edgetune.models.tasks.DetectAdapter`).
+
+    ``forward`` returns ``(decoded (N, 4 + C, A), raw head dict or None)``: one student pass feeds both
+    losses. The loss is Ultralytics' per-batch sum divided by the batch size (per image, as its trainer
+    logs it)."""
+
+    has_loss = True
+
+    def __init__(self, gains: dict[str, float]):
+        self.gains = dict(gains)
+        self._trained = None  # weakref to the DetectionModel of the last training-mode forward
+        self._crit = (None, None)  # (weakref to its Detect head, its v8DetectionLoss)
+
+    def forward(self, module, x):
+        det = module.model
+        out = det(x)
+        if isinstance(out, dict):  # training mode: raw "boxes" / "scores" / "feats"
+            self._trained = weakref.ref(det)
+            return det.model[-1]._inference(out), out
+        return (out[0] if isinstance(out, (tuple, list)) else out), None
+
+    def _criterion(self):
+        """v8DetectionLoss of the model being trained (rebuilt when the head changes: it reads strides,
+        classes and reg_max from it)."""
+        import types
+
+        from ultralytics.utils.loss import v8DetectionLoss
+
+        det = self._trained() if self._trained is not None else None
+        if det is None:
+            raise CompressionError("the Ultralytics loss needs a training-mode forward pass of the model first.")
+        head, crit = self._crit
+        if head is None or head() is not det.model[-1]:
+            view = types.SimpleNamespace(args=types.SimpleNamespace(**self.gains), model=det.model,
+                                         parameters=det.parameters, class_weights=None)
+            crit = v8DetectionLoss(view)
+            self._crit = (weakref.ref(det.model[-1]), crit)
+        return crit
+
+    def loss(self, out, batch):
+        import torch
+
+        raw = out[1]
+        if raw is None:
+            raise CompressionError("the Ultralytics loss needs the training-mode outputs (the model in train() mode).")
+        x, gt_boxes, gt_labels, gt_mask = batch
+        b, _, h, w = x.shape
+        idx = torch.nonzero(gt_mask, as_tuple=False)
+        xyxy = gt_boxes[gt_mask]
+        scale = xyxy.new_tensor([w, h, w, h])
+        xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1) / scale
+        targets = {"batch_idx": idx[:, 0].to(xyxy.dtype), "cls": gt_labels[gt_mask].to(xyxy.dtype).view(-1, 1),
+                   "bboxes": xywh}
+        total, _ = self._criterion().loss(raw, targets)
+        return total.sum() / b
+
+    def distill(self, s_out, t_out, batch):
+        return super().distill(s_out[0], t_out[0], batch)
 
 
 def wrap_detection_model(model):

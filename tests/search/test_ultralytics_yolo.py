@@ -1,7 +1,7 @@
 """Ultralytics YOLO11n / YOLOv8n (the ``yolo`` extra, built from their yaml, random weights): the space is
 discovered in bounded memory with no importable torchvision, every offered group cuts at 30% and exports
 to an ONNX that matches the pruned torch model, and a short sweep on a YOLO-format dataset completes its
-pruned trials (recovery distils the fp32 model through the training-mode outputs) without opening a
+pruned trials (recovery: Ultralytics' own loss on the training-mode outputs + distillation) without opening a
 socket outside 127.0.0.1."""
 
 from __future__ import annotations
@@ -179,3 +179,44 @@ def test_chunked_cv1_outputs_become_separate_convs_with_identical_outputs():
     assert "model.model.2.cv1" in done and len(done) == 9
     assert isinstance(module.model.model[2].cv1, SplitBlock)
     assert torch.allclose(before, after, rtol=1e-5, atol=1e-5)
+
+
+def test_recovery_loss_is_ultralytics_own_on_the_same_targets():
+    """The adapter's supervised loss on edgetune's batch layout (xyxy input pixels, padded with a mask) is
+    exactly Ultralytics' ``DetectionModel.loss`` on the batch dict its own dataloader would give (normalised
+    xywh per box), per image; with no box at all it is finite; it reaches the weights."""
+    import types
+
+    import torch
+
+    from edgetune.config import ModelSpec
+    from edgetune.models import load_model
+    from edgetune.models.ultralytics_yolo import UltralyticsDetectAdapter
+
+    model = load_model(ModelSpec(source="ultralytics", name="yolov8n.yaml", input_size=64),
+                       class_names=tuple("abcdef"), category_ids=tuple(range(1, 7)))
+    adapter = model.adapter
+    assert isinstance(adapter, UltralyticsDetectAdapter) and adapter.has_loss
+    assert adapter.gains == {"box": 7.5, "cls": 0.5, "dfl": 1.5}  # Ultralytics' defaults (no checkpoint args)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    gt = torch.tensor([[[4.0, 8.0, 30.0, 40.0], [20.0, 20.0, 60.0, 50.0]], [[10.0, 12.0, 26.0, 60.0], [0, 0, 0, 0]]])
+    labels, mask = torch.tensor([[1, 4], [2, 0]]), torch.tensor([[True, True], [True, False]])
+    module = model.module.train()
+    out = adapter.forward(module, x)
+    ours = adapter.loss(out, (x, gt, labels, mask))
+
+    det = module.model
+    det.args = types.SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
+    xyxy = gt[mask]
+    xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1) / 64
+    batch = {"img": x, "batch_idx": torch.tensor([0.0, 0.0, 1.0]), "cls": torch.tensor([[1.0], [4.0], [2.0]]),
+             "bboxes": xywh}
+    theirs, _ = det.loss(batch, out[1])
+    assert torch.allclose(ours, theirs.sum() / 2, rtol=1e-5)
+    ours.backward()
+    assert det.model[0].conv.weight.grad.abs().sum() > 0
+
+    empty = adapter.loss(adapter.forward(module, x), (x, gt, labels, torch.zeros_like(mask)))
+    assert torch.isfinite(empty)
+    assert out[0].shape == (2, 4 + 6, 84)  # decoded (N, 4 + C, A) for distillation, 8x8 + 4x4 + 2x2 anchors
