@@ -2,7 +2,7 @@
 recovery / with the default recovery / with recovery + int8.
 
 The same recipe as ``tests/compress/test_classifier_recovery.py``, with the numbers printed: an ImageFolder of
-six shape classes (40 px) is written, ``tests/tiny_models.shape_cnn`` is trained from scratch on it in plain
+six shape classes (32 px) is written, ``tests/tiny_models.shape_cnn`` is trained from scratch on it in plain
 torch (as its user would have), then each variant is compressed by edgetune (every offered group cut by the
 ratio). top-1 is edgetune's scoring of the ONNX with onnxruntime on the val split (with its standard error);
 latency is the p50 at 1 thread, each measurement in a fresh process pinned to one core, the variants
@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from bench_compress import machine  # noqa: E402
 from bench_front import p50  # noqa: E402
 
-SIZE = 40
+SIZE = 32
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ FACTORY = "tiny_models:shape_cnn"
 
 
 def shape_cnn(num_classes: int = 6):
-    """Five conv -> BN -> ReLU blocks (strides 2, 1, 2, 2, 1), global pooling, one Linear: 0.21M params."""
+    """Five conv -> BN -> ReLU blocks (strides 2, 2, 1, 2, 1), global pooling, one Linear: 0.21M params."""
     from torch import nn
 
     def block(cin, cout, stride):
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
-    return nn.Sequential(block(3, 32, 2), block(32, 48, 1), block(48, 64, 2), block(64, 96, 2), block(96, 128, 1),
+    return nn.Sequential(block(3, 32, 2), block(32, 48, 2), block(48, 64, 1), block(64, 96, 2), block(96, 128, 1),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes))
 
 

@@ -60,8 +60,8 @@ def short_label(summary: dict, baseline: str | None) -> str:
     then ``at 224 px`` / ``on openvino`` where the trial chose them (a baseline: its name, and its runtime
     when the sweep searches runtimes)."""
     where = f" on {summary['runtime']}" if summary.get("runtime") else ""
-    if baseline:
-        return baseline + where
+    if baseline:  # "int8-uniform@openvino" reads "int8-uniform on openvino"
+        return baseline.partition("@")[0] + where
     total = sum(int(summary.get(f"n_{p}_layers") or 0) for p in ("fp32", "fp16", "int8"))
     parts = [f"{p} {summary[f'n_{p}_layers']}/{total} layers" for p in ("int8", "fp16")
              if summary.get(f"n_{p}_layers")]

@@ -87,9 +87,13 @@ class Sweep:
 
     # -- baselines -------------------------------------------------------------------------------------
     def baseline_params(self, space) -> dict[str, dict[str, str]]:
-        """Dimension values that describe each baseline (fp32, int8-uniform, fp16-uniform where offered)."""
+        """Dimension values that describe each baseline (fp32, int8-uniform, fp16-uniform where offered), on
+        the first runtime of ``space.runtime``; when the space searches runtimes, the uniform int8 / fp16
+        baselines are measured on each other runtime too (``int8-uniform@openvino``: the same artifact, what
+        a user of that runtime would run)."""
         out = {}
         offered = space.offered_precisions
+        runtimes = next((d.choices for d in space.dimensions if d.kind == "runtime"), ())
         for name, prec in (("fp32", "fp32"), ("int8-uniform", "int8"), ("fp16-uniform", "fp16")):
             if prec not in offered:
                 continue
@@ -105,6 +109,8 @@ class Sweep:
                 else:
                     params[d.name] = next((c for c in d.choices if c in ("dense", "0", "0.0", "none")), d.choices[0])
             out[name] = params
+            for rt in runtimes[1:] if name != "fp32" else ():
+                out[f"{name}@{rt}"] = {**params, **{d.name: rt for d in space.dimensions if d.kind == "runtime"}}
         return out
 
     def baseline_values(self) -> dict[str, float] | None:
@@ -141,8 +147,9 @@ class Sweep:
         self.finish()
 
     def _plan(self, trial, space, params: dict, baseline: str | None) -> TrialPlan:
-        config = space.baseline(baseline) if baseline else space.config_from(params)
-        runtime = space.baseline_runtime if baseline else space.runtime_from(params)
+        name, _, on = (baseline or "").partition("@")  # "int8-uniform@openvino": that baseline on that runtime
+        config = space.baseline(name) if baseline else space.config_from(params)
+        runtime = (on or space.baseline_runtime) if baseline else space.runtime_from(params)
         return TrialPlan(trial.number, trial, config, baseline, params, runtime)
 
     def _on_result(self, plan: TrialPlan, result) -> None:

@@ -1,10 +1,10 @@
 """A classifier brought by a ``python`` factory, trained here from scratch on an ImageFolder the test writes
-(six shape classes, 40 px), is 25%-channel pruned with the DEFAULT recovery (the generic classification
+(six shape classes, 32 px), is 25%-channel pruned with the DEFAULT recovery (the generic classification
 adapter: cross-entropy on the labels + distillation of the uncompressed model, taylor importance), exported,
 and scored by the same top-k path as on an agent: it keeps >= 0.95x of the fp32 top-1.
 
-Everything is seeded and runs on CPU, so the numbers repeat; measured here: fp32 0.94, 25% cut without
-recovery 0.63, with the default recovery 0.95 (``benchmarks/bench_classifier.py`` prints them with latency).
+Everything is seeded and runs on CPU; measured here (one thread, as ``make test`` runs it): fp32 0.913, 25%
+cut with the default recovery 0.900 (``benchmarks/bench_classifier.py`` prints the numbers with latency).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from dataset_files import write_shape_folders
 from tiny_models import FACTORY, train_classifier
 
-SIZE = 40
+SIZE = 32
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_quarter_channels_cut_with_default_recovery_keeps_95_percent_of_top1(tra
     assert isinstance(model.adapter, ClassifyAdapter) and model.adapter.has_loss
     fp32 = compress(model, CompressionConfig(), calib=splits.calib, workdir=tmp_path)
     base = _scores(fp32.onnx_path, bundle)
-    assert set(base) == {"top1", "top5", "top1_se", "top5_se"} and base["top1"] >= 0.85  # trained, not chance
+    assert set(base) == {"top1", "top5", "top1_se", "top5_se"} and base["top1"] >= 0.8  # trained (chance: 0.17)
 
     space = build_space(model, SpaceSpec(sparsity={"kind": "channel", "ratios": [0.0, 0.25]}))
     cut = {g.name: {"ratio": 0.25} for g in space.groups if "channel:0.25" in space.sparsity_choices[g.name]}

@@ -21,7 +21,7 @@ from edgetune.search.wiring import load_front, prepare_sweep
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(get_runtime("openvino").info().error is not None,
                                  reason="openvino is not importable here (pip install 'edgetune[openvino]')")]
-TRIALS = 4
+TRIALS = 5
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +52,16 @@ def _records(sweep):
 
 def test_each_trial_ran_on_the_runtime_and_size_it_drew(finished):
     _, sweep, _ = finished
-    seen = set()
+    seen, baselines = set(), []
     for t, rec in _records(sweep):
         assert t.state.name == "COMPLETE", rec.get("error")
         runtime = rec["runtime"]
         fp = rec["fingerprints"]["local"]
         assert fp["runtime"].split()[0] == runtime  # the agent's own account of what ran
-        if t.user_attrs.get("baseline"):  # baselines: the model's own size, the first runtime
-            assert runtime == "ort" and rec["config"]["input_size"] is None
+        if t.user_attrs.get("baseline"):  # baselines: the model's own size, the first runtime or the one named
+            on = t.user_attrs["baseline"].partition("@")[2] or "ort"
+            assert runtime == on and rec["config"]["input_size"] is None
+            baselines.append(t.user_attrs["baseline"])
         else:
             assert runtime == t.params["runtime"] and rec["config"]["input_size"] == 192
             seen.add(runtime)
@@ -67,6 +69,8 @@ def test_each_trial_ran_on_the_runtime_and_size_it_drew(finished):
         label = rec["label"]
         assert f"on {runtime}" in label and (("at 192 px" in label) == (rec["config"]["input_size"] == 192))
     assert seen == {"ort", "openvino"}, seen  # the seed draws both runtimes
+    # int8-uniform is measured on each runtime: what a user of either would run
+    assert baselines == ["fp32", "int8-uniform", "int8-uniform@openvino"]
 
 
 def test_a_smaller_input_is_scored_on_the_same_images(finished):
