@@ -169,6 +169,12 @@ class UltralyticsDetectAdapter(DetectAdapter):
         self._trained = None  # weakref to the DetectionModel of the last training-mode forward
         self._crit = (None, None)  # (weakref to its Detect head, its v8DetectionLoss)
 
+    def __getstate__(self):  # picklable (weakrefs are not): the caches are rebuilt on the next forward
+        return {"gains": self.gains}
+
+    def __setstate__(self, state):
+        self.__init__(state["gains"])
+
     def forward(self, module, x):
         det = module.model
         out = det(x)

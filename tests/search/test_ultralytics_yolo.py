@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -220,3 +221,4 @@ def test_recovery_loss_is_ultralytics_own_on_the_same_targets():
     empty = adapter.loss(adapter.forward(module, x), (x, gt, labels, torch.zeros_like(mask)))
     assert torch.isfinite(empty)
     assert out[0].shape == (2, 4 + 6, 84)  # decoded (N, 4 + C, A) for distillation, 8x8 + 4x4 + 2x2 anchors
+    assert pickle.loads(pickle.dumps(adapter)).gains == adapter.gains  # picklable after a training forward
