@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from bench_compress import machine  # noqa: E402
-from bench_front import p50  # noqa: E402
+from bench_front import rotated_p50  # noqa: E402
 
 SIZE = 32
 
@@ -85,12 +84,8 @@ def main() -> None:
         sess = ort.InferenceSession(str(art.onnx_path), providers=["CPUExecutionProvider"])
         scores[name] = evaluate_bundle(lambda x, s=sess: s.run(None, {s.get_inputs()[0].name: x})[0], bundle)
     cpu = sorted(os.sched_getaffinity(0))[-1]
-    times: dict[str, list[float]] = {k: [] for k in arts}
-    for r in range(args.rounds):
-        order = list(arts)[r % len(arts):] + list(arts)[: r % len(arts)]
-        for k in order:
-            times[k].append(p50(str(arts[k].onnx_path), "ort", cpu, args.runs))
-    base_t, base_top1 = statistics.median(times["fp32"]), scores["fp32"]["top1"]
+    lat = rotated_p50({k: (str(a.onnx_path), "ort") for k, a in arts.items()}, cpu, args.rounds, args.runs)
+    base_t, base_top1 = lat["fp32"], scores["fp32"]["top1"]
     print(f"\n{FACTORY} at {SIZE} px, {len(splits.train)} train / {len(splits.val)} val images, fp32 trained in "
           f"{args.steps} steps ({train_s:.0f} s); ort, 1 thread on core {cpu}; {machine()}")
     print(f"{len(cut)} of {len(space.groups)} groups cut by {args.ratio:g}\n")
@@ -98,7 +93,7 @@ def main() -> None:
           "| recovery s |")
     print("|---|---|---|---|---|---|---|")
     for k, art in arts.items():
-        s, t = scores[k], statistics.median(times[k])
+        s, t = scores[k], lat[k]
         print(f"| {k} | {s['top1']:.3f} ± {s['top1_se']:.3f} | {s['top1'] / base_top1:.3f}x | {t:.3f} | "
               f"{base_t / t:.2f}x | {art.sizes['params']:,} | {rec_s[k]:.1f} |")
     keep = scores[f"{pct} + default recovery"]["top1"] / base_top1

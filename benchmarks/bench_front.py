@@ -58,6 +58,19 @@ def p50(path: str, runtime: str, cpu: int, runs: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def rotated_p50(models: dict[str, tuple[str, str]], cpu: int, rounds: int, runs: int, on_round=None) -> dict[str, float]:
+    """name -> (path, runtime): each model's p50 per round (fresh process each), the models taking turns in
+    rotated order so that drift hits every one alike; the median over the rounds."""
+    names = list(models)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            times[k].append(p50(models[k][0], models[k][1], cpu, runs))
+        if on_round:
+            on_round(r)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def nncf_int8(fp32_onnx: Path, calib, size: int, out_dir: Path) -> Path:
     """NNCF post-training int8 of the fp32 ONNX, as an OpenVINO user would do it (IR written to out_dir)."""
     import nncf
@@ -144,13 +157,8 @@ def main() -> None:
     print(f"sweep '{cfg.name}': {len(done)} complete trials; {len(splits.val)} val images; {args.rounds} rounds x "
           f"{args.runs} runs per model, fresh process each, cpu {args.cpu}", flush=True)
     maps = {name: accuracy(path, rt, splits.val, head, size) for name, path, rt, size in models}
-    rounds: dict[str, list[float]] = {name: [] for name, *_ in models}
-    for r in range(args.rounds):
-        order = models[r % len(models):] + models[: r % len(models)]
-        for name, path, rt, _ in order:
-            rounds[name].append(p50(path, rt, args.cpu, args.runs))
-        print(f"round {r + 1}/{args.rounds} done", flush=True)
-    lat = {name: statistics.median(v) for name, v in rounds.items()}
+    lat = rotated_p50({name: (path, rt) for name, path, rt, _ in models}, args.cpu, args.rounds, args.runs,
+                      on_round=lambda r: print(f"round {r + 1}/{args.rounds} done", flush=True))
     ref = {k: lat[k] for k in ("ORT fp32", "ORT int8-uniform", "NNCF int8 (OpenVINO)") if k in lat}
     print()
     print("| model | runtime | input | mAP50-95 | p50 ms | vs ORT fp32 | vs ORT int8 | vs NNCF int8 |")

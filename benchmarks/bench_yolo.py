@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_compress import machine  # noqa: E402
-from bench_front import p50  # noqa: E402
+from bench_front import rotated_p50  # noqa: E402
 
 
 def main() -> None:
@@ -63,18 +62,14 @@ def main() -> None:
     arts = {k: compress(model, c, calib=calib, workdir=work, recovery=RecoverySpec(steps=0), space=space)
             for k, c in variants.items()}
     cpu = sorted(os.sched_getaffinity(0))[-1]
-    times: dict[str, list[float]] = {k: [] for k in arts}
-    for r in range(args.rounds):
-        order = list(arts)[r % len(arts):] + list(arts)[: r % len(arts)]
-        for k in order:
-            times[k].append(p50(str(arts[k].onnx_path), args.runtime, cpu, args.runs))
-    base = statistics.median(times["fp32"])
+    lat = rotated_p50({k: (str(a.onnx_path), args.runtime) for k, a in arts.items()}, cpu, args.rounds, args.runs)
+    base = lat["fp32"]
     print(f"\n{spec.weights or spec.name} at {args.size} px, {args.runtime}, 1 thread on core {cpu}; {machine()}")
     print(f"{len(space.layers)} layers, {len(space.groups)} groups, {len(offered)} offered at {args.ratio:g}\n")
     print(f"| variant | p50 ms (median of {args.rounds} rounds) | speed-up vs fp32 | ONNX bytes | params |")
     print("|---|---|---|---|---|")
     for k, art in arts.items():
-        t = statistics.median(times[k])
+        t = lat[k]
         print(f"| {k} | {t:.2f} | {base / t:.2f}x | {art.sizes['bytes']:,} | {art.sizes['params']:,} |")
 
 

@@ -203,6 +203,7 @@ class UltralyticsDetectAdapter(DetectAdapter):
 
     def loss(self, out, batch):
         import torch
+        from ultralytics.utils.ops import xyxy2xywh
 
         raw = out[1]
         if raw is None:
@@ -212,9 +213,8 @@ class UltralyticsDetectAdapter(DetectAdapter):
         idx = torch.nonzero(gt_mask, as_tuple=False)
         xyxy = gt_boxes[gt_mask]
         scale = xyxy.new_tensor([w, h, w, h])
-        xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1) / scale
         targets = {"batch_idx": idx[:, 0].to(xyxy.dtype), "cls": gt_labels[gt_mask].to(xyxy.dtype).view(-1, 1),
-                   "bboxes": xywh}
+                   "bboxes": xyxy2xywh(xyxy) / scale}
         total, _ = self._criterion().loss(raw, targets)
         return total.sum() / b
 
