@@ -9,6 +9,10 @@ After a sweep (``make demo``, or any sweep of a builtin detector), this times, i
 - ``NNCF int8 (OpenVINO)``: the fp32 ONNX quantized by NNCF's post-training quantization (the OpenVINO
   user's path: ``nncf.quantize`` on the OpenVINO model, calibrated on the sweep's calibration images,
   preset PERFORMANCE), run by OpenVINO,
+- for an Ultralytics model (the builtin ``yolo11n``, or ``source: ultralytics`` with a ``best.pt``): what a
+  YOLO user runs today, made by Ultralytics' own exporter from the same weights: ``Ultralytics ONNX export
+  (ORT)`` and ``Ultralytics int8 export (OpenVINO)`` (``export(format="openvino", int8=True)``, NNCF
+  underneath, calibrated on the sweep's calibration images written as a YOLO dataset),
 - edgetune's suggested front points (fastest within 1 mAP50-95 point of fp32, the knee, the smallest),
   each on the runtime and at the input size the sweep measured it with.
 
@@ -86,6 +90,77 @@ def nncf_int8(fp32_onnx: Path, calib, size: int, out_dir: Path) -> Path:
     return path
 
 
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _is_ultralytics(spec) -> bool:
+    from edgetune.models.sources import BUILTIN_MODELS
+
+    return spec.source == "ultralytics" or (spec.source == "builtin" and
+                                            BUILTIN_MODELS.get(spec.name, {}).get("family") == "ultralytics")
+
+
+def ultralytics_exports(spec, calib, size: int, out_dir: Path) -> dict[str, Path]:
+    """What a YOLO user runs today, made by Ultralytics' own exporter from the same weights: its ONNX export
+    (run by onnxruntime) and ``export(format="openvino", int8=True)`` (NNCF underneath) calibrated on the same
+    calibration images (written as a YOLO-format dataset). Offline: nothing is downloaded."""
+    import shutil
+
+    from edgetune.models.ultralytics_yolo import build_from_yaml, import_ultralytics
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    nc = len(calib.class_names)
+    if spec.source == "builtin":
+        from edgetune.models.sources import BUILTIN_MODELS, builtin_weights_path, load_state_dict
+
+        arch = BUILTIN_MODELS[spec.name]["arch"]
+        det = build_from_yaml(arch, nc)
+        load_state_dict(det, builtin_weights_path(spec.name), spec.name)
+        yolo = YOLO(arch)
+        det.args, det.task = yolo.model.args, "detect"
+        yolo.model = det.float()
+    elif spec.weights and not (spec.name or spec.path):
+        yolo = YOLO(str(spec.weights))
+    else:
+        raise SystemExit("--ultralytics needs a builtin Ultralytics model or `model.weights` (a best.pt)")
+    root = out_dir / "calib-yolo"
+    cls_of = {c: k for k, c in enumerate(calib.category_ids)}
+    for split in ("train", "val"):  # the same calibration images under both names (Ultralytics reads val)
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for rec in calib.records:
+            shutil.copyfile(rec.file, root / "images" / split / Path(rec.file).name)
+            lines = [f"{cls_of[a['category_id']]} {(a['bbox'][0] + a['bbox'][2] / 2) / rec.width:.6f} "
+                     f"{(a['bbox'][1] + a['bbox'][3] / 2) / rec.height:.6f} {a['bbox'][2] / rec.width:.6f} "
+                     f"{a['bbox'][3] / rec.height:.6f}" for a in calib.annotations[rec.id]]
+            (root / "labels" / split / f"{Path(rec.file).stem}.txt").write_text("\n".join(lines) + "\n")
+    names = "\n".join(f"  {k}: {n}" for k, n in enumerate(calib.class_names))
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    cwd = os.getcwd()
+    os.chdir(out_dir)  # the exporter writes beside the weights / in the working directory
+    try:
+        onnx_path = Path(yolo.export(format="onnx", imgsz=size, dynamic=False, simplify=_has("onnxslim"), batch=1))
+        ov_dir = Path(yolo.export(format="openvino", imgsz=size, int8=True, data=str(root / "data.yaml"), batch=1))
+    finally:
+        os.chdir(cwd)
+    onnx_path = onnx_path if onnx_path.is_absolute() else out_dir / onnx_path
+    ov_dir = ov_dir if ov_dir.is_absolute() else out_dir / ov_dir
+    return {"onnx": onnx_path, "openvino-int8": next(ov_dir.glob("*.xml"))}
+
+
+ULTRA_INT8 = "Ultralytics int8 export (OpenVINO)"
+
+
+def model_bytes(path: Path) -> int:
+    """Bytes of a model file (an OpenVINO IR: the .xml and its .bin)."""
+    return path.stat().st_size + (path.with_suffix(".bin").stat().st_size if path.suffix == ".xml" else 0)
+
+
 def accuracy(path: str, runtime: str, val, head, size: int) -> float:
     import numpy as np
 
@@ -142,6 +217,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-front-"))
     print(f"quantizing the fp32 model with NNCF on {len(splits.calib)} calibration images ...", flush=True)
     models.append(("NNCF int8 (OpenVINO)", str(nncf_int8(fp32, splits.calib, own, tmp)), "openvino", own))
+    if _is_ultralytics(cfg.model):
+        print("exporting with Ultralytics' own exporter (ONNX; OpenVINO int8 calibrated on the same images) ...",
+              flush=True)
+        ux = ultralytics_exports(cfg.model, splits.calib, own, tmp)
+        models.append(("Ultralytics ONNX export (ORT)", str(ux["onnx"]), "ort", own))
+        models.append((ULTRA_INT8, str(ux["openvino-int8"]), "openvino", own))
     seen = set()
     for s in suggestions(df, keys, goals):
         row = done[done["trial"] == s["trial"]].iloc[0]
@@ -159,21 +240,24 @@ def main() -> None:
     maps = {name: accuracy(path, rt, splits.val, head, size) for name, path, rt, size in models}
     lat = rotated_p50({name: (path, rt) for name, path, rt, _ in models}, args.cpu, args.rounds, args.runs,
                       on_round=lambda r: print(f"round {r + 1}/{args.rounds} done", flush=True))
-    ref = {k: lat[k] for k in ("ORT fp32", "ORT int8-uniform", "NNCF int8 (OpenVINO)") if k in lat}
+    refs = [k for k in ("ORT fp32", "ORT int8-uniform", "NNCF int8 (OpenVINO)", ULTRA_INT8) if k in lat]
+    short = {"ORT fp32": "ORT fp32", "ORT int8-uniform": "ORT int8", "NNCF int8 (OpenVINO)": "NNCF int8",
+             ULTRA_INT8: "Ultralytics int8"}
+    files = {name: model_bytes(Path(path)) for name, path, _, _ in models}
     print()
-    print("| model | runtime | input | mAP50-95 | p50 ms | vs ORT fp32 | vs ORT int8 | vs NNCF int8 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | runtime | input | mAP50-95 | p50 ms | size KiB | " + " | ".join(f"vs {short[k]}" for k in refs) + " |")
+    print("|---|---|---|---|---|---|" + "---|" * len(refs))
     for name, _, rt, size in models:
-        ratios = [f"{ref[k] / lat[name]:.2f}x" if k in ref else "-" for k in ("ORT fp32", "ORT int8-uniform",
-                                                                            "NNCF int8 (OpenVINO)")]
-        print(f"| {name} | {rt} | {size} | {maps[name]:.4f} | {lat[name]:.2f} | " + " | ".join(ratios) + " |")
+        ratios = [f"{lat[k] / lat[name]:.2f}x" for k in refs]
+        print(f"| {name} | {rt} | {size} | {maps[name]:.4f} | {lat[name]:.2f} | {files[name] / 1024:.0f} | "
+              + " | ".join(ratios) + " |")
     fp32_map = maps["ORT fp32"]
     close = [n for n, *_ in models if n.startswith("edgetune") and maps[n] >= fp32_map - 0.01]
     if close:
         best = min(close, key=lambda n: lat[n])
-        print(f"\nfastest edgetune point within 1 mAP50-95 point of fp32: {best}: {ref['ORT fp32'] / lat[best]:.2f}x vs "
-              f"ORT fp32, " + (f"{ref['ORT int8-uniform'] / lat[best]:.2f}x vs ORT int8-uniform, " if "ORT int8-uniform"
-                               in ref else "") + f"{ref['NNCF int8 (OpenVINO)'] / lat[best]:.2f}x vs NNCF int8")
+        print(f"\nfastest edgetune point within 1 mAP50-95 point of fp32: {best}: "
+              + ", ".join(f"{lat[k] / lat[best]:.2f}x vs {short[k]}" for k in refs)
+              + f"; {files['ORT fp32'] / files[best]:.2f}x smaller than the fp32 ONNX")
     else:
         print("\nno edgetune suggestion within 1 mAP50-95 point of fp32")
 

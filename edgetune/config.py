@@ -202,13 +202,19 @@ def _sweep_config_class() -> type[BaseModel]:
 
 
 def parse_model_ref(ref: str) -> ModelSpec:
-    """CLI shorthand: ``builtin:det-s`` | ``onnx:PATH`` -> ModelSpec."""
+    """CLI shorthand: ``builtin:det-s`` | ``onnx:PATH`` | ``ultralytics:best.pt`` (a checkpoint of Ultralytics
+    training) | ``ultralytics:yolo11n.yaml`` (an architecture, seeded random weights) -> ModelSpec."""
     source, _, rest = ref.partition(":")
     if source == "builtin" and rest:
         return ModelSpec(source="builtin", name=rest)
     if source == "onnx" and rest:
         return ModelSpec(source="onnx", path=rest, task="detect")
-    raise ConfigError(f"--model {ref!r} is not understood; use builtin:NAME (e.g. builtin:det-s) or onnx:PATH.")
+    if source == "ultralytics" and rest:
+        if rest.endswith((".yaml", ".yml")):
+            return ModelSpec(source="ultralytics", **({"path": rest} if "/" in rest else {"name": rest}))
+        return ModelSpec(source="ultralytics", weights=rest)
+    raise ConfigError(f"--model {ref!r} is not understood; use builtin:NAME (e.g. builtin:det-s or builtin:yolo11n), "
+                      "onnx:PATH or ultralytics:PATH/best.pt.")
 
 
 def parse_data_ref(ref: str) -> DataSpec:

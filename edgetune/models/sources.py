@@ -15,10 +15,14 @@ __all__ = ["BUILTIN_MODELS", "builtin_weights_path", "load_state_dict", "sha256_
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-# name -> (architecture size, input size, classes, sha256 of the committed weights)
+# name -> (architecture, input size, classes, sha256 of the committed weights). ``family: ultralytics``: an
+# Ultralytics architecture (its yaml) whose weights are a state dict (fp16) trained by `edgetune train-builtin`;
+# it needs the yolo extra.
 BUILTIN_MODELS: dict[str, dict] = {
     "det-s": {"arch": "det-s", "input_size": 256, "dataset": "shapes", "num_classes": 6,
               "sha256": "4a7d2ad9d1311387bf36d0a20d1f2103a1223c4c1dc9bef31245d31048b42f6f"},
+    "yolo11n": {"arch": "yolo11n.yaml", "family": "ultralytics", "input_size": 256, "dataset": "shapes",
+                "num_classes": 6, "sha256": "58e4bf4e70c6b8104919a8b734f34373c7f040d9b24fe0a619063d2f5052ec16"},
 }
 
 
@@ -77,6 +81,14 @@ class BuiltinSource(ModelSource):
                 f"weights of builtin model '{spec.name}' at '{weights}' have sha256 {digest[:16]}..., expected "
                 f"{info['sha256'][:16]}...: the file is corrupt or was replaced. Restore it from git."
             )
+        if info.get("family") == "ultralytics":
+            from edgetune.models.ultralytics_yolo import build_from_yaml, loaded_model
+
+            model = build_from_yaml(info["arch"], info["num_classes"])
+            load_state_dict(model, weights, f"builtin '{spec.name}'")
+            return loaded_model(model.float(), spec.name, what=f"builtin '{spec.name}'",
+                                size=spec.input_size or info["input_size"], digest=digest,
+                                category_ids=category_ids)
         module = build_detector(info["arch"], num_classes=info["num_classes"], input_size=info["input_size"])
         load_state_dict(module, weights, f"builtin '{spec.name}'")
         return LoadedModel(spec.name, module.eval(), _head("detect", class_names, category_ids),

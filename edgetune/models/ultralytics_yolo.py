@@ -31,7 +31,7 @@ from edgetune.models._registry import LoadedModel, ModelSource, register_source
 from edgetune.models.heads import DetectHead
 from edgetune.models.tasks import DetectAdapter
 
-__all__ = ["UltralyticsSource", "import_ultralytics", "wrap_detection_model"]
+__all__ = ["UltralyticsSource", "build_from_yaml", "import_ultralytics", "loaded_model", "wrap_detection_model"]
 
 _INSTALL = ('the ultralytics source needs the `yolo` extra: pip install "edgetune[yolo]" torch==<your torch '
             "version> (pinning torch keeps pip from replacing a CPU build by a CUDA one)")
@@ -91,9 +91,8 @@ class UltralyticsSource(ModelSource):
         if not cfg and not spec.weights:
             raise ModelError("`model` with source: ultralytics needs `weights` (a .pt checkpoint from Ultralytics "
                              "training) or `name` (a model yaml such as yolo11n.yaml) / `path` (your model yaml).")
-        import_ultralytics()
+        ultralytics = import_ultralytics()
         import torch
-        from ultralytics.nn.tasks import DetectionModel
 
         nc = len(class_names)
         weights = Path(spec.weights) if spec.weights else None
@@ -104,11 +103,7 @@ class UltralyticsSource(ModelSource):
             if spec.path and not Path(spec.path).is_file():
                 raise ModelError(f"`model.path` '{spec.path}' does not exist. Fix the path, or use `name:` for a "
                                  "yaml shipped with Ultralytics (yolo11n.yaml, yolov8n.yaml, ...).")
-            try:
-                model = DetectionModel(str(cfg), nc=nc, verbose=False)
-            except Exception as exc:  # a bad yaml fails in many ways
-                raise ModelError(f"Ultralytics cannot build '{cfg}' ({type(exc).__name__}: {exc}). Use a model "
-                                 "yaml such as yolo11n.yaml or yolov8s.yaml.") from exc
+            model = build_from_yaml(str(cfg), nc)
             what = f"'{cfg}'"
             if weights is not None:
                 from edgetune.models.sources import load_state_dict
@@ -116,7 +111,10 @@ class UltralyticsSource(ModelSource):
                 load_state_dict(model, weights, what)
                 digest = sha256_file(weights)
             else:
-                digest = hashlib.sha256(f"ultralytics:{cfg}:{nc}".encode()).hexdigest()
+                # seeded initial weights: the same yaml text, class count and Ultralytics version give them
+                text = Path(spec.path).read_bytes() if spec.path else str(cfg).encode()
+                key = b"ultralytics-init:seed0:%s:%d:" % (ultralytics.__version__.encode(), nc) + text
+                digest = hashlib.sha256(key).hexdigest()
         else:
             what = f"checkpoint '{weights}'"
             try:
@@ -130,17 +128,41 @@ class UltralyticsSource(ModelSource):
                                  "written by Ultralytics training, or `name:` + a state-dict `weights`.")
             model = model.float()
             digest = sha256_file(weights)
-        _check_head(model, what, nc)
-        for p in model.parameters():
-            p.requires_grad_(True)  # checkpoints are saved frozen
-        module = wrap_detection_model(model).eval()
-        size = int(spec.input_size or 640)
-        from edgetune.models._rewrite import split_chunked_outputs
+        return loaded_model(model, Path(str(cfg or weights)).stem, what=what, size=int(spec.input_size or 640),
+                            digest=digest, category_ids=category_ids)
 
-        split_chunked_outputs(module, size)  # C2f / C3k2 cv1: separate convs, so that they can be pruned
-        return LoadedModel(Path(str(cfg or weights)).stem, module,
-                           DetectHead(num_classes=nc, category_ids=tuple(category_ids)), size, digest,
-                           adapter=UltralyticsDetectAdapter(_loss_gains(model)))
+
+def build_from_yaml(cfg: str, nc: int, *, seed: int = 0):
+    """An Ultralytics ``DetectionModel`` built from a model yaml for ``nc`` classes. Its random initial weights
+    come from ``seed`` (the global torch RNG is left as it was), so that the same yaml always gives the same
+    weights: a cache key made of the yaml and the class count then stands for them."""
+    import torch
+
+    import_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            return DetectionModel(cfg, nc=nc, verbose=False)
+        except Exception as exc:  # a bad yaml fails in many ways
+            raise ModelError(f"Ultralytics cannot build '{cfg}' ({type(exc).__name__}: {exc}). Use a model "
+                             "yaml such as yolo11n.yaml or yolov8s.yaml.") from exc
+
+
+def loaded_model(model, name: str, *, what: str, size: int, digest: str, category_ids) -> LoadedModel:
+    """An Ultralytics ``DetectionModel`` as edgetune's :class:`LoadedModel`: checked, wrapped (decoded outputs),
+    chunked convs split (prunable), with Ultralytics' own loss for recovery."""
+    nc = len(category_ids)
+    _check_head(model, what, nc)
+    for p in model.parameters():
+        p.requires_grad_(True)  # checkpoints are saved frozen
+    module = wrap_detection_model(model).eval()
+    from edgetune.models._rewrite import split_chunked_outputs
+
+    split_chunked_outputs(module, size)  # C2f / C3k2 cv1: separate convs, so that they can be pruned
+    return LoadedModel(name, module, DetectHead(num_classes=nc, category_ids=tuple(category_ids)), size, digest,
+                       adapter=UltralyticsDetectAdapter(_loss_gains(model)))
 
 
 def _loss_gains(model) -> dict[str, float]:

@@ -52,6 +52,10 @@ class SearchSpec(Strict):
         default="auto", description="compress the next trial while the current one is measured; 'auto' turns it "
         "off when a device runs on this host (compression would disturb its timings)")
     keep_artifacts: Literal["front", "all"] = "front"
+    start_points: Literal["none", "uniform"] = Field(
+        default="none", description="'uniform': before the sampler's own, measure the uniform corners of the space: "
+        "every offered channel ratio on every group at once, all layers int8, on each runtime, at the model's "
+        "input size (counted in `trials`); they show the sampler where the fast, small region is")
     latency_runs: int = Field(default=100, ge=5)
     latency_warmup: int = Field(default=10, ge=0)
     measure_timeout_s: float = Field(default=600, gt=0)

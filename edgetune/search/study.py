@@ -15,9 +15,10 @@ from edgetune.search.samplers import make_sampler
 
 log = get_logger(__name__)
 
-__all__ = ["open_study", "enqueue_baselines", "stale_trials", "BASELINE_ATTR"]
+__all__ = ["open_study", "enqueue_baselines", "enqueue_start_points", "stale_trials", "BASELINE_ATTR", "START_ATTR"]
 
 BASELINE_ATTR = "baseline"
+START_ATTR = "start_point"
 
 
 def open_study(*, storage: str, name: str, goals: Sequence[str], sampler: str, seed: int, n_startup: int = 10):
@@ -45,6 +46,14 @@ def enqueue_baselines(study, baselines: dict[str, dict[str, str]]) -> None:
     for name, params in baselines.items():
         if name not in have and name not in waiting:
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name}, skip_if_exists=False)
+
+
+def enqueue_start_points(study, points: dict[str, dict[str, str]]) -> None:
+    """Enqueue each named start point once (``start_points: uniform``), like the baselines."""
+    have = {t.user_attrs.get(START_ATTR) for t in study.get_trials(deepcopy=False)}
+    for name, params in points.items():
+        if name not in have:
+            study.enqueue_trial(params, user_attrs={START_ATTR: name}, skip_if_exists=False)
 
 
 def stale_trials(study) -> list:

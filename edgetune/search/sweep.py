@@ -24,7 +24,13 @@ from edgetune.search.front import front_note, front_ranks, sweep_hypervolume, wr
 from edgetune.search.records import RECORD_ATTR, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, tell
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
-from edgetune.search.study import BASELINE_ATTR, enqueue_baselines, open_study, stale_trials
+from edgetune.search.study import (
+    BASELINE_ATTR,
+    enqueue_baselines,
+    enqueue_start_points,
+    open_study,
+    stale_trials,
+)
 from edgetune.search.tracking import Tracker
 
 log = get_logger(__name__)
@@ -113,6 +119,36 @@ class Sweep:
                 out[f"{name}@{rt}"] = {**params, **{d.name: rt for d in space.dimensions if d.kind == "runtime"}}
         return out
 
+    def start_params(self, space) -> dict[str, dict[str, str]]:
+        """``search.start_points: uniform``: for each offered channel ratio above 0 and each runtime, every
+        group at that ratio (or dense where the group does not offer it) and every layer int8 where offered,
+        at the model's own input size. Named ``int8 + 50% channels on openvino``."""
+        if self.cfg.search.start_points != "uniform":
+            return {}
+        dims = space.dimensions
+        ratios = sorted({c for d in dims if d.kind == "sparsity" for c in d.choices if c.startswith("channel:")},
+                        key=lambda c: float(c.split(":")[1]))
+        runtimes = next((d.choices for d in dims if d.kind == "runtime"), (None,))
+        own = str(space.input_size)
+        out = {}
+        for ratio in ratios:
+            for rt in runtimes:
+                params = {}
+                for d in dims:
+                    if d.kind == "precision":
+                        params[d.name] = "int8" if "int8" in d.choices else d.choices[0]
+                    elif d.kind == "sparsity":
+                        params[d.name] = ratio if ratio in d.choices else d.choices[0]
+                    elif d.kind == "input_size":
+                        params[d.name] = own if own in d.choices else d.choices[0]
+                    elif d.kind == "runtime":
+                        params[d.name] = rt
+                    else:
+                        params[d.name] = d.choices[0]
+                where = f" on {rt}" if rt else ""
+                out[f"int8 + {float(ratio.split(':')[1]):.0%} channels{where}"] = params
+        return out
+
     def baseline_values(self) -> dict[str, float] | None:
         for t in self.study.get_trials(deepcopy=False):
             if t.user_attrs.get(BASELINE_ATTR) == "fp32" and t.state.name == "COMPLETE":
@@ -124,6 +160,7 @@ class Sweep:
         total = trials or self.cfg.search.trials
         self.progress.total = total
         enqueue_baselines(self.study, self.baseline_params(space))
+        enqueue_start_points(self.study, self.start_params(space))
         self._reconcile_mlflow()
         stale = list(stale_trials(self.study))
         if stale:

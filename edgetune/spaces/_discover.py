@@ -62,20 +62,26 @@ def _kind(m) -> str:
 
 
 def _stage_depth(module) -> Callable[[str], str]:
-    """Tie keys: a layer's *stage* is its top-level child (one level deeper for ModuleLists and for
-    models that wrap everything in one child, e.g. Ultralytics' ``model.N``); its *block* is one level
-    below its stage."""
+    """Tie keys: a layer's *stage* is a child of the model's spine (one level deeper for ModuleLists); its
+    *block* is one level below its stage. The spine is the model itself, or, for models that wrap
+    everything in a chain of single children (edgetune's wrapper of an Ultralytics ``DetectionModel``:
+    ``model.model.N``), the first module down that chain with several children, so that each of its
+    children (each Ultralytics block) is a stage of its own."""
     from torch import nn
 
-    children = dict(module.named_children())
-    wrapped = len(children) == 1
+    depth, spine = 0, module
+    while len(children := dict(spine.named_children())) == 1:
+        spine = next(iter(children.values()))
+        depth += 1
+    if depth and not children:  # a chain ending in one leaf: the leaf's parent is the stage
+        depth -= 1
+    tops = {name: m for name, m in module.named_modules() if name.count(".") == depth}
 
     def stage(name: str) -> str:
         parts = name.split(".")
-        top = children.get(parts[0])
-        deep = wrapped or isinstance(top, nn.ModuleList)
-        n = 2 if deep and len(parts) > 2 else 1
-        return ".".join(parts[:n])
+        top = tops.get(".".join(parts[: depth + 1]))
+        n = depth + (2 if isinstance(top, nn.ModuleList) else 1)
+        return ".".join(parts[: min(n, max(1, len(parts) - 1))])  # never the layer itself, unless top-level
 
     return stage
 

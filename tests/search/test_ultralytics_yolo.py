@@ -49,7 +49,8 @@ SPACE_SCRIPT = textwrap.dedent("""
         out[yaml_name] = {"seconds": round(time.time() - t, 1), "layers": len(space.layers),
                           "convs": sum(type(m).__name__ == "Conv2d" for m in model.module.modules()),
                           "groups": len(space.groups), "offered": len(offered), "pins": space.sparsity_pins,
-                          "notes": list(space.notes)}
+                          "notes": list(space.notes), "digest": model.source_hash,
+                          "stage_of": {l.name: l.stage for l in space.layers}}
     out["torchvision_imported"] = "torchvision" in sys.modules
     out["sockets"] = opened
     out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -76,6 +77,12 @@ def test_space_is_bounded_needs_no_torchvision_and_pins_what_cannot_be_cut(tmp_p
     for pins in (v11["pins"], v8["pins"]):
         assert not any("cv1" in name for name in pins)
         assert pins and all(why.startswith("no channel cut: a test cut") for why in pins.values())
+    # tie: stage is one choice per Ultralytics block (model.model.N), not one for the whole network
+    assert v11["stage_of"]["model.model.2.cv2.conv"] == "model.model.2"
+    assert v11["stage_of"]["model.model.23.cv3.0.0.0.conv"] == "model.model.23"
+    assert len(set(v11["stage_of"].values())) == 18  # 24 blocks, 2 Upsample and 4 Concat have no conv
+    # a random-init model from a yaml gets the same (seeded) weights at every load, so its key can name them
+    assert v11["digest"] != v8["digest"] and len(v11["digest"]) == 64
     assert not res["torchvision_imported"] and res["sockets"] == []
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*"))  # nothing in the home dir
 
@@ -137,6 +144,28 @@ def test_a_sweep_on_a_yolo_dataset_completes_pruned_trials_on_loopback_only(tmp_
     pruned = [t.user_attrs[RECORD_ATTR] for t in trials if t.user_attrs[RECORD_ATTR]["summary"]["params_kept"] < 0.95]
     assert pruned, "the sweep sampled no pruned trial"
     assert remote == []
+
+
+def test_a_model_built_from_a_yaml_has_the_same_weights_at_every_load():
+    """Random initial weights are seeded, so the cache key of a yaml model (its digest) names one set of weights."""
+    import torch
+
+    from edgetune.config import ModelSpec
+    from edgetune.models import load_model
+
+    def load():
+        return load_model(ModelSpec(source="ultralytics", name="yolov8n.yaml", input_size=64),
+                          class_names=tuple("abc"), category_ids=(1, 2, 3))
+
+    torch.manual_seed(123)
+    a = load()
+    after_load = torch.rand(1)
+    b = load()
+    assert a.source_hash == b.source_hash
+    sa, sb = a.module.state_dict(), b.module.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_load)  # building the model drew nothing from the global RNG
 
 
 def test_importing_ultralytics_leaves_pil_and_numpy_as_they_were():
