@@ -25,7 +25,7 @@ from edgetune.models.tasks import ModelEMA, sample_detection_batch
 
 log = get_logger(__name__)
 
-__all__ = ["TrainConfig", "detection_loss", "train_detector", "load_train_arrays"]
+__all__ = ["TrainConfig", "detection_loss", "train_detector", "load_train_arrays", "optimizer_step"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,18 @@ def detection_loss(model: nn.Module, images: torch.Tensor, gt_boxes: torch.Tenso
     return loss_cls + box_weight * loss_box
 
 
+def optimizer_step(model: nn.Module, opt, ema, loss: torch.Tensor, running: float | None) -> float:
+    """One training step of the builtin trainers: backward, gradients clipped to norm 10, the optimizer's step,
+    the EMA update; returns the smoothed loss (0.98 of the previous one)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    opt.step()
+    ema.update(model)
+    value = float(loss.detach())
+    return value if running is None else 0.98 * running + 0.02 * value
+
+
 def load_train_arrays(ds: Dataset) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """All images of a (square, same-size) dataset as uint8 (N, H, W, 3) plus per-image boxes/classes."""
     images = np.stack([ds.load_image(i) for i in range(len(ds))])
@@ -150,13 +162,7 @@ def train_detector(model: nn.Module, train: Dataset, cfg: TrainConfig, *,
         loss = detection_loss(model, x, gb, gl, gm)
         if teacher_loss is not None:
             loss = loss + teacher_loss(model, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        ema.update(model)
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
+        running = optimizer_step(model, opt, ema, loss, running)
         if on_progress:
             on_progress(it + 1, running)
         if (it + 1) % 50 == 0:

@@ -93,6 +93,7 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
     Resumes from ``<out>.ckpt`` when it exists and was written with the same recipe."""
     from edgetune.compress._recover import _float, _native_bf16
     from edgetune.data.shapes import CLASSES, shapes_split
+    from edgetune.models.builtin.train import optimizer_step
     from edgetune.models.tasks import ModelEMA, detection_arrays, sample_detection_batch
     from edgetune.models.ultralytics_yolo import UltralyticsDetectAdapter, wrap_detection_model
 
@@ -144,14 +145,7 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
         x, gb = _resize_batch(x, gb, size)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             out = adapter.forward(module, x)
-        loss = adapter.loss(_float(out), (x, gb, gl, gm))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        ema.update(model)
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
+        running = optimizer_step(model, opt, ema, adapter.loss(_float(out), (x, gb, gl, gm)), running)
         if on_step:
             on_step(step + 1, running)
         if (step + 1) % 50 == 0:
