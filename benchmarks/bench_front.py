@@ -22,7 +22,7 @@ printed), so drift hits every model alike. mAP50-95: edgetune's own scoring (the
 the sweep's validation images, letterboxed to each model's input size, through the model's runtime.
 
     .venv/bin/pip install -e ".[controller,bench]"      # openvino + nncf
-    nice -n 10 .venv/bin/python benchmarks/bench_front.py configs/demo.yaml [--rounds 5] [--runs 200] [--cpu 1]
+    nice -n 10 .venv/bin/python benchmarks/bench_front.py configs/demo.yaml [--rounds 5] [--runs 200] [--cpu 1] [--trials 12 31]
 """
 
 from __future__ import annotations
@@ -179,6 +179,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
+    ap.add_argument("--trials", type=int, nargs="*", default=[],
+                    help="also time these trials (any state of the front: e.g. points a constraint left out)")
     args = ap.parse_args()
 
     from edgetune.data import load_data
@@ -233,6 +235,17 @@ def main() -> None:
         seen.add(key)
         path = artifact(row)
         models.append((f"edgetune {s['kind']} #{int(row['trial'])}: {row['label']}", str(path), runtime, size_of(path)))
+
+    for number in args.trials:
+        row = done[done["trial"] == number]
+        if row.empty:
+            sys.exit(f"trial {number} is not a completed trial of this sweep")
+        row = row.iloc[0]
+        runtime = row.get("runtime") if isinstance(row.get("runtime"), str) else "ort"
+        if (number, runtime) not in seen:
+            seen.add((number, runtime))
+            path = artifact(row)
+            models.append((f"edgetune trial #{number}: {row['label']}", str(path), runtime, size_of(path)))
 
     print(machine())
     print(f"sweep '{cfg.name}': {len(done)} complete trials; {len(splits.val)} val images; {args.rounds} rounds x "

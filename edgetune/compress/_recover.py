@@ -50,26 +50,6 @@ def _feature_hooks(student, teacher, features: dict):
     return loss, handles
 
 
-def _native_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
-
-
-def _float(out):
-    """Outputs (tensors in tuples, lists and dicts, any depth) in float32 after a bf16 forward pass."""
-    if out is None:
-        return None
-    if isinstance(out, dict):
-        return {k: _float(v) for k, v in out.items()}
-    if isinstance(out, (tuple, list)):
-        return [_float(o) for o in out] if isinstance(out, list) else tuple(_float(o) for o in out)
-    return out.float()
-
-
 def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size: int, features: dict | None = None,
             on_step=None, start: int = 0, stop: int | None = None, sizes: tuple[int, ...] = ()) -> dict:
     """Fine-tune ``student`` in place; returns {steps, steps_asked, stopped, seconds, loss}. ``teacher`` is
@@ -88,7 +68,7 @@ def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size:
     searches ``input_size``); empty: ``input_size`` only."""
     import torch
 
-    from edgetune.models import ModelEMA
+    from edgetune.models import ModelEMA, float_outputs, native_bf16
 
     if train is None or len(train) == 0:
         raise CompressionError("recovery needs the train split, but there is none: set `data.train_size` (builtin) "
@@ -119,7 +99,7 @@ def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size:
     ema = ModelEMA(student, spec.ema, tau=max(1.0, spec.steps / 8)) if spec.ema else None
     feat_loss, handles = _feature_hooks(student, teacher, features) if (features and spec.feature_weight and
                                                                         spec.distill) else (None, [])
-    use_bf16 = spec.bf16 == "on" or (spec.bf16 == "auto" and _native_bf16())
+    use_bf16 = spec.bf16 == "on" or (spec.bf16 == "auto" and native_bf16())
     running, step, stopped = None, start, "steps"
     t_steps = time.time()  # the cap counts training steps, not the one-off data preparation above
     for step in range(start, stop):
@@ -140,7 +120,7 @@ def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size:
             if spec.distill:
                 with torch.no_grad():
                     t_out = adapter.forward(teacher, batch[0])
-        out, t_out = _float(out), _float(t_out)
+        out, t_out = float_outputs(out), float_outputs(t_out)
         if supervised:
             loss = spec.gt_weight * adapter.loss(out, batch)
             if spec.distill and spec.distill_weight:

@@ -22,6 +22,8 @@ from edgetune.models.tasks import (
     TaskAdapter,
     adapter_for,
     detection_arrays,
+    float_outputs,
+    native_bf16,
     sample_detection_batch,
 )
 
@@ -30,5 +32,5 @@ __all__ = [
     "ClassifyHead", "DetectHead", "decode_detections", "head_from_dict", "nms", "topk",
     "evaluate", "iter_batches", "score_outputs", "OutputScorer", "probe_forward",
     "TaskAdapter", "DetectAdapter", "ClassifyAdapter", "ModelEMA", "adapter_for", "detection_arrays",
-    "sample_detection_batch",
+    "sample_detection_batch", "float_outputs", "native_bf16",
 ]

@@ -26,7 +26,7 @@ import numpy as np
 from edgetune.errors import CompressionError
 
 __all__ = ["TaskAdapter", "DetectAdapter", "ClassifyAdapter", "ModelEMA", "adapter_for", "detection_arrays",
-           "sample_detection_batch"]
+           "float_outputs", "native_bf16", "sample_detection_batch"]
 
 
 class TaskAdapter(ABC):
@@ -205,6 +205,27 @@ def adapter_for(kind: str) -> TaskAdapter:
     if kind == "classify":
         return ClassifyAdapter()
     raise CompressionError(f"no training adapter for task {kind!r}; tasks: detect, classify.")
+
+
+def native_bf16() -> bool:
+    """True on CPUs with native bf16 (AVX512-BF16 / AMX): there bf16 autocast speeds up training."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def float_outputs(out):
+    """Outputs (tensors in tuples, lists and dicts, any depth) in float32 after a bf16 forward pass."""
+    if out is None:
+        return None
+    if isinstance(out, dict):
+        return {k: float_outputs(v) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return [float_outputs(o) for o in out] if isinstance(out, list) else tuple(float_outputs(o) for o in out)
+    return out.float()
 
 
 class ModelEMA:

@@ -54,7 +54,7 @@ class SearchSpec(Strict):
     keep_artifacts: Literal["front", "all"] = "front"
     start_points: Literal["none", "uniform"] = Field(
         default="none", description="'uniform': before the sampler's own, measure the uniform corners of the space: "
-        "every offered channel ratio on every group at once, all layers int8, on each runtime, at the model's "
+        "every offered channel ratio (0 included) on every group at once, all layers int8, on each runtime, at the model's "
         "input size (counted in `trials`); they show the sampler where the fast, small region is")
     latency_runs: int = Field(default=100, ge=5)
     latency_warmup: int = Field(default=10, ge=0)

@@ -120,14 +120,16 @@ class Sweep:
         return out
 
     def start_params(self, space) -> dict[str, dict[str, str]]:
-        """``search.start_points: uniform``: for each offered channel ratio above 0 and each runtime, every
-        group at that ratio (or dense where the group does not offer it) and every layer int8 where offered,
-        at the model's own input size. Named ``int8 + 50% channels on openvino``."""
+        """``search.start_points: uniform``: for each offered channel ratio (0 included) and each runtime, every
+        group at that ratio (or dense where the group does not offer it) and every layer int8 where offered
+        (``space.keep`` pins stay), at the model's own input size. Named ``int8 + 50% channels on openvino``.
+        The 0% point matters: with one width per block, a sampled trial almost never leaves every block at
+        full width, so without it the sweep may never measure int8 alone."""
         if self.cfg.search.start_points != "uniform":
             return {}
         dims = space.dimensions
-        ratios = sorted({c for d in dims if d.kind == "sparsity" for c in d.choices if c.startswith("channel:")},
-                        key=lambda c: float(c.split(":")[1]))
+        ratios = ["dense"] + sorted({c for d in dims if d.kind == "sparsity" for c in d.choices
+                                     if c.startswith("channel:")}, key=lambda c: float(c.split(":")[1]))
         runtimes = next((d.choices for d in dims if d.kind == "runtime"), (None,))
         own = str(space.input_size)
         out = {}
@@ -146,7 +148,8 @@ class Sweep:
                     else:
                         params[d.name] = d.choices[0]
                 where = f" on {rt}" if rt else ""
-                out[f"int8 + {float(ratio.split(':')[1]):.0%} channels{where}"] = params
+                pct = float(ratio.split(":")[1]) if ":" in ratio else 0.0
+                out[f"int8 + {pct:.0%} channels{where}"] = params
         return out
 
     def baseline_values(self) -> dict[str, float] | None:

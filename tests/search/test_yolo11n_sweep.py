@@ -29,7 +29,7 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
     cfg["data"].update(val_images=24, calib_images=8, train_size=48)
     cfg["space"]["input_size"] = [160, 128]
     cfg["recovery"].update(steps=6, batch=4, train_images=48)
-    cfg["search"].update(trials=8, n_startup=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}", latency_runs=10,
+    cfg["search"].update(trials=9, n_startup=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}", latency_runs=10,
                          latency_warmup=2, side_by_side_runs=20)
     cfg["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "yolo11n-shapes-test"}
     path = tmp_path / "yolo11n_shapes.yaml"
@@ -43,9 +43,9 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
         sweep.run(space)
     trials = sweep.study.get_trials()
     errors = [t.user_attrs.get(RECORD_ATTR, {}).get("error") for t in trials]
-    assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials) and len(trials) == 8, errors
+    assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials) and len(trials) == 9, errors
     starts = {t.user_attrs.get("start_point") for t in trials} - {None}
-    assert starts == {f"int8 + {r} channels on {rt}" for r in ("25%", "50%") for rt in ("ort", "openvino")}
+    assert starts == {f"int8 + {r} channels on {rt}" for r in ("0%", "25%", "50%") for rt in ("ort", "openvino")}
     df, _, _, _ = load_front(path)
     assert {"fp32", "int8-uniform"} <= set(df["baseline"].dropna())
     assert df["pareto"].sum() >= 1

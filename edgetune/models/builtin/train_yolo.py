@@ -91,10 +91,15 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
     """Train ``cfg.arch`` on the builtin shapes train split; returns the EMA ``DetectionModel`` (eval mode).
 
     Resumes from ``<out>.ckpt`` when it exists and was written with the same recipe."""
-    from edgetune.compress._recover import _float, _native_bf16
     from edgetune.data.shapes import CLASSES, shapes_split
     from edgetune.models.builtin.train import optimizer_step
-    from edgetune.models.tasks import ModelEMA, detection_arrays, sample_detection_batch
+    from edgetune.models.tasks import (
+        ModelEMA,
+        detection_arrays,
+        float_outputs,
+        native_bf16,
+        sample_detection_batch,
+    )
     from edgetune.models.ultralytics_yolo import UltralyticsDetectAdapter, wrap_detection_model
 
     torch.set_num_threads(threads)
@@ -126,7 +131,7 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
         log.info("resuming %s from step %d (%s)", cfg.arch, start, ckpt)
     train = shapes_split("train", cfg.train_size, seed=cfg.seed)
     images, boxes, classes = detection_arrays(train, size=cfg.size, limit=0)
-    use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and _native_bf16())
+    use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and native_bf16())
     full_from = int(cfg.steps * (1 - cfg.full_size_frac))
 
     def lr_at(step: int) -> float:
@@ -145,7 +150,7 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
         x, gb = _resize_batch(x, gb, size)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             out = adapter.forward(module, x)
-        running = optimizer_step(model, opt, ema, adapter.loss(_float(out), (x, gb, gl, gm)), running)
+        running = optimizer_step(model, opt, ema, adapter.loss(float_outputs(out), (x, gb, gl, gm)), running)
         if on_step:
             on_step(step + 1, running)
         if (step + 1) % 50 == 0:
