@@ -48,12 +48,15 @@ def enqueue_baselines(study, baselines: dict[str, dict[str, str]]) -> None:
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name}, skip_if_exists=False)
 
 
-def enqueue_start_points(study, points: dict[str, dict[str, str]]) -> None:
-    """Enqueue each named start point once (``start_points: uniform``), like the baselines."""
+def enqueue_start_points(study, points: dict[str, dict[str, str]], *, room: int) -> int:
+    """Enqueue each named start point once (``start_points: uniform``), like the baselines, but at most
+    ``room`` of those not enqueued yet, in order (never more than the trial budget runs: the rest would
+    stay WAITING); returns how many were left out."""
     have = {t.user_attrs.get(START_ATTR) for t in study.get_trials(deepcopy=False)}
-    for name, params in points.items():
-        if name not in have:
-            study.enqueue_trial(params, user_attrs={START_ATTR: name}, skip_if_exists=False)
+    new = [(name, params) for name, params in points.items() if name not in have]
+    for name, params in new[:room]:
+        study.enqueue_trial(params, user_attrs={START_ATTR: name}, skip_if_exists=False)
+    return max(0, len(new) - room)
 
 
 def stale_trials(study) -> list:

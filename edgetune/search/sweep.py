@@ -163,7 +163,11 @@ class Sweep:
         total = trials or self.cfg.search.trials
         self.progress.total = total
         enqueue_baselines(self.study, self.baseline_params(space))
-        enqueue_start_points(self.study, self.start_params(space))
+        room = max(0, total - len(self.study.get_trials(deepcopy=False)))
+        dropped = enqueue_start_points(self.study, self.start_params(space), room=room)
+        if dropped:
+            log.warning("search.start_points: %d start point(s) do not fit in search.trials=%d beside the baselines "
+                        "and were left out; raise `search.trials` to measure them all", dropped, total)
         self._reconcile_mlflow()
         stale = list(stale_trials(self.study))
         if stale:
@@ -175,8 +179,8 @@ class Sweep:
             if stale:  # re-run under its own number; a kill mid-suggest leaves some params unset
                 frozen = stale.pop(0)
                 trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            elif len(self.study.get_trials(deepcopy=False)) >= total:
-                return None
+            elif sum(t.state.name != "WAITING" for t in self.study.get_trials(deepcopy=False)) >= total:
+                return None  # enqueued (WAITING) trials do not count: they are what the next ask() returns
             else:
                 trial = self.study.ask()
             params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
