@@ -82,7 +82,11 @@ def train_builtin_cmd(
     info = BUILTIN_MODELS[name]
     out = out or Path(f"{name}.pt")
     ultra = info.get("family") == "ultralytics"
-    iters = iters or (8000 if ultra else 4500)
+    if ultra:
+        from edgetune.models.builtin.train_yolo import YoloTrainConfig as Defaults
+    else:
+        from edgetune.models.builtin.train import TrainConfig as Defaults
+    iters = iters or (Defaults.steps if ultra else Defaults.iters)
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("train", total=iters, loss=0.0)
@@ -94,8 +98,8 @@ def train_builtin_cmd(
             _train_ultralytics_builtin(info, iters=iters, batch=batch, train_size=train_size, seed=seed,
                                        threads=threads, lr=lr, out=out, on_step=on_step)
         else:
-            _train_det_builtin(info, iters=iters, batch=batch or 32, train_size=train_size or 5000, seed=seed,
-                               threads=threads, lr=lr or 3e-3, init=init, out=out, on_step=on_step)
+            _train_det_builtin(info, iters=iters, batch=batch or Defaults.batch, train_size=train_size or 5000,
+                               seed=seed, threads=threads, lr=lr or Defaults.lr, init=init, out=out, on_step=on_step)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     console.print(f"wrote {out} (sha256 {digest}). Check it: edgetune eval --model builtin:{name} "
                   f"(after copying it to {Path('edgetune/models/weights') / out.name} and its sha256 into "

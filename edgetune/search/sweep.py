@@ -92,6 +92,26 @@ class Sweep:
         self._best_of: dict[str, str] = {}
 
     # -- baselines -------------------------------------------------------------------------------------
+    @staticmethod
+    def _uniform_params(space, *, precision: str, sparsity: str | None = None, runtime: str | None = None) -> dict:
+        """One value per dimension: ``precision`` on every layer that offers it (else fp32), ``sparsity`` on every
+        group that offers it (else dense), the model's own input size, ``runtime`` (default: the first)."""
+        params = {}
+        for d in space.dimensions:
+            if d.kind == "precision":
+                params[d.name] = precision if precision in d.choices else ("fp32" if "fp32" in d.choices
+                                                                           else d.choices[0])
+            elif d.kind == "input_size":  # at the model's own size
+                own = str(space.input_size)
+                params[d.name] = own if own in d.choices else d.choices[0]
+            elif d.kind == "runtime":
+                params[d.name] = runtime or d.choices[0]
+            elif sparsity in d.choices:
+                params[d.name] = sparsity
+            else:
+                params[d.name] = next((c for c in d.choices if c in ("dense", "0", "0.0", "none")), d.choices[0])
+        return params
+
     def baseline_params(self, space) -> dict[str, dict[str, str]]:
         """Dimension values that describe each baseline (fp32, int8-uniform, fp16-uniform where offered), on
         the first runtime of ``space.runtime``; when the space searches runtimes, the uniform int8 / fp16
@@ -103,18 +123,7 @@ class Sweep:
         for name, prec in (("fp32", "fp32"), ("int8-uniform", "int8"), ("fp16-uniform", "fp16")):
             if prec not in offered:
                 continue
-            params = {}
-            for d in space.dimensions:
-                if d.kind == "precision":
-                    params[d.name] = prec if prec in d.choices else ("fp32" if "fp32" in d.choices else d.choices[0])
-                elif d.kind == "input_size":  # baselines run at the model's own size
-                    own = str(space.input_size)
-                    params[d.name] = own if own in d.choices else d.choices[0]
-                elif d.kind == "runtime":  # and on the first runtime of space.runtime
-                    params[d.name] = d.choices[0]
-                else:
-                    params[d.name] = next((c for c in d.choices if c in ("dense", "0", "0.0", "none")), d.choices[0])
-            out[name] = params
+            out[name] = params = self._uniform_params(space, precision=prec)
             for rt in runtimes[1:] if name != "fp32" else ():
                 out[f"{name}@{rt}"] = {**params, **{d.name: rt for d in space.dimensions if d.kind == "runtime"}}
         return out
@@ -131,25 +140,12 @@ class Sweep:
         ratios = ["dense"] + sorted({c for d in dims if d.kind == "sparsity" for c in d.choices
                                      if c.startswith("channel:")}, key=lambda c: float(c.split(":")[1]))
         runtimes = next((d.choices for d in dims if d.kind == "runtime"), (None,))
-        own = str(space.input_size)
         out = {}
         for ratio in ratios:
             for rt in runtimes:
-                params = {}
-                for d in dims:
-                    if d.kind == "precision":
-                        params[d.name] = "int8" if "int8" in d.choices else d.choices[0]
-                    elif d.kind == "sparsity":
-                        params[d.name] = ratio if ratio in d.choices else d.choices[0]
-                    elif d.kind == "input_size":
-                        params[d.name] = own if own in d.choices else d.choices[0]
-                    elif d.kind == "runtime":
-                        params[d.name] = rt
-                    else:
-                        params[d.name] = d.choices[0]
-                where = f" on {rt}" if rt else ""
                 pct = float(ratio.split(":")[1]) if ":" in ratio else 0.0
-                out[f"int8 + {pct:.0%} channels{where}"] = params
+                out[f"int8 + {pct:.0%} channels" + (f" on {rt}" if rt else "")] = self._uniform_params(
+                    space, precision="int8", sparsity=ratio, runtime=rt)
         return out
 
     def baseline_values(self) -> dict[str, float] | None:

@@ -33,13 +33,13 @@ from edgetune.errors import ModelError
 
 log = get_logger(__name__)
 
-__all__ = ["YoloTrainConfig", "build_yolo", "train_yolo"]
+__all__ = ["YoloTrainConfig", "train_yolo"]
 
 
 @dataclass(frozen=True)
 class YoloTrainConfig:
     arch: str = "yolo11n.yaml"
-    steps: int = 6000
+    steps: int = 8000
     batch: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -57,19 +57,6 @@ class YoloTrainConfig:
     def recipe(self) -> dict:
         """What decides the weights (the checkpoint must match it to be resumed)."""
         return {k: v for k, v in asdict(self).items() if k != "bf16"}
-
-
-def build_yolo(arch: str, num_classes: int):
-    """An Ultralytics ``DetectionModel`` from a yaml shipped with Ultralytics, randomly initialised."""
-    from edgetune.models.ultralytics_yolo import import_ultralytics
-
-    import_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel
-
-    try:
-        return DetectionModel(arch, nc=num_classes, verbose=False)
-    except Exception as exc:
-        raise ModelError(f"Ultralytics cannot build '{arch}' ({type(exc).__name__}: {exc}).") from exc
 
 
 def _resize_batch(x: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,12 +87,16 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
         native_bf16,
         sample_detection_batch,
     )
-    from edgetune.models.ultralytics_yolo import UltralyticsDetectAdapter, wrap_detection_model
+    from edgetune.models.ultralytics_yolo import (
+        UltralyticsDetectAdapter,
+        build_from_yaml,
+        wrap_detection_model,
+    )
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build_yolo(cfg.arch, len(CLASSES))
+    model = build_from_yaml(cfg.arch, len(CLASSES), seed=cfg.seed)
     module = wrap_detection_model(model)
     adapter = UltralyticsDetectAdapter(cfg.gains)
     decay, no_decay = [], []
