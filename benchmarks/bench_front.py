@@ -201,7 +201,8 @@ def main() -> None:
     def size_of(path: Path) -> int:
         return int(json.loads((path.parent / "manifest.json").read_text())["input"]["shape"][-1])
 
-    base = {b: done[done["baseline"] == b].iloc[0] for b in ("fp32", "int8-uniform") if (done["baseline"] == b).any()}
+    base = {b: done[done["baseline"] == b].iloc[0] for b in ("fp32", "int8-uniform", "int8-uniform@openvino")
+            if (done["baseline"] == b).any()}
     if "fp32" not in base:
         sys.exit("the sweep has no completed fp32 baseline")
     fp32 = artifact(base["fp32"])
@@ -214,8 +215,9 @@ def main() -> None:
         int8 = artifact(base["int8-uniform"])
         models.append(("ORT int8-uniform", str(int8), "ort", own))
     models.append(("OpenVINO fp32", str(fp32), "openvino", own))
-    if "int8-uniform" in base:
-        models.append(("OpenVINO int8-uniform", str(int8), "openvino", own))
+    if "int8-uniform" in base:  # int8 placed for OpenVINO when the sweep measured that baseline
+        ov8 = artifact(base["int8-uniform@openvino"]) if "int8-uniform@openvino" in base else int8
+        models.append(("OpenVINO int8-uniform", str(ov8), "openvino", own))
     tmp = Path(tempfile.mkdtemp(prefix="bench-front-"))
     print(f"quantizing the fp32 model with NNCF on {len(splits.calib)} calibration images ...", flush=True)
     models.append(("NNCF int8 (OpenVINO)", str(nncf_int8(fp32, splits.calib, own, tmp)), "openvino", own))

@@ -58,7 +58,7 @@ def artifact_key(*, source_hash: str, input_size: int, precision: dict, config: 
     if config.channel_prunes:
         ident.update(importance=importance or config.importance, round_to=config.round_to)
     if "int8" in precision.values():
-        ident.update(quant=config.quant.model_dump(mode="json"), calib=calib_hash)
+        ident.update(quant=config.quant.identity(), calib=calib_hash)
     if recovery is not None or train_id is not None:
         ident.update(recovery=None if recovery is None else recovery.identity(), train=train_id, task=adapter)
     return _sha(ident)

@@ -22,6 +22,13 @@ log = get_logger(__name__)
 
 __all__ = ["preprocess", "quantize_qdq", "calibration_arrays"]
 
+# placement "openvino": the op types whose outputs get no Q/DQ (OpenVINO fuses the activation that follows a
+# Conv into it, and a Q/DQ in between splits the fusion: 104 separate SiLU+FakeQuantize kernels on yolo11n),
+# and the op types left float (a Concat of inputs at different scales is requantized in separate kernels;
+# float, it is one copy and the next conv quantizes once).
+OPENVINO_FLOAT_OUTPUTS = ("Conv",)
+OPENVINO_FLOAT_OPS = ("Concat",)
+
 
 def calibration_arrays(calib, *, size: int) -> np.ndarray:
     """Calibration inputs (N, 3, S, S) float32 in [0, 1]: from a Dataset (letterboxed) or an array."""
@@ -76,6 +83,10 @@ def quantize_qdq(src: Path, dst: Path, *, calib: np.ndarray, settings: QuantSett
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[settings.calibration]
     extra = {"ActivationSymmetric": settings.activation_symmetric, "WeightSymmetric": settings.weight_symmetric}
+    op_types = list(settings.op_types)
+    if settings.placement == "openvino":  # Q/DQ at conv inputs only (see QuantSettings.placement)
+        extra["OpTypesToExcludeOutputQuantization"] = list(OPENVINO_FLOAT_OUTPUTS)
+        op_types = [t for t in op_types if t not in OPENVINO_FLOAT_OPS]
     if settings.calibration == "percentile":
         extra["CalibPercentile"] = settings.percentile
     ort_log = logging.getLogger("root")
@@ -84,7 +95,7 @@ def quantize_qdq(src: Path, dst: Path, *, calib: np.ndarray, settings: QuantSett
         ort_log.setLevel(logging.ERROR)  # the quantizer logs its advice at WARNING on the root logger
         quantize_static(
             str(src), str(dst), _reader(calib, input_name), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(settings.op_types), per_channel=settings.per_channel,
+            op_types_to_quantize=op_types, per_channel=settings.per_channel,
             reduce_range=settings.reduce_range,
             activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=method,

@@ -115,8 +115,8 @@ class Sweep:
     def baseline_params(self, space) -> dict[str, dict[str, str]]:
         """Dimension values that describe each baseline (fp32, int8-uniform, fp16-uniform where offered), on
         the first runtime of ``space.runtime``; when the space searches runtimes, the uniform int8 / fp16
-        baselines are measured on each other runtime too (``int8-uniform@openvino``: the same artifact, what
-        a user of that runtime would run)."""
+        baselines are measured on each other runtime too (``int8-uniform@openvino``: int8 placed as that
+        runtime wants it, what a user of that runtime would run)."""
         out = {}
         offered = space.offered_precisions
         runtimes = next((d.choices for d in space.dimensions if d.kind == "runtime"), ())
@@ -188,8 +188,8 @@ class Sweep:
 
     def _plan(self, trial, space, params: dict, baseline: str | None) -> TrialPlan:
         name, _, on = (baseline or "").partition("@")  # "int8-uniform@openvino": that baseline on that runtime
-        config = space.baseline(name) if baseline else space.config_from(params)
         runtime = (on or space.baseline_runtime) if baseline else space.runtime_from(params)
+        config = space.baseline(name, runtime) if baseline else space.config_from(params)
         return TrialPlan(trial.number, trial, config, baseline, params, runtime)
 
     def _on_result(self, plan: TrialPlan, result) -> None:

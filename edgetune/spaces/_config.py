@@ -108,6 +108,7 @@ class CompressionConfig(Strict):
     def canonical(self) -> dict[str, Any]:
         """The config as plain data without its label, dense groups dropped, keys sorted."""
         d = self.model_dump(mode="json", exclude={"name"})
+        d["quant"] = self.quant.identity()  # the default int8 placement is left out: older hashes stay the same
         d["sparsity"] = {k: v for k, v in sorted(d["sparsity"].items()) if Sparsity(**v).active}
         d["precision"] = dict(sorted(d["precision"].items()))
         if d.get("input_size") is None:  # the model's own size: the hash of every older point stays the same

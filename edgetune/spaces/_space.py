@@ -4,8 +4,9 @@ Plain data (no torch): built by :func:`~edgetune.spaces.build_space`, serialisab
 sweep can log it. A sampler sees :attr:`SearchSpace.dimensions` (one categorical choice each: a layer's
 precision, a group's sparsity, or one choice for a whole stage / block when tied; the model's input size,
 ``input_size``; the device runtime, ``runtime``), and turns the values it picked into a
-:class:`CompressionConfig` with :meth:`SearchSpace.config_from` (the runtime is no part of the artifact:
-:meth:`SearchSpace.runtime_from` reads it, and the measurement runs on it).
+:class:`CompressionConfig` with :meth:`SearchSpace.config_from` (the runtime is measured on, read by
+:meth:`SearchSpace.runtime_from`; it shapes the artifact only where int8 layers are placed for it:
+``QuantSettings.placement``).
 """
 
 from __future__ import annotations
@@ -84,11 +85,11 @@ class SearchSpace:
 
     # -- points --------------------------------------------------------------------------------------
     def _complete(self, precision: dict[str, str], sparsity: dict[str, Sparsity],
-                  input_size: int | None = None) -> CompressionConfig:
+                  input_size: int | None = None, runtime: str | None = None) -> CompressionConfig:
         return CompressionConfig(default_precision="fp32", precision=precision,
                                  sparsity={k: v for k, v in sparsity.items() if v.active},
-                                 importance=self.importance, round_to=self.round_to, quant=self.quant,
-                                 input_size=input_size)
+                                 importance=self.importance, round_to=self.round_to,
+                                 quant=self.quant.for_runtime(runtime), input_size=input_size)
 
     def config_from(self, params: Mapping[str, str]) -> CompressionConfig:
         """The config of one value per dimension (``{dimension.name: choice}``); pins are filled in."""
@@ -114,7 +115,7 @@ class SearchSpace:
                 else:  # a tied choice a member cannot take (2:4 on a depthwise group) leaves it dense
                     sp = Sparsity.parse(value)
                     sparsity[m] = sp if sp.kind in _kinds(self.sparsity_choices[m]) else Sparsity()
-        return self._complete(precision, sparsity, None if size == self.input_size else size)
+        return self._complete(precision, sparsity, None if size == self.input_size else size, self.runtime_from(params))
 
     def runtime_from(self, params: Mapping[str, str]) -> str | None:
         """The runtime a point is measured on: its ``runtime`` value, the one runtime offered, or None (each
@@ -132,9 +133,10 @@ class SearchSpace:
         rng = random.Random(seed)
         return self.config_from({d.name: rng.choice(d.choices) for d in self.dimensions})
 
-    def baseline(self, name: str) -> CompressionConfig:
-        """A named baseline with this space's quantization recipe."""
-        return baseline(name, quant=self.quant).model_copy(update={"importance": self.importance,
+    def baseline(self, name: str, runtime: str | None = None) -> CompressionConfig:
+        """A named baseline with this space's quantization recipe, placed for ``runtime`` (None: the runtime
+        the baselines are measured on)."""
+        return baseline(name, quant=self.quant.for_runtime(runtime or self.baseline_runtime)).model_copy(update={"importance": self.importance,
                                                                    "round_to": self.round_to})
 
     def validate(self, config: CompressionConfig) -> CompressionConfig:

@@ -87,12 +87,14 @@ def workdir(sweep_workdir) -> Path:
 
 @pytest.fixture(scope="session")
 def compressed(det_s, shapes_calib, cpu_space, gpu_space, workdir, request):
-    """name -> Artifact, built on first use (fp32, int8, mixed, ch50, unstructured50, two_four, fp16)."""
+    """name -> Artifact, built on first use (fp32, int8, int8-openvino, mixed, ch50, unstructured50, two_four, fp16)."""
     from edgetune.compress import RecoverySpec, compress
 
     def configs(name):
         if name in ("fp32", "int8-uniform"):
             return cpu_space, cpu_space.baseline(name), RecoverySpec(steps=0)
+        if name == "int8-openvino":  # int8 placed for OpenVINO (QuantSettings.placement)
+            return cpu_space, cpu_space.baseline("int8-uniform", "openvino"), RecoverySpec(steps=0)
         if name == "fp16-uniform":
             return gpu_space, gpu_space.baseline(name), RecoverySpec(steps=0)
         if name == "mixed":  # first and last pinned fp32, everything else int8

@@ -103,6 +103,13 @@ def test_the_hash_covers_weights_config_calibration_and_recovery(cpu_space):
     # calibration data does not matter when nothing is int8
     assert artifact_key(**{**base, "precision": fp32, "config": dense, "recovery": None}) == artifact_key(
         **{**base, "precision": fp32, "config": dense, "recovery": None, "calib_hash": None})
+    # int8 placed for OpenVINO is another artifact; the placement of a config without int8 is not
+    ov = cfg.model_copy(update={"quant": cfg.quant.for_runtime("openvino")})
+    assert ov.quant.placement == "openvino" and artifact_key(**{**base, "config": ov}) != key
+    assert ov.hash() != cfg.hash() and cfg.quant.identity() == cfg.quant.model_dump(mode="json", exclude={"placement"})
+    assert artifact_key(**{**base, "precision": fp32, "config": dense, "recovery": None}) == artifact_key(
+        **{**base, "precision": fp32, "recovery": None,
+           "config": dense.model_copy(update={"quant": ov.quant})})
 
 
 def test_fp32_does_not_depend_on_calibration_data(det_s, shapes_calib, cpu_space, compressed, workdir):

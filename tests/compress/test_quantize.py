@@ -67,3 +67,25 @@ def test_fresh_calibration_each_run_gives_identical_bytes(compressed, det_s, sha
     assert not again.from_cache
     assert again.hash == compressed("int8-uniform").hash
     assert again.manifest["onnx_sha256"] == compressed("int8-uniform").manifest["onnx_sha256"]
+
+
+def test_openvino_placement_quantizes_conv_inputs_only(compressed, ort_map):
+    """Placed for OpenVINO: every conv still reads int8 weights and an int8 input, but no Conv output passes
+    through a Q/DQ (OpenVINO fuses Conv + activation, then requantizes at the next conv), and Concat is not
+    quantized as an op (fewer Q nodes than the default placement); accuracy as the default placement's."""
+    from edgetune.compress import quantized_nodes
+
+    ov8, int8, fp32 = compressed("int8-openvino"), compressed("int8-uniform"), compressed("fp32")
+    assert ov8.hash != int8.hash and ov8.manifest["config"]["quant"]["placement"] == "openvino"
+    g = onnx.load(str(ov8.onnx_path)).graph
+    producers = {o: n for n in g.node for o in n.output}
+    q = {k: v for k, v in quantized_nodes(onnx.load(str(ov8.onnx_path))).items() if k}
+    assert len(q) == 99 and all(q.values())
+    for n in g.node:
+        if n.op_type == "QuantizeLinear":
+            assert producers.get(n.input[0]) is None or producers[n.input[0]].op_type != "Conv", n.name
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    assert all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+    n_q = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8.onnx_path)).graph.node)
+    assert sum(n.op_type == "QuantizeLinear" for n in g.node) < n_q
+    assert ort_map(ov8.onnx_path) >= ort_map(fp32.onnx_path) - 0.01

@@ -123,7 +123,7 @@ def test_validate_names_the_layer_and_the_fix():
     assert space.validate(ok) is ok
 
 
-def test_runtime_and_input_size_are_dimensions_and_only_the_size_changes_the_artifact():
+def test_runtime_and_input_size_are_dimensions_and_the_runtime_only_places_int8():
     layers, groups = synthetic(2, 2)
     spec = SpaceSpec(precision=["fp32", "int8"], tie="model", runtime=["ort", "openvino"], input_size=[192, 256, 224])
     space = space_from_layers(layers, groups, spec, input_size=256)
@@ -138,7 +138,11 @@ def test_runtime_and_input_size_are_dimensions_and_only_the_size_changes_the_art
     small = space.config_from({**base, "input_size": "192"})
     assert small.input_size == 192 and small.hash() != own.hash()
     assert space.runtime_from({**base, "runtime": "openvino"}) == "openvino" and space.baseline_runtime == "ort"
-    assert space.config_from({**base, "runtime": "openvino"}) == own  # the runtime is no part of the artifact
+    on_ov = space.config_from({**base, "runtime": "openvino"})  # the runtime only says where int8 Q/DQ go
+    assert on_ov.quant.placement == "openvino" and own.quant.placement == "onnxruntime"
+    assert on_ov.model_copy(update={"quant": own.quant}) == own
+    assert space.baseline("int8-uniform").quant.placement == "onnxruntime"
+    assert space.baseline("int8-uniform", "openvino").quant.placement == "openvino"
     with pytest.raises(ConfigError, match="not offered"):
         space.validate(own.model_copy(update={"input_size": 160}))
     back = SearchSpace.from_dict(json.loads(json.dumps(space.to_dict())))
