@@ -53,19 +53,20 @@ def eval_cmd(
 
 
 def train_builtin_cmd(
-    name: str = typer.Option("det-s", help="Builtin model to train: det-s, or yolo11n (needs the yolo extra)."),
+    name: str = typer.Option("det-s", help="Builtin model to train: det-s, or yolo11n / yolo26n (need the yolo "
+                                           "extra)."),
     iters: int = typer.Option(None, help="Optimizer steps (the budget; not seconds, so it is reproducible). "
-                                         "Default: 4500 (det-s), 8000 (yolo11n)."),
-    batch: int = typer.Option(None, help="Default: 32 (det-s), 16 (yolo11n)."),
+                                         "Default: 4500 (det-s), 8000 (yolo11n, yolo26n)."),
+    batch: int = typer.Option(None, help="Default: 32 (det-s), 16 (yolo11n, yolo26n)."),
     train_size: int = typer.Option(None, help="Training images of the builtin shapes dataset. Default: 5000 "
-                                              "(det-s), 8000 (yolo11n)."),
+                                              "(det-s), 8000 (yolo11n, yolo26n)."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(2),
     lr: float = typer.Option(None, help="Peak learning rate (AdamW, warmup + cosine). Default: 3e-3 (det-s), "
-                                        "2e-3 (yolo11n)."),
+                                        "2e-3 (yolo11n, yolo26n)."),
     init: Path = typer.Option(None, help="det-s: start from these weights (a second training phase)."),
     out: Path = typer.Option(None, help="Where to write the weights (default: a file in the current directory). "
-                                        "yolo11n keeps a resumable checkpoint beside it (<out>.ckpt): run the "
+                                        "yolo11n / yolo26n keep a resumable checkpoint beside it (<out>.ckpt): run the "
                                         "same command again to resume."),
 ) -> None:
     """Train a builtin detector from scratch on the builtin shapes dataset (reproduces the shipped weights)."""

@@ -33,8 +33,28 @@ class ExportReport:
     tolerance: float
 
 
+def _fp32_rounding(model, x, ref) -> float:
+    """max |torch fp32 - torch fp64| of ``model`` on ``x``: how far fp32 rounding alone moves its output. A
+    badly conditioned model (e.g. a pruned random-init YOLO26n with attention: 0.21 on boxes of up to 650 px)
+    differs between any two correct fp32 implementations by about that much. 0 when it cannot run in fp64."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    try:
+        with torch.no_grad():
+            r64 = copy.deepcopy(model).double()(torch.from_numpy(x).double())
+        r64 = (r64[0] if isinstance(r64, (tuple, list)) else r64).numpy()
+        return float(np.abs(r64 - ref).max())
+    except Exception:  # an op without a float64 kernel: no estimate
+        return 0.0
+
+
 def parity(model, onnx_path: Path, *, input_size: int, seed: int = 0) -> tuple[float, float]:
-    """(max |ORT - torch|, the tolerance it is held to) on a seeded random input in [0, 1]."""
+    """(max |ORT - torch|, the tolerance it is held to) on a seeded random input in [0, 1]. The tolerance is
+    ``1e-4 + 1e-4 * max|output|``, widened to twice the model's own fp32 rounding error (:func:`_fp32_rounding`)
+    when the difference exceeds it: an op exported wrongly moves the output far more than rounding does."""
     import onnxruntime as ort
     import torch
 
@@ -49,7 +69,14 @@ def parity(model, onnx_path: Path, *, input_size: int, seed: int = 0) -> tuple[f
     if out.shape != ref.shape:
         raise ExportError(f"exported model's output shape {out.shape} differs from torch's {ref.shape}.")
     diff = float(np.abs(out - ref).max())
-    return diff, 1e-4 + 1e-4 * float(np.abs(ref).max())
+    tol = 1e-4 + 1e-4 * float(np.abs(ref).max())
+    if diff > tol:
+        rounding = _fp32_rounding(model, x, ref)
+        if diff <= tol + 2 * rounding:
+            log.info("ORT differs from torch by %.3g, within twice the model's own fp32 rounding error (%.3g)", diff,
+                     rounding)
+        tol += 2 * rounding
+    return diff, tol
 
 
 def export_onnx(model, path: str | Path, *, input_size: int, check: bool = True, opset: int = 18) -> ExportReport:

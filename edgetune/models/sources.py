@@ -23,6 +23,10 @@ BUILTIN_MODELS: dict[str, dict] = {
               "sha256": "4a7d2ad9d1311387bf36d0a20d1f2103a1223c4c1dc9bef31245d31048b42f6f"},
     "yolo11n": {"arch": "yolo11n.yaml", "family": "ultralytics", "input_size": 256, "dataset": "shapes",
                 "num_classes": 6, "sha256": "58e4bf4e70c6b8104919a8b734f34373c7f040d9b24fe0a619063d2f5052ec16"},
+    # the NMS-free YOLO26n: its recipe is ready (`edgetune train-builtin --name yolo26n`), its weights are not
+    # shipped yet (sha256 None until they are)
+    "yolo26n": {"arch": "yolo26n.yaml", "family": "ultralytics", "input_size": 256, "dataset": "shapes",
+                "num_classes": 6, "sha256": None},
 }
 
 
@@ -72,6 +76,10 @@ class BuiltinSource(ModelSource):
                 f"name: {info['dataset']}}} or bring your own model (source: python)."
             )
         weights = builtin_weights_path(spec.name)
+        if info["sha256"] is None:
+            raise ModelError(f"builtin model '{spec.name}' is not shipped yet: train it with `edgetune train-builtin "
+                             f"--name {spec.name}` and load the result as source: ultralytics, name: {info['arch']}, "
+                             f"weights: {spec.name}.pt.")
         if not weights.is_file():
             raise ModelError(f"weights of builtin model '{spec.name}' are missing at '{weights}'. Reinstall "
                              f"edgetune or retrain them: edgetune train-builtin --name {spec.name}")
@@ -155,5 +163,12 @@ class OnnxSource(ModelSource):
             size = dims[-1].dim_value if len(dims) == 4 and dims[-1].dim_value else None
         if not size:
             raise ModelError(f"cannot read the input size of '{path}'; set `model.input_size`.")
-        return LoadedModel(path.stem, None, _head(spec.task, class_names, category_ids), int(size),
-                           sha256_file(path), onnx_path=path)
+        head = _head(spec.task, class_names, category_ids)
+        if spec.task == "detect":  # an end-to-end (NMS-free) export outputs (N, K, 6): read it off the graph
+            from dataclasses import replace
+
+            from edgetune.models.heads import layout_of
+
+            out = [d.dim_value or d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
+            head = replace(head, layout=layout_of(out, len(class_names)))
+        return LoadedModel(path.stem, None, head, int(size), sha256_file(path), onnx_path=path)

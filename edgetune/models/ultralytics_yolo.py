@@ -28,10 +28,11 @@ from pathlib import Path
 from edgetune._paths import cache_dir, sha256_file
 from edgetune.errors import CompressionError, ModelError
 from edgetune.models._registry import LoadedModel, ModelSource, register_source
-from edgetune.models.heads import DetectHead
+from edgetune.models.heads import END2END_LAYOUT, DetectHead
 from edgetune.models.tasks import DetectAdapter
 
-__all__ = ["UltralyticsSource", "build_from_yaml", "import_ultralytics", "loaded_model", "wrap_detection_model"]
+__all__ = ["UltralyticsSource", "build_from_yaml", "import_ultralytics", "is_end2end", "loaded_model",
+           "wrap_detection_model"]
 
 _INSTALL = ('the ultralytics source needs the `yolo` extra: pip install "edgetune[yolo]" torch==<your torch '
             "version> (pinning torch keeps pip from replacing a CPU build by a CUDA one)")
@@ -66,15 +67,20 @@ def import_ultralytics():
     return ultralytics
 
 
+def is_end2end(model) -> bool:
+    """Whether an Ultralytics ``DetectionModel`` has the one-to-one (NMS-free) head of YOLOv10 / YOLO26."""
+    return getattr(model.model[-1], "one2one_cv2", None) is not None
+
+
 def _check_head(model, what: str, num_classes: int) -> None:
     head = model.model[-1]
     name = type(head).__name__
     if name != "Detect":
         raise ModelError(f"{what} has a {name} head; the ultralytics source supports detection (Detect) models "
                          "only (segmentation, pose, OBB and classification heads are not supported yet).")
-    if getattr(head, "end2end", False):
-        raise ModelError(f"{what} is an end-to-end (NMS-free) detector; edgetune scores the one-to-many layout "
-                         "(N, 4 + C, A). Export it without end2end or use a YOLOv8 / YOLO11 model.")
+    if is_end2end(model) and int(getattr(head, "reg_max", 16)) != 1:
+        raise ModelError(f"{what} has an end-to-end head with distribution-focal boxes (reg_max "
+                         f"{int(head.reg_max)}); edgetune supports the end-to-end heads of YOLO26 (reg_max 1).")
     if int(head.nc) != num_classes:
         raise ModelError(f"{what} predicts {int(head.nc)} classes, but the dataset has {num_classes}. Use the "
                          "dataset the model was trained on, or build the architecture from its yaml (`name:`).")
@@ -155,14 +161,19 @@ def loaded_model(model, name: str, *, what: str, size: int, digest: str, categor
     chunked convs split (prunable), with Ultralytics' own loss for recovery."""
     nc = len(category_ids)
     _check_head(model, what, nc)
+    end2end = is_end2end(model)
+    if end2end:  # deployed NMS-free: only the one-to-one branch runs (the one-to-many one guides training)
+        head = model.model[-1]
+        head.cv2 = head.cv3 = None
     for p in model.parameters():
         p.requires_grad_(True)  # checkpoints are saved frozen
     module = wrap_detection_model(model).eval()
     from edgetune.models._rewrite import split_chunked_outputs
 
     split_chunked_outputs(module, size)  # C2f / C3k2 cv1: separate convs, so that they can be pruned
-    return LoadedModel(name, module, DetectHead(num_classes=nc, category_ids=tuple(category_ids)), size, digest,
-                       adapter=UltralyticsDetectAdapter(_loss_gains(model)))
+    spec = (DetectHead(num_classes=nc, category_ids=tuple(category_ids), layout=END2END_LAYOUT) if end2end
+            else DetectHead(num_classes=nc, category_ids=tuple(category_ids)))
+    return LoadedModel(name, module, spec, size, digest, adapter=UltralyticsDetectAdapter(_loss_gains(model), end2end))
 
 
 def _loss_gains(model) -> dict[str, float]:
@@ -186,28 +197,45 @@ class UltralyticsDetectAdapter(DetectAdapter):
 
     has_loss = True
 
-    def __init__(self, gains: dict[str, float]):
+    def __init__(self, gains: dict[str, float], end2end: bool = False):
         self.gains = dict(gains)
+        self.end2end = bool(end2end)
+        # training an end-to-end model from scratch (``both_branches``): Ultralytics' own forward (the one-to-many
+        # branch on the backbone, the one-to-one branch on detached features) and E2ELoss's weighting, the
+        # one-to-many share ``o2m`` decayed by the trainer from 0.8 to 0.1
+        self.both_branches = False
+        self.o2m = 0.1
         self._trained = None  # weakref to the DetectionModel of the last training-mode forward
         self._crit = (None, None)  # (weakref to its Detect head, its v8DetectionLoss)
 
     def __getstate__(self):  # picklable (weakrefs are not): the caches are rebuilt on the next forward
-        return {"gains": self.gains}
+        return {"gains": self.gains, "end2end": self.end2end}
 
     def __setstate__(self, state):
-        self.__init__(state["gains"])
+        self.__init__(state["gains"], state.get("end2end", False))
 
     def forward(self, module, x):
         det = module.model
+        if self.end2end and self.both_branches and module.training:
+            out = det(x)  # {"one2many": ..., "one2one": ...}
+            self._trained = weakref.ref(det)
+            return det.model[-1]._inference(out["one2one"]), out
+        if self.end2end:  # the one-to-one branch, decoded densely for distillation (see YoloDetector)
+            raw = module.raw(x)
+            if module.training:
+                self._trained = weakref.ref(det)
+            return det.model[-1]._inference(raw), (raw if module.training else None)
         out = det(x)
         if isinstance(out, dict):  # training mode: raw "boxes" / "scores" / "feats"
             self._trained = weakref.ref(det)
             return det.model[-1]._inference(out), out
         return (out[0] if isinstance(out, (tuple, list)) else out), None
 
-    def _criterion(self):
-        """v8DetectionLoss of the model being trained (rebuilt when the head changes: it reads strides,
-        classes and reg_max from it)."""
+    def _criteria(self) -> dict:
+        """The v8DetectionLoss(es) of the model being trained (rebuilt when the head changes: they read strides,
+        classes and reg_max from it): ``o2m`` (one-to-many assignment, top 10) for one-to-many heads and for
+        the one-to-many branch of a model trained from scratch, ``o2o`` (one-to-one: top 7, then the best 1,
+        as Ultralytics' E2ELoss) for end-to-end heads."""
         import types
 
         from ultralytics.utils.loss import v8DetectionLoss
@@ -219,7 +247,9 @@ class UltralyticsDetectAdapter(DetectAdapter):
         if head is None or head() is not det.model[-1]:
             view = types.SimpleNamespace(args=types.SimpleNamespace(**self.gains), model=det.model,
                                          parameters=det.parameters, class_weights=None)
-            crit = v8DetectionLoss(view)
+            crit = {"o2m": v8DetectionLoss(view)}
+            if self.end2end:
+                crit["o2o"] = v8DetectionLoss(view, tal_topk=7, tal_topk2=1)
             self._crit = (weakref.ref(det.model[-1]), crit)
         return crit
 
@@ -237,7 +267,12 @@ class UltralyticsDetectAdapter(DetectAdapter):
         scale = xyxy.new_tensor([w, h, w, h])
         targets = {"batch_idx": idx[:, 0].to(xyxy.dtype), "cls": gt_labels[gt_mask].to(xyxy.dtype).view(-1, 1),
                    "bboxes": xyxy2xywh(xyxy) / scale}
-        total, _ = self._criterion().loss(raw, targets)
+        crit = self._criteria()
+        if "one2many" in raw:  # both branches of an end-to-end model (training from scratch): E2ELoss's weighting
+            total = (self.o2m * crit["o2m"].loss(raw["one2many"], targets)[0]
+                     + (1 - self.o2m) * crit["o2o"].loss(raw["one2one"], targets)[0])
+        else:
+            total, _ = crit["o2o" if self.end2end else "o2m"].loss(raw, targets)
         return total.sum() / b
 
     def distill(self, s_out, t_out, batch):

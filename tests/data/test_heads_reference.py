@@ -91,3 +91,23 @@ def test_topk_accuracy_hand_made():
     assert topk_accuracy(scores, labels) == {"top1": 0.25, "top5": 0.75}
     assert topk_accuracy(scores, labels, ks=(1, 2, 3)) == {"top1": 0.25, "top2": 0.5, "top3": 0.75}
     assert topk(scores, 3).tolist() == [[1, 2, 0], [0, 2, 1], [0, 1, 3], [5, 4, 3]]
+
+
+def test_end_to_end_layouts_take_the_top_k_and_run_no_nms():
+    from edgetune.models.heads import DetectHead, decode_detections, layout_of
+
+    # two overlapping boxes of class 1 (IoU 0.8) and a weak one of class 0: NMS would drop one of the pair
+    boxes = np.array([[10, 10, 50, 50], [12, 10, 52, 50], [100, 100, 120, 130]], np.float32)
+    scores = np.array([[0.01, 0.9], [0.02, 0.8], [0.3, 0.0]], np.float32)
+    dense = np.concatenate([boxes, scores], 1).T  # (4 + C, A), boxes xyxy
+    head = DetectHead(num_classes=2, category_ids=(1, 2), layout="xyxy_scores", topk=3, score_threshold=0.05)
+    b, s, c = decode_detections(dense, head)
+    assert np.allclose(s, [0.9, 0.8, 0.3]) and c.tolist() == [1, 1, 0] and np.allclose(b[1], boxes[1])
+    one_to_many = DetectHead(num_classes=2, category_ids=(1, 2), score_threshold=0.05)
+    xywh = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2], scores], 1).T
+    assert len(decode_detections(xywh, one_to_many)[1]) == 2  # the same boxes through NMS: one of the pair goes
+    rows = np.array([[10, 10, 50, 50, 0.9, 1], [12, 10, 52, 50, 0.8, 1], [0, 0, 1, 1, 0.0001, 0]], np.float32)
+    head6 = DetectHead(num_classes=2, category_ids=(1, 2), layout="xyxy_score_class")
+    b, s, c = decode_detections(rows, head6)
+    assert np.allclose(s, [0.9, 0.8]) and c.tolist() == [1, 1]
+    assert layout_of([1, 300, 6], 2) == "xyxy_score_class" and layout_of([1, 6, 1344], 2) == "xywh_scores"

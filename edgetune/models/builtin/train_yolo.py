@@ -1,9 +1,10 @@
 """Training of an Ultralytics YOLO detector (YOLO11n, YOLO26n, ...) from its yaml on the builtin shapes data:
-the ``yolo11n`` builtin model. CPU, reproducible, resumable.
+the ``yolo11n`` and ``yolo26n`` builtin models. CPU, reproducible, resumable.
 
 Ultralytics' own trainer does not start beside a CPU torch build without torchvision, so this is a small
 loop of edgetune's with Ultralytics' own loss (:class:`~edgetune.models.ultralytics_yolo.UltralyticsDetectAdapter`,
-``v8DetectionLoss`` with its default gains), AdamW with warmup and cosine decay, weight EMA (Ultralytics'
+``v8DetectionLoss`` with its default gains; for an end-to-end head as YOLO26's, both branches with E2ELoss's
+weighting, the one-to-many share decayed from 0.8 to 0.1 over the steps), AdamW with warmup and cosine decay, weight EMA (Ultralytics'
 ramped decay), flips, photometric jitter and multi-scale batches (each batch resized to one of
 ``cfg.scales``; the last ``full_size_frac`` of the steps at ``cfg.size`` only), so that the model keeps its
 accuracy at the smaller input sizes a sweep searches. bf16 autocast where the CPU has native bf16
@@ -90,6 +91,7 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
     from edgetune.models.ultralytics_yolo import (
         UltralyticsDetectAdapter,
         build_from_yaml,
+        is_end2end,
         wrap_detection_model,
     )
 
@@ -98,7 +100,8 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
     rng = np.random.default_rng(cfg.seed)
     model = build_from_yaml(cfg.arch, len(CLASSES), seed=cfg.seed)
     module = wrap_detection_model(model)
-    adapter = UltralyticsDetectAdapter(cfg.gains)
+    adapter = UltralyticsDetectAdapter(cfg.gains, end2end=is_end2end(model))
+    adapter.both_branches = adapter.end2end  # YOLO26: both heads, as Ultralytics trains them
     decay, no_decay = [], []
     for p in model.parameters():
         p.requires_grad_(True)
@@ -139,6 +142,7 @@ def train_yolo(cfg: YoloTrainConfig, *, out: Path, ckpt_every: int = 200, thread
         size = cfg.size if step >= full_from else int(cfg.scales[int(rng.integers(len(cfg.scales)))])
         x, gb, gl, gm = sample_detection_batch(rng, images, boxes, classes, cfg.batch, None)
         x, gb = _resize_batch(x, gb, size)
+        adapter.o2m = 0.8 - 0.7 * step / max(1, cfg.steps - 1)  # end-to-end heads: E2ELoss's decay, per step
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             out = adapter.forward(module, x)
         running = optimizer_step(model, opt, ema, adapter.loss(float_outputs(out), (x, gb, gl, gm)), running)
