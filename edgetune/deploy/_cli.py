@@ -39,7 +39,8 @@ def deploy_cmd(
     sweep: str = typer.Option(None, "--sweep", "--config", help=_SWEEP_HELP),
     trial: int = typer.Option(None, "--trial", help="Deploy this trial number."),
     pick: str = typer.Option(None, "--pick", help="Deploy the trial this rule picks, e.g. "
-                             "'max map50_95 where latency_p50_ms@pi <= 40 and size_bytes <= 2e6'."),
+                             "'max map50_95 where latency_p50_ms@pi <= 40 and size_bytes <= 2e6', or the one "
+                             "`edgetune front` suggests: fastest | knee | smallest."),
     name: str = typer.Option(None, "--name", help="Deployment slot on the device and registered model name "
                              "(default: the sweep name)."),
     rollback: bool = typer.Option(False, "--rollback", help="Re-activate the previous version of --name on --to."),

@@ -49,13 +49,34 @@ def resolve_point(records: SweepRecords, *, trial: int | None, rule: str | None)
                           "(e.g. --pick 'max map50_95 where latency_p50_ms@pi <= 40').")
     if trial is not None:
         return records.trial(trial)
+    if rule.strip().lower() in SUGGESTIONS:
+        return records.trial(suggested_trial(records, rule.strip().lower()))
     parsed = parse_rule(rule, devices=records.device_names)
     return pick(parsed, records.complete(), baseline=records.baseline_values(), sweep=f"sweep '{records.name}'")
 
 
+SUGGESTIONS = ("fastest", "knee", "smallest")
+
+
+def suggested_trial(records: SweepRecords, kind: str) -> int:
+    """The trial ``edgetune search`` / ``front`` suggest as ``kind`` (fastest within 1 accuracy point of fp32,
+    the knee, the smallest that meets the constraints): the same choice, made by the same code
+    (``edgetune.search.front.suggestions``) on the sweep's records."""
+    from edgetune.search.front import suggestions
+    from edgetune.search.wiring import load_front
+
+    df, keys, goals, _ = load_front(records.config_path)
+    picks = {p["kind"]: p for p in suggestions(df, keys, goals)}
+    if kind not in picks:
+        have = ", ".join(f"{k} (trial {p['trial']})" for k, p in picks.items()) or "none"
+        raise DeployError(f"--pick {kind}: sweep '{records.name}' has no {kind} suggestion (it suggests: {have}); "
+                          "pick by rule (--pick 'max map50_95 where ...') or deploy a trial with --trial N.")
+    return int(picks[kind]["trial"])
+
+
 def pick_notes(records: SweepRecords, point: TrialPoint, rule: str | None) -> list[str]:
     """What a user should know about a --pick choice: the trials it beat by less than the noise."""
-    if rule is None:
+    if rule is None or rule.strip().lower() in SUGGESTIONS:
         return []
     parsed = parse_rule(rule, devices=records.device_names)
     ties = noise_ties(parsed, point, records.complete(), baseline=records.baseline_values())
@@ -93,7 +114,7 @@ def deploy(*, sweep: str | Path, to: str, trial: int | None = None, rule: str | 
     art, source = fetch_artifact(records, point, workdir=workdir, rebuild=rebuild)
     log.info("trial %d (%s): artifact %s from %s", point.number, point.label, art.hash[:12], source)
     bundle, val = sweep_bundle(cfg, art.manifest)
-    runtime = point.record.get("runtime")  # the runtime the sweep measured this trial on: deployed with it
+    runtime = point.record.runtime  # the runtime the sweep measured this trial on: deployed with it
     manifest = {**art.manifest, "deployment": {"sweep": cfg.name, "trial": point.number, "label": point.label,
                                                "device": to, "labels": _labels(val), "sweep_values": point.values,
                                                "runtime": runtime}}

@@ -20,7 +20,7 @@ __all__ = ["export_trial", "tensorrt_devices", "trtexec_command"]
 
 def tensorrt_devices(records, point) -> list[str]:
     """Sweep devices that run TensorRT: declared ``jetson*`` kind, or a TensorRT runtime in the trial's fingerprint."""
-    fps = point.record.get("fingerprints") or {}
+    fps = point.record.fingerprints
     out = []
     for d in records.cfg.devices:
         fp = fps.get(d.name) or {}
@@ -87,8 +87,8 @@ def export_trial(*, sweep, out: str | Path, trial: int | None = None, rule: str 
     summary = {"sweep": records.name, "trial": point.number, "label": point.label, "baseline": point.baseline,
                "pareto": point.pareto, "artifact_hash": art.hash, "onnx_sha256": art.manifest.get("onnx_sha256"),
                "artifact_from": source, "objectives": dict(zip(records.keys, records.goals, strict=True)),
-               "values": common, "devices": per_device, "fingerprints": point.record.get("fingerprints") or {},
-               "config_summary": point.record.get("summary") or {}, "tensorrt_devices": trt}
+               "values": common, "devices": per_device, "fingerprints": point.record.fingerprints,
+               "config_summary": point.record.summary, "tensorrt_devices": trt}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     if trt:
         script = out / "build_engine.sh"

@@ -92,21 +92,22 @@ def _rebuild(sweep, point, cache: Path):
     from edgetune.spaces import CompressionConfig
 
     cfg, record = sweep.cfg, point.record
-    if not record.get("config"):
+    if not record.config:
         raise DeployError(f"trial {point.number} has no compression config in its record; it cannot be rebuilt.")
     log.warning("rebuilding the artifact of trial %d from its config and the source weights", point.number)
-    config = CompressionConfig.model_validate(record["config"])
-    parts = assemble(cfg, train=needs_train(cfg.recovery, config))
+    config = CompressionConfig.model_validate(record.config)
+    recovery = cfg.recovery.refined() if record.refined_from is not None else cfg.recovery  # as the sweep made it
+    parts = assemble(cfg, train=needs_train(recovery, config))
     loaded = parts.model
     art = compress(loaded, config, calib=parts.splits.calib, workdir=cache, train=parts.splits.train,
-                   recovery=cfg.recovery)
+                   recovery=recovery, space=parts.space)  # elastic recovery: the widths the sweep trained
     if art.hash != point.artifact_hash:
         raise DeployError(
             f"rebuilding trial {point.number} gives artifact {art.hash[:12]}, not {point.artifact_hash[:12]} as the "
             f"sweep recorded: the source weights (now sha256 {str(loaded.source_hash)[:12]}), the calibration data or "
             "edgetune's compression changed since the sweep. Deploy from the sweep's workdir or MLflow store, or rerun "
             "the sweep.")
-    recorded = (record.get("sizes") or {}).get("bytes")
+    recorded = (record.sizes or {}).get("bytes")
     if recorded is not None and recorded != art.sizes.get("bytes"):
         log.warning("the rebuilt ONNX of trial %d has %s bytes, the sweep's had %s", point.number,
                     art.sizes.get("bytes"), recorded)

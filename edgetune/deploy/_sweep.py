@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgetune._logging import get_logger
 from edgetune.errors import ConfigError, DeployError
+from edgetune.search.records import TrialRecord
 
 log = get_logger(__name__)
 
@@ -25,22 +26,22 @@ class TrialPoint:
 
     number: int
     state: str
-    record: dict = field(repr=False)
+    record: TrialRecord = field(repr=False)
     baseline: str | None = None
     pareto: bool = False
     run_id: str | None = None
 
     @property
     def values(self) -> dict[str, float]:
-        return dict(self.record.get("values") or {})
+        return dict(self.record.values)
 
     @property
     def artifact_hash(self) -> str | None:
-        return self.record.get("artifact_hash")
+        return self.record.artifact_hash
 
     @property
     def label(self) -> str:
-        return self.record.get("label") or self.baseline or f"trial {self.number}"
+        return self.record.label or self.baseline or f"trial {self.number}"
 
     @property
     def complete(self) -> bool:
@@ -70,7 +71,7 @@ class SweepRecords:
                               f"{self.config_path} --all` lists them.")
         point = self.points[number]
         if not point.complete:
-            why = point.record.get("error") or f"state {point.state}"
+            why = point.record.error or f"state {point.state}"
             raise DeployError(f"trial {number} of sweep '{self.name}' did not complete ({why}); pick a completed "
                               "trial (`edgetune front --all`).")
         return point
@@ -102,7 +103,6 @@ def load_sweep(sweep: str | Path) -> SweepRecords:
     from edgetune.config import load_sweep_config
     from edgetune.objectives import objective_keys
     from edgetune.search.front import front_ranks
-    from edgetune.search.records import RECORD_ATTR
     from edgetune.search.study import BASELINE_ATTR
 
     path = resolve_sweep_path(sweep)
@@ -124,7 +124,7 @@ def load_sweep(sweep: str | Path) -> SweepRecords:
     trials = study.get_trials(deepcopy=False)
     ranks = front_ranks(trials, keys, goals)
     run_ids = _run_ids(cfg)
-    points = {t.number: TrialPoint(number=t.number, state=t.state.name, record=dict(t.user_attrs.get(RECORD_ATTR) or {}),
+    points = {t.number: TrialPoint(number=t.number, state=t.state.name, record=TrialRecord.of(t),
                                    baseline=t.user_attrs.get(BASELINE_ATTR), pareto=ranks.get(t.number) == 0,
                                    run_id=run_ids.get(t.number))
               for t in trials}

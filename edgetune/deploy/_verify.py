@@ -70,7 +70,7 @@ def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, to
     d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
     measured = measurement_values(d, device)
     runtime_device = f"{m.runtime.name} {m.runtime.version}"
-    fp = (point.record.get("fingerprints") or {}).get(device) or {}
+    fp = point.record.fingerprints.get(device) or {}
     runtime_sweep = fp.get("runtime")
     same = runtime_sweep == runtime_device and (fp.get("providers") or "") == ",".join(m.runtime.providers_used)
     sweep_values = point.values

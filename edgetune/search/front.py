@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.objectives.pareto import hypervolume, pareto_ranks, to_minimization
-from edgetune.search.records import RECORD_ATTR
+from edgetune.search.records import TrialRecord
 
 __all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "fastest_close_to_fp32", "fp32_row",
            "speedup_vs_fp32", "noise_ties", "knee_point", "smallest_member", "suggestions", "accuracy_key",
@@ -22,14 +22,21 @@ def _is_accuracy(metric: str) -> bool:
     return m is not None and m.goal == "max" and m.on_device
 
 
-def _complete(trials) -> list:
-    return [t for t in trials if t.state.name == "COMPLETE" and (t.user_attrs.get(RECORD_ATTR) or {}).get("values")]
-
-
-def _matrix(trials, keys: Sequence[str]) -> tuple[list, np.ndarray]:
-    rows, mat = [], []
+def _feasible(trials) -> list[tuple[object, TrialRecord]]:
+    """(trial, record) of the COMPLETE trials with values that met the constraints (unknown: met)."""
+    out = []
     for t in trials:
-        vals = t.user_attrs[RECORD_ATTR]["values"]
+        if t.state.name == "COMPLETE":
+            rec = TrialRecord.of(t)
+            if rec.measured and rec.feasible is not False:
+                out.append((t, rec))
+    return out
+
+
+def _matrix(trials: list[tuple[object, TrialRecord]], keys: Sequence[str]) -> tuple[list, np.ndarray]:
+    rows, mat = [], []
+    for t, rec in trials:
+        vals = rec.values
         if all(k in vals and vals[k] is not None for k in keys):
             rows.append(t)
             mat.append([vals[k] for k in keys])
@@ -38,8 +45,7 @@ def _matrix(trials, keys: Sequence[str]) -> tuple[list, np.ndarray]:
 
 def front_ranks(trials, keys: Sequence[str], goals: Sequence[str]) -> dict[int, int]:
     """trial number -> non-domination rank among COMPLETE feasible trials (0 = Pareto front)."""
-    feasible = [t for t in _complete(trials) if t.user_attrs[RECORD_ATTR].get("feasible", True)]
-    rows, mat = _matrix(feasible, keys)
+    rows, mat = _matrix(_feasible(trials), keys)
     if not rows:
         return {}
     ranks = pareto_ranks(to_minimization(mat, goals))
@@ -49,8 +55,7 @@ def front_ranks(trials, keys: Sequence[str], goals: Sequence[str]) -> dict[int, 
 def sweep_hypervolume(trials, keys: Sequence[str], goals: Sequence[str], baseline: dict[str, float] | None) -> float:
     if not baseline or not all(k in baseline for k in keys):
         return 0.0
-    feasible = [t for t in _complete(trials) if t.user_attrs[RECORD_ATTR].get("feasible", True)]
-    _, mat = _matrix(feasible, keys)
+    _, mat = _matrix(_feasible(trials), keys)
     return hypervolume(mat, goals, [baseline[k] for k in keys])
 
 

@@ -65,7 +65,7 @@ class LocalHooks(SweepHooks):
 
         p = self.parts
         return compress(p.model, plan.config, calib=p.splits.calib, workdir=self.artifacts, train=p.splits.train,
-                        recovery=self.cfg.recovery, space=p.space)
+                        recovery=plan.recovery or self.cfg.recovery, space=p.space)
 
     def _measure_kwargs(self) -> dict:
         s = self.cfg.search

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from edgetune._imports import require
 from edgetune._logging import get_logger
 from edgetune.search.backends import Backend, OnResult, Plans, register_backend
+from edgetune.search.records import TrialRecord
 from edgetune.search.runner import RemoteContext, SweepHooks, TrialPlan, TrialResult, run_one
 
 if TYPE_CHECKING:
@@ -84,13 +85,16 @@ def _worker_hooks(ctx: RemoteContext):
     return _WORKER_CACHE[key]
 
 
-def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, params: dict, runtime, fleet_actor) -> dict:
+def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, params: dict, runtime, fleet_actor,
+                recovery_json: dict | None = None, refined_from: int | None = None) -> dict:
+    from edgetune.compress import RecoverySpec
     from edgetune.spaces import CompressionConfig
 
-    plan = TrialPlan(number, None, CompressionConfig.model_validate(config_json), baseline, params, runtime)
+    plan = TrialPlan(number, None, CompressionConfig.model_validate(config_json), baseline, params, runtime,
+                     None if recovery_json is None else RecoverySpec.model_validate(recovery_json), refined_from)
     result = run_one(plan, _WorkerHooks(_worker_hooks(ctx), fleet_actor, ctx))
     art = result.artifact
-    return {"number": result.number, "ok": result.ok, "values": result.values, "record": result.record,
+    return {"number": result.number, "ok": result.ok, "values": result.values, "record": result.record.attr(),
             "error": result.error, "wall_s": result.wall_s, "artifact_dir": str(art.onnx_path.parent) if art else None}
 
 
@@ -134,8 +138,9 @@ class RayBackend(Backend):
                 if plan is None:
                     exhausted = True
                     break
+                recovery = None if plan.recovery is None else plan.recovery.model_dump(mode="json")
                 inflight[task.remote(ctx_ref, plan.number, plan.config.model_dump(mode="json"), plan.baseline,
-                                     plan.params, plan.runtime, fleet_actor)] = plan
+                                     plan.params, plan.runtime, fleet_actor, recovery, plan.refined_from)] = plan
             if not inflight:
                 break
             done, _ = ray.wait(list(inflight), num_returns=1)
@@ -143,8 +148,10 @@ class RayBackend(Backend):
             try:
                 d = ray.get(done[0])
                 art = Artifact.load(d["artifact_dir"]) if d["artifact_dir"] else None
-                result = TrialResult(d["number"], d["ok"], d["values"], d["record"], art, d["error"], d["wall_s"])
+                result = TrialResult(d["number"], d["ok"], d["values"], TrialRecord.model_validate(d["record"]), art,
+                                     d["error"], d["wall_s"])
             except Exception as exc:  # a worker that died: the trial fails, the sweep goes on
-                result = TrialResult(plan.number, False, {}, {"error": f"Ray task failed: {exc}"}, None,
-                                     f"Ray task failed: {exc}", 0.0)
+                result = TrialResult(plan.number, False, {}, TrialRecord(baseline=plan.baseline, params=plan.params,
+                                                                         error=f"Ray task failed: {exc}"),
+                                     None, f"Ray task failed: {exc}", 0.0)
             on_result(plan, result)

@@ -1,17 +1,101 @@
-"""Trial records: config summaries and DataFrames (the metric values come from ``edgetune.objectives``).
+"""Trial records: the typed :class:`TrialRecord`, config summaries and DataFrames (the metric values come
+from ``edgetune.objectives``).
 
 A finished trial's record lives in its Optuna user attrs (``record``): JSON with the config summary,
 every value (``metric`` or ``metric@device``), fingerprints and the error, if any. Everything else (the
-MLflow child run, the front table, the pandas frame) is derived from it.
+MLflow child run, the front table, the pandas frame, deploy) is derived from it, read back through
+:meth:`TrialRecord.of`; :meth:`TrialRecord.mlflow` is the one place that makes a trial's MLflow keys.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["config_summary", "short_label", "RECORD_ATTR", "trials_frame", "latency_ci_columns"]
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["config_summary", "short_label", "RECORD_ATTR", "TrialRecord", "trials_frame", "latency_ci_columns",
+           "mlflow_key"]
 
 RECORD_ATTR = "record"
+BASELINE_ATTR = "baseline"  # the Optuna user attr naming an enqueued baseline (set before the trial runs)
+
+
+def mlflow_key(key: str) -> str:
+    """A value key as MLflow accepts it: ``map50_95@jetson`` -> ``map50_95.jetson`` ('@' is not allowed)."""
+    return key.replace("@", ".")
+
+
+class TrialRecord(BaseModel):
+    """What one trial did and measured, as stored in its Optuna user attrs (JSON). Fields a record of an
+    older or newer edgetune carries beyond these are kept as they are (``extra="allow"``).
+
+    ``values``: every metric, ``metric`` or ``metric@device``; ``constraints``: each constraint's text ->
+    its violation (<= 0 is met); ``fingerprints``: device -> what it ran on (cpu, runtime, threads, the
+    latency CI); ``config`` / ``sizes``: the artifact manifest's; ``error``: why a failed trial failed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    baseline: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    runtime: str | None = None
+    artifact_hash: str | None = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+    config: dict[str, Any] | None = None
+    sizes: dict[str, Any] | None = None
+    values: dict[str, float] = Field(default_factory=dict)
+    fingerprints: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    constraints: dict[str, float] = Field(default_factory=dict)
+    feasible: bool | None = None
+    error: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    wall_s: float | None = None
+    refined_from: int | None = None
+
+    @classmethod
+    def of(cls, trial) -> TrialRecord:
+        """The record of an Optuna trial (FrozenTrial or Trial); empty for a trial that has none yet. The
+        baseline name falls back to the trial's ``baseline`` attr (set when it was enqueued)."""
+        attrs = trial.user_attrs
+        rec = cls.model_validate(attrs.get(RECORD_ATTR) or {})
+        if rec.baseline is None and attrs.get(BASELINE_ATTR):
+            rec = rec.model_copy(update={"baseline": attrs[BASELINE_ATTR]})
+        return rec
+
+    def attr(self) -> dict[str, Any]:
+        """The JSON stored in the trial's user attrs."""
+        return self.model_dump(mode="json")
+
+    @property
+    def measured(self) -> bool:
+        """Whether it holds values (a completed trial)."""
+        return bool(self.values)
+
+    def name(self, number: int) -> str:
+        """The label, else the baseline name, else ``trial N``."""
+        return self.label or self.baseline or f"trial {number}"
+
+    def mlflow(self, *, number: int, state: str, sampler: str) -> tuple[dict, dict, dict, dict]:
+        """(params, metrics, tags, json artifacts) of the trial's MLflow child run."""
+        params = {"trial_number": number, "sampler": sampler, "baseline": self.baseline or "none", **self.summary}
+        if self.refined_from is not None:  # a refined trial: the trial whose config it fine-tuned alone
+            params["refined_from"] = self.refined_from
+        metrics = {mlflow_key(k): v for k, v in self.values.items()}
+        for i, v in enumerate(self.constraints.values()):
+            metrics[f"constraint_{i}"] = v
+        tags = {"status": state, "feasible": str(bool(self.feasible)).lower(), "pareto": "false",
+                "label": self.label or "", "artifact_hash": self.artifact_hash or ""}
+        if self.baseline:
+            tags["baseline"] = self.baseline
+        if self.error:
+            tags["error"] = self.error
+        for device, fp in self.fingerprints.items():
+            tags[f"device.{device}"] = json.dumps(fp, default=str)
+        artifacts = {"config.json": {"config": self.config, "params": self.params, "sizes": self.sizes,
+                                     "constraints": self.constraints or None}}
+        return params, metrics, tags, artifacts
 
 
 def config_summary(manifest: dict, *, runtime: str | None = None) -> dict[str, float | int | str]:
@@ -55,10 +139,12 @@ def config_summary(manifest: dict, *, runtime: str | None = None) -> dict[str, f
     }
 
 
-def short_label(summary: dict, baseline: str | None) -> str:
+def short_label(summary: dict, baseline: str | None, *, refined_from: int | None = None) -> str:
     """What was done, in words: ``int8 80/99 layers, 25% channels pruned in 6 groups, 40% weights zero``,
     then ``at 224 px`` / ``on openvino`` where the trial chose them (a baseline: its name, and its runtime
-    when the sweep searches runtimes)."""
+    when the sweep searches runtimes), and ``, refined from #N`` for a refined trial."""
+    if refined_from is not None:
+        return short_label(summary, baseline) + f", refined from #{refined_from}"
     where = f" on {summary['runtime']}" if summary.get("runtime") else ""
     if baseline:  # "int8-uniform@openvino" reads "int8-uniform on openvino"
         return baseline.partition("@")[0] + where
@@ -76,13 +162,13 @@ def short_label(summary: dict, baseline: str | None) -> str:
     return (", ".join(parts) or "fp32") + at + where
 
 
-def latency_ci_columns(record: dict) -> dict[str, float]:
+def latency_ci_columns(record: TrialRecord) -> dict[str, float]:
     """``ci95_low_latency_p50_ms@dev`` / ``ci95_high_...``: the 95% CI of each device's median latency, as
     the trial measured it (from the record's fingerprints)."""
     from edgetune.search.side_by_side import CI_HIGH, CI_LOW
 
     out = {}
-    for device, fp in (record.get("fingerprints") or {}).items():
+    for device, fp in record.fingerprints.items():
         low, high = (fp.get("latency_ci95_ms") or [None, None])[:2]
         if low is not None and high is not None:
             out[f"{CI_LOW}latency_p50_ms@{device}"], out[f"{CI_HIGH}latency_p50_ms@{device}"] = low, high
@@ -100,16 +186,16 @@ def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict
     ranks, run_ids = ranks or {}, run_ids or {}
     rows = []
     for t in trials:
-        rec = t.user_attrs.get(RECORD_ATTR) or {}
-        baseline = t.user_attrs.get("baseline")
-        label = short_label(rec["summary"], baseline) if rec.get("summary") else rec.get("label")
+        rec = TrialRecord.of(t)
+        baseline = t.user_attrs.get(BASELINE_ATTR)
+        label = short_label(rec.summary, baseline, refined_from=rec.refined_from) if rec.summary else rec.label
         row = {"trial": t.number, "state": t.state.name, "baseline": baseline,
-               "label": label, "feasible": rec.get("feasible"),
+               "label": label, "feasible": rec.feasible, "refined_from": rec.refined_from,
                "pareto": ranks.get(t.number) == 0, "pareto_rank": ranks.get(t.number),
-               "mlflow_run_id": run_ids.get(t.number), "artifact": rec.get("artifact_hash"),
-               "error": rec.get("error")}
-        row.update(rec.get("summary") or {})
-        values = rec.get("values") or {}
+               "mlflow_run_id": run_ids.get(t.number), "artifact": rec.artifact_hash,
+               "error": rec.error}
+        row.update(rec.summary)
+        values = rec.values
         for k in objective_keys:
             row[k] = values.get(k)
         for k, v in values.items():

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING
 from edgetune._logging import get_logger
 from edgetune.errors import EdgetuneError
 from edgetune.objectives import artifact_values, measurement_values
-from edgetune.search.records import RECORD_ATTR, config_summary, short_label
-from edgetune.search.study import BASELINE_ATTR
+from edgetune.search.records import RECORD_ATTR, TrialRecord, config_summary, short_label
 
 if TYPE_CHECKING:
-    from edgetune.compress import Artifact
+    from edgetune.compress import Artifact, RecoverySpec
     from edgetune.device_agents import Measurement
     from edgetune.spaces import CompressionConfig
 
@@ -42,6 +41,8 @@ class TrialPlan:
     baseline: str | None
     params: dict
     runtime: str | None = None  # the device runtime to measure on (None: each device's default)
+    recovery: RecoverySpec | None = None  # this trial's own recovery (a refined trial), else the sweep's
+    refined_from: int | None = None  # the trial whose config this one fine-tunes alone (``recovery.refine``)
 
 
 @dataclass
@@ -49,7 +50,7 @@ class TrialResult:
     number: int
     ok: bool
     values: dict[str, float] = field(default_factory=dict)
-    record: dict = field(default_factory=dict)
+    record: TrialRecord = field(default_factory=TrialRecord)
     artifact: Artifact | None = None
     error: str | None = None
     wall_s: float = 0.0
@@ -108,7 +109,8 @@ class SweepHooks(ABC):
 def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None = None) -> TrialResult:
     """Compress (or take the overlapped result) and measure one trial; never raises for trial failures."""
     t0 = time.time()
-    record: dict = {"baseline": plan.baseline, "params": plan.params, "runtime": plan.runtime}
+    record = TrialRecord(baseline=plan.baseline, params=plan.params, runtime=plan.runtime,
+                         refined_from=plan.refined_from)
     try:
         artifact = artifact_future.result() if artifact_future is not None else hooks.compress(plan)
     except EdgetuneError as exc:
@@ -118,8 +120,10 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         return _failed(plan, record, f"compression failed: {type(exc).__name__}: {exc}", t0)
     manifest = artifact.manifest
     summary = config_summary(manifest, runtime=plan.runtime)
-    record.update({"artifact_hash": artifact.hash, "summary": summary, "label": short_label(summary, plan.baseline),
-                   "config": manifest.get("config"), "sizes": manifest.get("sizes")})
+    record = record.model_copy(update={"artifact_hash": artifact.hash, "summary": summary,
+                                       "label": short_label(summary, plan.baseline, refined_from=plan.refined_from),
+                                       "config": manifest.get("config"),
+                                       "sizes": manifest.get("sizes")})
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
     for device in hooks.devices_for_objectives():
@@ -133,13 +137,13 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
         values.update(measurement_values(m, device))
         fingerprints[device] = device_fingerprint(d)
-    record.update({"values": values, "fingerprints": fingerprints})
+    record = record.model_copy(update={"values": values, "fingerprints": fingerprints})
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)
 
 
-def _failed(plan, record, error: str, t0: float, artifact=None) -> TrialResult:
+def _failed(plan, record: TrialRecord, error: str, t0: float, artifact=None) -> TrialResult:
     log.warning("trial %d failed: %s", plan.number, error)
-    record["error"] = error
+    record = record.model_copy(update={"error": error})
     return TrialResult(plan.number, False, {}, record, artifact, error, time.time() - t0)
 
 
@@ -178,35 +182,33 @@ def execute_trials(plans: Callable[[], TrialPlan | None], hooks: SweepHooks, *, 
 
 
 def tell(study, plan: TrialPlan, result: TrialResult, *, keys: list[str], constraints: list,
-         baseline_values: dict[str, float] | None) -> dict:
+         baseline_values: dict[str, float] | None) -> TrialRecord:
     """Tell Optuna the outcome (values + constraints, or FAIL) with the full record in user attrs."""
     from optuna.trial import TrialState
 
-    record = dict(result.record)
-    record["wall_s"] = round(result.wall_s, 3)
+    update: dict = {"wall_s": round(result.wall_s, 3)}
     if result.ok:
         missing = [k for k in keys if k not in result.values]
         if missing:
             result.ok, result.error = False, f"the devices did not report {', '.join(missing)}"
-            record["error"] = result.error
+            update["error"] = result.error
     if result.ok:
-        viol = {}
+        viol, warnings = {}, list(result.record.warnings)
         for c in constraints:
             try:
                 viol[c.text] = float(c.violation(result.values, baseline_values or result.values))
             except KeyError as exc:  # the metric was not measured: treat as violated, say why
                 viol[c.text] = float("inf")
-                record.setdefault("warnings", []).append(f"constraint '{c.text}': {exc}")
-        record["constraints"] = {k: (v if v != float("inf") else 1e30) for k, v in viol.items()}
-        record["feasible"] = all(v <= 0 for v in viol.values())
-        for i, (text, v) in enumerate(viol.items()):
-            plan.trial.set_constraint(f"c{i}", v if v != float("inf") else 1e30)
-            del text
-    plan.trial.set_user_attr(RECORD_ATTR, record)
+                warnings.append(f"constraint '{c.text}': {exc}")
+        viol = {k: (v if v != float("inf") else 1e30) for k, v in viol.items()}
+        update.update(constraints=viol, feasible=all(v <= 0 for v in viol.values()), warnings=warnings)
+        for i, v in enumerate(viol.values()):
+            plan.trial.set_constraint(f"c{i}", v)
+    record = result.record.model_copy(update=update)
+    result.record = record
+    plan.trial.set_user_attr(RECORD_ATTR, record.attr())
     if result.ok:
         study.tell(plan.number, [result.values[k] for k in keys])
     else:
         study.tell(plan.number, state=TrialState.FAIL)
-    if plan.baseline:
-        record[BASELINE_ATTR] = plan.baseline
     return record

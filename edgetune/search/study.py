@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edgetune._logging import get_logger
+from edgetune.search.records import BASELINE_ATTR
 from edgetune.search.samplers import make_sampler
 
 log = get_logger(__name__)
 
-__all__ = ["open_study", "enqueue_baselines", "enqueue_start_points", "stale_trials", "BASELINE_ATTR", "START_ATTR"]
+__all__ = ["open_study", "enqueue_baselines", "enqueue_start_points", "stale_trials", "BASELINE_ATTR", "START_ATTR", "REFINE_ATTR"]
 
-BASELINE_ATTR = "baseline"
 START_ATTR = "start_point"
+REFINE_ATTR = "refined_from"  # a refined trial: the number of the trial whose config it fine-tunes alone
 
 
 def open_study(*, storage: str, name: str, goals: Sequence[str], sampler: str, seed: int, n_startup: int = 10):

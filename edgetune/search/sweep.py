@@ -20,12 +20,14 @@ from edgetune.errors import SweepError
 from edgetune.objectives import objective_keys
 from edgetune.objectives.constraints import parse_constraint
 from edgetune.search.backends import get_backend
-from edgetune.search.front import front_note, front_ranks, sweep_hypervolume, write_reports
-from edgetune.search.records import RECORD_ATTR, trials_frame
+from edgetune.search.front import front_note, front_ranks, write_reports
+from edgetune.search.mirror import MlflowMirror
+from edgetune.search.records import TrialRecord, mlflow_key, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, tell
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
 from edgetune.search.study import (
     BASELINE_ATTR,
+    REFINE_ATTR,
     enqueue_baselines,
     enqueue_start_points,
     open_study,
@@ -42,7 +44,7 @@ def all_failed_message(trials) -> str:
     """Why a sweep has no completed trial: each distinct failure reason, with how many trials it hit."""
     reasons: dict[str, int] = {}
     for t in trials:
-        err = (t.user_attrs.get(RECORD_ATTR) or {}).get("error") or f"trial left {t.state.name}"
+        err = TrialRecord.of(t).error or f"trial left {t.state.name}"
         reasons[err] = reasons.get(err, 0) + 1
     listed = "; ".join(f"{n}x {r}" if n > 1 else r for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
     return (f"every trial of the sweep failed ({len(trials)}), for {len(reasons)} distinct "
@@ -87,9 +89,7 @@ class Sweep:
         self.on_progress = on_progress
         self.progress = SweepProgress(total=cfg.search.trials)
         self._lock = threading.Lock()
-        self._run_ids: dict[int, str] = {}
-        self._pareto_tagged: dict[int, str] = {}
-        self._best_of: dict[str, str] = {}
+        self.mirror = MlflowMirror(self.tracker, keys=self.keys, goals=self.goals, sampler=cfg.search.sampler)
 
     # -- baselines -------------------------------------------------------------------------------------
     @staticmethod
@@ -151,7 +151,7 @@ class Sweep:
     def baseline_values(self) -> dict[str, float] | None:
         for t in self.study.get_trials(deepcopy=False):
             if t.user_attrs.get(BASELINE_ATTR) == "fp32" and t.state.name == "COMPLETE":
-                return (t.user_attrs.get(RECORD_ATTR) or {}).get("values")
+                return TrialRecord.of(t).values or None
         return None
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ class Sweep:
         if dropped:
             log.warning("search.start_points: %d start point(s) do not fit in search.trials=%d beside the baselines "
                         "and were left out; raise `search.trials` to measure them all", dropped, total)
-        self._reconcile_mlflow()
+        self.mirror.reconcile(self.study.get_trials(deepcopy=False))
         stale = list(stale_trials(self.study))
         if stale:
             log.warning("resuming: re-running %d trial(s) left unfinished by an interrupted sweep", len(stale))
@@ -184,24 +184,89 @@ class Sweep:
 
         self._update_progress()
         get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
+        self.refine(space)
         self.finish()
 
     def _plan(self, trial, space, params: dict, baseline: str | None) -> TrialPlan:
         name, _, on = (baseline or "").partition("@")  # "int8-uniform@openvino": that baseline on that runtime
         runtime = (on or space.baseline_runtime) if baseline else space.runtime_from(params)
         config = space.baseline(name, runtime) if baseline else space.config_from(params)
+        source = trial.user_attrs.get(REFINE_ATTR)
+        if source is not None:  # a refined trial: its config fine-tuned alone (also when a resume re-runs it)
+            return TrialPlan(trial.number, trial, config, None, params, runtime, self.cfg.recovery.refined(),
+                             int(source))
         return TrialPlan(trial.number, trial, config, baseline, params, runtime)
+
+    # -- refine ---------------------------------------------------------------------------------------
+    def refine_candidates(self) -> list[int]:
+        """``recovery.refine``: the ``points`` fastest channel-pruned trials (on the first latency objective)
+        whose accuracy (the first accuracy objective) is within ``within`` of the fp32 baseline's, one per
+        pruned structure (channel widths and input size: precision and runtime variants share the
+        fine-tune); refined trials are no candidates."""
+        from edgetune.search.front import accuracy_key, latency_key
+
+        spec = self.cfg.recovery.refine
+        acc, lat, base = accuracy_key(self.keys), latency_key(self.keys), self.baseline_values()
+        if spec.points <= 0 or acc is None or lat is None or not base or acc not in base:
+            return []
+        cands = []
+        for t in self.study.get_trials(deepcopy=False):
+            rec = TrialRecord.of(t)
+            if (t.state.name != "COMPLETE" or rec.refined_from is not None or t.user_attrs.get(REFINE_ATTR) is not None
+                    or not rec.summary.get("n_cut_groups") or rec.values.get(lat) is None
+                    or rec.values.get(acc, float("-inf")) < base[acc] - spec.within):
+                continue
+            config = rec.config or {}
+            structure = json.dumps([config.get("sparsity"), config.get("input_size")], sort_keys=True)
+            cands.append((rec.values[lat], t.number, structure))
+        out, seen = [], set()
+        for _, number, structure in sorted(cands):
+            if structure not in seen:
+                seen.add(structure)
+                out.append(number)
+        return out[: spec.points]
+
+    def refine(self, space) -> None:
+        """Fine-tune the :meth:`refine_candidates` alone (``recovery.refined()``) and measure each as a new
+        trial; a candidate refined before (a resumed sweep) is not refined again."""
+        picks = self.refine_candidates()
+        trials = self.study.get_trials(deepcopy=False)
+        done = {int(t.user_attrs[REFINE_ATTR]) for t in trials if t.user_attrs.get(REFINE_ATTR) is not None}
+        new = [n for n in picks if n not in done]
+        if not new:
+            return
+        by_number = {t.number: t for t in trials}
+        for n in new:
+            self.study.enqueue_trial(dict(by_number[n].params), user_attrs={REFINE_ATTR: n}, skip_if_exists=False)
+        spec = self.cfg.recovery.refine
+        log.info("refining trial(s) %s: each config fine-tuned alone for %d steps", ", ".join(map(str, new)), spec.steps)
+        self.progress.total += len(new)
+        self.progress.phase = f"refining {len(new)} pruned point(s)"
+        left = list(new)
+
+        def plans() -> TrialPlan | None:
+            if not left:
+                return None
+            left.pop(0)
+            trial = self.study.ask()  # the enqueued refined trial
+            params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
+            return self._plan(trial, space, params, None)
+
+        try:
+            get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
+        finally:
+            self.progress.phase = ""
 
     def _on_result(self, plan: TrialPlan, result) -> None:
         with self._lock:
             record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
                           baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
             frozen = self.study._storage.get_trial(plan.trial._trial_id)
-            self._log_child(frozen, files=self._artifact_files(result))
+            self.mirror.log_trial(frozen, files=self._artifact_files(result))
             self._refresh_front(step=plan.number)
             self.progress.done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
             self.progress.failed += 0 if result.ok else 1
-            self.progress.last = f"trial {plan.number}: " + (record.get("label") or "") + (
+            self.progress.last = f"trial {plan.number}: " + (record.label or "") + (
                 f" FAILED ({result.error})" if not result.ok else "")
             if self.on_progress:
                 self.on_progress(self.progress)
@@ -211,67 +276,10 @@ class Sweep:
             return {}
         return {"artifact": result.artifact.onnx_path}
 
-    # -- MLflow ---------------------------------------------------------------------------------------
-    def _log_child(self, frozen, files: dict[str, Path] | None = None) -> None:
-        rec = frozen.user_attrs.get(RECORD_ATTR) or {}
-        ok = frozen.state.name == "COMPLETE"
-        summary = rec.get("summary") or {}
-        params = {"trial_number": frozen.number, "sampler": self.cfg.search.sampler,
-                  "baseline": rec.get("baseline") or frozen.user_attrs.get(BASELINE_ATTR) or "none", **summary}
-        metrics = dict(rec.get("values") or {})
-        metrics = {k.replace("@", "."): v for k, v in metrics.items()}  # '@' is not allowed in MLflow keys
-        for i, (text, v) in enumerate((rec.get("constraints") or {}).items()):
-            metrics[f"constraint_{i}"] = v
-            del text
-        tags = {"status": frozen.state.name, "feasible": str(rec.get("feasible", False)).lower(),
-                "pareto": "false", "label": rec.get("label") or "", "artifact_hash": rec.get("artifact_hash") or ""}
-        if rec.get("baseline") or frozen.user_attrs.get(BASELINE_ATTR):
-            tags["baseline"] = rec.get("baseline") or frozen.user_attrs.get(BASELINE_ATTR)
-        if rec.get("error"):
-            tags["error"] = rec["error"]
-        for device, fp in (rec.get("fingerprints") or {}).items():
-            tags[f"device.{device}"] = json.dumps(fp, default=str)
-        artifacts = {"config.json": {"config": rec.get("config"), "params": rec.get("params"),
-                                     "sizes": rec.get("sizes"), "constraints": rec.get("constraints")}}
-        rid = self.tracker.log_trial(frozen.number, params=params, metrics=metrics, tags=tags, json_artifacts=artifacts,
-                                     files=files, status="FINISHED" if ok else "FAILED")
-        self._run_ids[frozen.number] = rid
-
-    def _reconcile_mlflow(self) -> None:
-        logged = self.tracker.reconcile()
-        self._run_ids = {n: r.info.run_id for n, r in self.tracker.child_runs().items() if n in logged}
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state.is_finished() and t.number not in logged:
-                log.info("logging trial %d to MLflow (finished before the sweep was interrupted)", t.number)
-                self._log_child(t)
-
     def _refresh_front(self, step: int) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        ranks = front_ranks(trials, self.keys, self.goals)
-        for number, rid in self._run_ids.items():
-            want = "true" if ranks.get(number) == 0 else "false"
-            rank = ranks.get(number)
-            if self._pareto_tagged.get(number) != f"{want}/{rank}":
-                self.tracker.set_tags(rid, {"pareto": want, "pareto_rank": "" if rank is None else str(rank)})
-                self._pareto_tagged[number] = f"{want}/{rank}"
-        hv = sweep_hypervolume(trials, self.keys, self.goals, self.baseline_values())
-        n_feasible = sum(1 for t in trials if t.state.name == "COMPLETE"
-                         and (t.user_attrs.get(RECORD_ATTR) or {}).get("feasible"))
-        metrics = {"hypervolume": hv, "n_feasible": n_feasible, "n_complete": sum(t.state.name == "COMPLETE" for t in trials)}
-        best_of: dict[str, str] = {}
-        for k, g in zip(self.keys, self.goals, strict=True):
-            vals = [((t.user_attrs.get(RECORD_ATTR) or {}).get("values", {}).get(k), t.number) for t in trials
-                    if (t.user_attrs.get(RECORD_ATTR) or {}).get("feasible")]
-            vals = [(v, n) for v, n in vals if v is not None]
-            if vals:
-                v, n = max(vals) if g == "max" else min(vals)
-                metrics[f"best_{k.replace('@', '.')}"] = v
-                best_of[f"best_{k.replace('@', '.')}.trial"] = str(n)  # each best may come from another trial
-        if best_of and best_of != self._best_of:
-            self.tracker.set_tags(self.tracker.parent_id, best_of)
-            self._best_of = best_of
-        self.tracker.log_sweep_metrics(step, metrics)
-        self.progress.hypervolume, self.progress.n_feasible = hv, n_feasible
+        metrics = self.mirror.refresh_front(self.study.get_trials(deepcopy=False), step=step,
+                                            baseline=self.baseline_values())
+        self.progress.hypervolume, self.progress.n_feasible = metrics["hypervolume"], metrics["n_feasible"]
         self.progress.best = {k: v for k, v in metrics.items() if k.startswith("best_")}
 
     def _update_progress(self) -> None:
@@ -328,10 +336,10 @@ class Sweep:
         self.study.set_user_attr(SBS_ATTR, result)
         ref = result["values"][str(base)]
         for number, vals in result["values"].items():
-            rid = self._run_ids.get(int(number))
+            rid = self.mirror.run_ids.get(int(number))
             if rid is None:
                 continue
-            metrics = {PREFIX + k.replace("@", "."): v for k, v in vals.items()}
+            metrics = {PREFIX + mlflow_key(k): v for k, v in vals.items()}
             for device in devices:
                 key = f"latency_p50_ms@{device}"
                 if vals.get(key) and ref.get(key):

@@ -236,3 +236,21 @@ def test_export_writes_the_deployable_folder(sweep_run, tmp_path):
     assert summary["build_engine"].startswith("trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped")
     assert summary["build_engine"].removeprefix("trtexec ") in script
     assert os.access(tmp_path / "jetson" / "build_engine.sh", os.X_OK)
+
+
+def test_pick_a_suggestion_by_name_deploys_what_the_front_suggests(sweep_run):
+    from edgetune.deploy import load_sweep, resolve_point
+    from edgetune.errors import DeployError
+    from edgetune.search.front import suggestions
+    from edgetune.search.wiring import load_front
+
+    records = load_sweep(sweep_run.config)
+    df, keys, goals, _ = load_front(sweep_run.config)
+    picks = {p["kind"]: p["trial"] for p in suggestions(df, keys, goals)}
+    assert "smallest" in picks
+    for kind in ("fastest", "knee", "smallest"):
+        if kind in picks:
+            assert resolve_point(records, trial=None, rule=f" {kind.upper()} ").number == picks[kind]
+        else:
+            with pytest.raises(DeployError, match=f"no {kind} suggestion"):
+                resolve_point(records, trial=None, rule=kind)

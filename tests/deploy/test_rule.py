@@ -7,13 +7,14 @@ import pytest
 
 from edgetune.deploy import TrialPoint, parse_rule, pick
 from edgetune.errors import ConfigError, DeployError
+from edgetune.search.records import TrialRecord
 
 DEVICES = ["pi", "orin"]
 
 
 def point(n: int, baseline: str | None = None, state: str = "COMPLETE", **values) -> TrialPoint:
     vals = {k.replace("__", "@"): v for k, v in values.items()}
-    return TrialPoint(number=n, state=state, record={"values": vals, "label": f"cfg{n}"}, baseline=baseline)
+    return TrialPoint(number=n, state=state, record=TrialRecord(values=vals, label=f"cfg{n}"), baseline=baseline)
 
 
 POINTS = [

@@ -1,0 +1,34 @@
+"""``recovery.refine``: after the search, the fastest channel-pruned trial within reach of fp32 is fine-tuned
+alone (per config, its own steps) and measured again as a new trial that names its source; a resumed sweep
+does not refine it twice."""
+
+from __future__ import annotations
+
+import json
+
+from edgetune.search.records import TrialRecord
+from edgetune.search.wiring import prepare_sweep
+
+
+def test_the_fastest_pruned_trial_is_refined_once(tmp_path, local_agent, sweep_workdir, make_sweep):
+    path = make_sweep(tmp_path, name="refine", trials=4, ratios=(0.0, 0.5), extra={
+        "recovery": {"mode": "elastic", "steps": 4, "batch": 4, "refine": {"points": 1, "steps": 6, "within": 1.0}},
+        "search": {"sampler": "random", "trials": 4, "seed": 0, "n_startup": 2, "start_points": "uniform",
+                   "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 5, "latency_warmup": 1,
+                   "side_by_side_runs": 0}})
+    sweep, space, _ = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
+    sweep.run(space)
+    trials = sweep.study.get_trials()
+    records = [TrialRecord.of(t) for t in trials]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5, [r.error for r in records]
+    assert trials[3].user_attrs.get("start_point") == "int8 + 50% channels"
+    refined, source = records[4], records[3]
+    assert refined.refined_from == 3 and refined.label.endswith("refined from #3")
+    assert refined.config == source.config and refined.artifact_hash != source.artifact_hash
+    manifest = json.loads((sweep.hooks.artifact_dir(refined.artifact_hash) / "manifest.json").read_text())
+    assert manifest["recovery"]["steps"] == 6 and "mode" not in manifest["recovery"]  # per config
+    assert manifest["recovery"]["result"]["steps"] == 6
+    df = sweep.frame()
+    assert df.loc[df["trial"] == 4, "refined_from"].item() == 3
+    sweep.run(space)  # resumed: nothing left to do, nothing refined twice
+    assert len(sweep.study.get_trials()) == 5
