@@ -1,6 +1,7 @@
 """The shipped sweep config ``configs/yolo11n_shapes.yaml`` (the builtin ``yolo11n``), shrunk to a few trials,
 images and steps: a real sweep on a local agent offering ort and OpenVINO, with per-block precision and
-widths, the uniform start points, the baselines, and the front and fp32 baseline tagged in MLflow. (Its own
+widths, the uniform start points, the baselines, one refined pruned point, and the front and fp32 baseline
+tagged in MLflow. (Its own
 file, so that pytest-xdist runs it beside the checkpoint tests.)"""
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
     cfg["data"].update(val_images=24, calib_images=8, train_size=48)
     cfg["space"]["input_size"] = [160, 128]
     cfg["recovery"].update(steps=6, batch=4, train_images=48)
+    assert cfg["recovery"]["refine"]["points"] == 1
+    cfg["recovery"]["refine"].update(steps=4, within=1.0)  # any pruned trial qualifies: one is refined
     cfg["search"].update(trials=9, n_startup=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}", latency_runs=10,
                          latency_warmup=2, side_by_side_runs=20)
     cfg["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "yolo11n-shapes-test"}
@@ -43,7 +46,10 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
         sweep.run(space)
     trials = sweep.study.get_trials()
     errors = [t.user_attrs.get(RECORD_ATTR, {}).get("error") for t in trials]
-    assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials) and len(trials) == 9, errors
+    assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials) and len(trials) == 9 + 1, errors
+    refined = [t for t in trials if t.user_attrs.get("refined_from") is not None]
+    assert len(refined) == 1 and refined[0].number == 9
+    assert "refined from #" in refined[0].user_attrs[RECORD_ATTR]["label"]
     starts = {t.user_attrs.get("start_point") for t in trials} - {None}
     assert starts == {f"int8 + {r} channels on {rt}" for r in ("0%", "25%", "50%") for rt in ("ort", "openvino")}
     df, _, _, _ = load_front(path)
