@@ -11,24 +11,24 @@ from edgetune.search.wiring import prepare_sweep
 
 
 def test_the_fastest_pruned_trial_is_refined_once(tmp_path, local_agent, sweep_workdir, make_sweep):
-    path = make_sweep(tmp_path, name="refine", trials=4, ratios=(0.0, 0.5), extra={
+    path = make_sweep(tmp_path, name="refine", trials=3, ratios=(0.5,), extra={
         "recovery": {"mode": "elastic", "steps": 4, "batch": 4, "refine": {"points": 1, "steps": 6, "within": 1.0}},
-        "search": {"sampler": "random", "trials": 4, "seed": 0, "n_startup": 2, "start_points": "uniform",
+        "search": {"sampler": "random", "trials": 3, "seed": 0, "n_startup": 2, "start_points": "uniform",
                    "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 5, "latency_warmup": 1,
                    "side_by_side_runs": 0}})
     sweep, space, _ = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     sweep.run(space)
     trials = sweep.study.get_trials()
     records = [TrialRecord.of(t) for t in trials]
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 5, [r.error for r in records]
-    assert trials[3].user_attrs.get("start_point") == "int8 + 50% channels"
-    refined, source = records[4], records[3]
-    assert refined.refined_from == 3 and refined.label.endswith("refined from #3")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4, [r.error for r in records]
+    assert records[2].summary["n_cut_groups"] > 0  # the start point: every group at its one width, 50%
+    refined, source = records[3], records[2]
+    assert refined.refined_from == 2 and refined.label.endswith("refined from #2")
     assert refined.config == source.config and refined.artifact_hash != source.artifact_hash
     manifest = json.loads((sweep.hooks.artifact_dir(refined.artifact_hash) / "manifest.json").read_text())
     assert manifest["recovery"]["steps"] == 6 and "mode" not in manifest["recovery"]  # per config
     assert manifest["recovery"]["result"]["steps"] == 6
     df = sweep.frame()
-    assert df.loc[df["trial"] == 4, "refined_from"].item() == 3
+    assert df.loc[df["trial"] == 3, "refined_from"].item() == 2
     sweep.run(space)  # resumed: nothing left to do, nothing refined twice
-    assert len(sweep.study.get_trials()) == 5
+    assert len(sweep.study.get_trials()) == 4
