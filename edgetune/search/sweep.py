@@ -157,9 +157,9 @@ class Sweep:
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self, space, *, trials: int | None = None) -> None:
         total = trials or self.cfg.search.trials
-        self.progress.total = total
+        self.progress.total = total + sum(REFINE_ATTR in t.user_attrs for t in self.study.get_trials(deepcopy=False))
         enqueue_baselines(self.study, self.baseline_params(space))
-        room = max(0, total - len(self.study.get_trials(deepcopy=False)))
+        room = max(0, total - sum(REFINE_ATTR not in t.user_attrs for t in self.study.get_trials(deepcopy=False)))
         dropped = enqueue_start_points(self.study, self.start_params(space), room=room)
         if dropped:
             log.warning("search.start_points: %d start point(s) do not fit in search.trials=%d beside the baselines "
@@ -175,8 +175,9 @@ class Sweep:
             if stale:  # re-run under its own number; a kill mid-suggest leaves some params unset
                 frozen = stale.pop(0)
                 trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            elif sum(t.state.name != "WAITING" for t in self.study.get_trials(deepcopy=False)) >= total:
-                return None  # enqueued (WAITING) trials do not count: they are what the next ask() returns
+            elif sum(t.state.name != "WAITING" and REFINE_ATTR not in t.user_attrs
+                     for t in self.study.get_trials(deepcopy=False)) >= total:
+                return None  # enqueued (WAITING) and refined trials do not count: the budget is the search's
             else:
                 trial = self.study.ask()
             params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
@@ -228,11 +229,12 @@ class Sweep:
 
     def refine(self, space) -> None:
         """Fine-tune the :meth:`refine_candidates` alone (``recovery.refined()``) and measure each as a new
-        trial; a candidate refined before (a resumed sweep) is not refined again."""
+        trial; a candidate refined before (a resumed sweep) is not refined again, and a sweep never holds more
+        than ``refine.points`` refined trials. Refined trials do not count towards ``search.trials``."""
         picks = self.refine_candidates()
         trials = self.study.get_trials(deepcopy=False)
         done = {int(t.user_attrs[REFINE_ATTR]) for t in trials if t.user_attrs.get(REFINE_ATTR) is not None}
-        new = [n for n in picks if n not in done]
+        new = [n for n in picks if n not in done][: max(0, self.cfg.recovery.refine.points - len(done))]
         if not new:
             return
         by_number = {t.number: t for t in trials}

@@ -1,6 +1,6 @@
 """``recovery.refine``: after the search, the fastest channel-pruned trial within reach of fp32 is fine-tuned
 alone (per config, its own steps) and measured again as a new trial that names its source; a resumed sweep
-does not refine it twice."""
+does not refine it twice, and refined trials do not count towards the trial budget."""
 
 from __future__ import annotations
 
@@ -32,3 +32,6 @@ def test_the_fastest_pruned_trial_is_refined_once(tmp_path, local_agent, sweep_w
     assert df.loc[df["trial"] == 3, "refined_from"].item() == 2
     sweep.run(space)  # resumed: nothing left to do, nothing refined twice
     assert len(sweep.study.get_trials()) == 4
+    sweep.run(space, trials=4)  # one more: the refined trial does not count towards the budget, no second refine
+    trials = sweep.study.get_trials()
+    assert len(trials) == 5 and sum(TrialRecord.of(t).refined_from is not None for t in trials) == 1

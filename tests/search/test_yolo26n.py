@@ -61,3 +61,14 @@ def test_the_one_to_one_fine_tune_reaches_the_backbone(yolo26n):
     finally:
         module.zero_grad(set_to_none=True)
         module.eval()
+
+
+def test_an_unshipped_builtin_says_how_to_train_it(monkeypatch):
+    from edgetune.config import ModelSpec
+    from edgetune.errors import ModelError
+    from edgetune.models import load_model, sources
+
+    monkeypatch.setitem(sources.BUILTIN_MODELS, "yolo26n", {**sources.BUILTIN_MODELS["yolo26n"], "sha256": None})
+    with pytest.raises(ModelError, match="edgetune train-builtin --name yolo26n"):
+        load_model(ModelSpec(source="builtin", name="yolo26n"), class_names=tuple("abcdef"),
+                   category_ids=tuple(range(1, 7)))
