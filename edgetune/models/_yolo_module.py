@@ -25,6 +25,8 @@ class YoloDetector(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        if is_end2end(model):  # decode x1y1x2y2 (Ultralytics decodes xywh while the one-to-many branch is there)
+            model.model[-1].end2end = True
 
     def raw(self, x):
         """End-to-end heads: the one-to-one branch's raw outputs (``boxes``, ``scores``, ``feats``)."""
