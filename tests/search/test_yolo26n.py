@@ -74,17 +74,21 @@ def test_an_unshipped_builtin_says_how_to_train_it(monkeypatch):
                    category_ids=tuple(range(1, 7)))
 
 
-def test_the_trained_model_with_both_branches_decodes_as_the_loaded_one(yolo26n):
+def test_the_trained_model_with_both_branches_decodes_as_the_loaded_one():
     """The trainer wraps YOLO26n with its one-to-many branch still there, where Ultralytics decodes xywh: the
     wrapper decodes x1y1x2y2 either way (a validation curve scored 0.0 before it did)."""
     import torch
 
+    from edgetune.config import ModelSpec
+    from edgetune.models import load_model
     from edgetune.models.ultralytics_yolo import build_from_yaml, wrap_detection_model
 
     full = wrap_detection_model(build_from_yaml("yolo26n.yaml", 6)).eval()
     assert full.model.model[-1].cv2 is not None
+    loaded = load_model(ModelSpec(source="ultralytics", name="yolo26n.yaml", input_size=128),
+                        class_names=tuple("abcdef"), category_ids=tuple(range(1, 7)))  # fresh: the fixture trained
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
-        a, b = full(x), wrap_detection_model(yolo26n.module.model).eval()(x)
+        a, b = full(x), loaded.module.eval()(x)
     assert a.shape == b.shape and torch.equal(a[:, :4], b[:, :4])  # same seeded weights, same boxes
     assert bool((a[0, 2] >= a[0, 0]).all())  # x2 >= x1: corners, not width and height
