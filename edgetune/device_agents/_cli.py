@@ -291,13 +291,13 @@ def _cli_bundle(model: Path, data: str, val_images: int):
     from edgetune.device_agents.bundle import make_bundle
     from edgetune.models.heads import ClassifyHead, DetectHead, layout_of
 
-    dims = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    graph = onnx.load(str(model), load_external_data=False).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
     size = int(dims[-1].dim_value)
     spec = parse_data_ref(data).model_copy(update={"val_images": val_images})
     val = load_data(spec).val
     if val.task == "detect":  # an end-to-end (NMS-free) export outputs (N, K, 6)
-        out = [d.dim_value or d.dim_param for d in onnx.load(str(model), load_external_data=False).graph.output[0]
-               .type.tensor_type.shape.dim]
+        out = [d.dim_value or d.dim_param for d in graph.output[0].type.tensor_type.shape.dim]
         head = DetectHead(num_classes=val.num_classes, category_ids=tuple(val.category_ids),
                           layout=layout_of(out, val.num_classes))
     else:

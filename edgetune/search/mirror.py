@@ -7,7 +7,7 @@ MLflow is a mirror: Optuna's storage is the sweep's source of truth, so all of t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgetune._logging import get_logger
@@ -48,8 +48,7 @@ class MlflowMirror:
                 log.info("logging trial %d to MLflow (finished before the sweep was interrupted)", t.number)
                 self.log_trial(t)
 
-    def refresh_front(self, trials, *, step: int, baseline: dict[str, float] | None,
-                      on_metrics: Callable[[dict], None] | None = None) -> dict:
+    def refresh_front(self, trials, *, step: int, baseline: dict[str, float] | None) -> dict:
         """Re-tag ``pareto`` / ``pareto_rank`` where they changed; log hypervolume, feasible count and each
         objective's best feasible value (with the trial it came from) on the parent run. Returns the metrics."""
         ranks = front_ranks(trials, self.keys, self.goals)

@@ -180,15 +180,17 @@ class Sweep:
                 return None  # enqueued (WAITING) and refined trials do not count: the budget is the search's
             else:
                 trial = self.study.ask()
-            params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
-            return self._plan(trial, space, params, trial.user_attrs.get(BASELINE_ATTR))
+            return self._plan(trial, space, trial.user_attrs.get(BASELINE_ATTR))
 
         self._update_progress()
         get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
         self.refine(space)
         self.finish()
 
-    def _plan(self, trial, space, params: dict, baseline: str | None) -> TrialPlan:
+    def _plan(self, trial, space, baseline: str | None) -> TrialPlan:
+        """The trial's plan: its values of the space's dimensions (suggested here; an enqueued trial gets the
+        values it was enqueued with), its config and runtime, and a refined trial's own recovery."""
+        params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
         name, _, on = (baseline or "").partition("@")  # "int8-uniform@openvino": that baseline on that runtime
         runtime = (on or space.baseline_runtime) if baseline else space.runtime_from(params)
         config = space.baseline(name, runtime) if baseline else space.config_from(params)
@@ -250,9 +252,7 @@ class Sweep:
             if not left:
                 return None
             left.pop(0)
-            trial = self.study.ask()  # the enqueued refined trial
-            params = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
-            return self._plan(trial, space, params, None)
+            return self._plan(self.study.ask(), space, None)  # the enqueued refined trial
 
         try:
             get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
