@@ -10,6 +10,7 @@ live here once. Imports nothing heavy at import time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgetune.errors import ConfigError
@@ -26,6 +27,7 @@ class SweepParts:
     model: Any  # models.LoadedModel
     space: Any  # spaces.SearchSpace
     kinds: list[str] | None
+    sensitivity: Any = None  # compress.Sensitivity of the unrestricted space, when ``max_drop`` shaped it
 
     def with_train(self) -> SweepParts:
         """These parts with the train split loaded (same val / calib splits: they are deterministic)."""
@@ -33,7 +35,8 @@ class SweepParts:
             return self
         from edgetune.data import load_data
 
-        return SweepParts(self.cfg, load_data(self.cfg.data, need_train=True), self.model, self.space, self.kinds)
+        return SweepParts(self.cfg, load_data(self.cfg.data, need_train=True), self.model, self.space, self.kinds,
+                          self.sensitivity)
 
 
 def declared_kinds(cfg) -> list[str] | None:
@@ -42,28 +45,53 @@ def declared_kinds(cfg) -> list[str] | None:
 
 
 def assemble(cfg, *, kinds: list[str] | None = None, train: bool | None = None,
-             val_images: int | None = None) -> SweepParts:
+             val_images: int | None = None, workdir: Path | None = None) -> SweepParts:
     """Load the data and the model of ``cfg`` and build its search space.
 
     ``kinds``: the resolved target device kinds (on the driver: what the agents report; shipped as they
     are to remote workers), else those the config declares, else ``space.targets``. ``train``: load the
     train split (default: when compression needs one for this sweep, see
     :func:`edgetune.compress.needs_train`). ``val_images``: read at most this many validation images
-    (``edgetune space`` needs only the class names).
+    (``edgetune space`` needs only the class names). ``workdir``: where the sensitivity pass of
+    ``space.sparsity.max_drop`` is cached (default ``.edgetune``; a sweep and its Ray workers share it).
     """
     from edgetune.compress import needs_train
     from edgetune.data import load_data
     from edgetune.models import load_model
     from edgetune.spaces import build_space
 
+    restrict = cfg.space.sparsity.max_drop is not None and cfg.space.sparsity.prunes_channels
+    if restrict and val_images is not None:
+        val_images = max(val_images, cfg.space.sparsity.sensitivity_images)
     data = cfg.data if val_images is None else cfg.data.model_copy(
         update={"val_images": min(cfg.data.val_images, val_images)})
-    splits = load_data(data, need_train=needs_train(cfg.recovery) if train is None else train)
+    splits = load_data(data, need_train=restrict or (needs_train(cfg.recovery) if train is None else train))
     model = load_model(cfg.model, class_names=splits.val.class_names, category_ids=splits.val.category_ids)
     kinds = list(kinds) if kinds else declared_kinds(cfg)
     space = build_space(model, cfg.space, targets=kinds)
     _check_model_settings(cfg, model, space)
-    return SweepParts(cfg, splits, model, space, kinds)
+    sens = _sensitivity(cfg, model, space, splits, workdir) if restrict else None
+    if sens is not None:
+        from edgetune.compress import restrict_space
+
+        space = restrict_space(space, sens, cfg.space.sparsity.max_drop)
+    return SweepParts(cfg, splits, model, space, kinds, sens)
+
+
+def _sensitivity(cfg, model, space, splits, workdir: Path | None):
+    """What cutting each dimension alone costs (measured once, then read from ``workdir``'s cache)."""
+    from edgetune._logging import get_logger
+    from edgetune.compress import measure_sensitivity
+
+    log = get_logger(__name__)
+    spec = cfg.space.sparsity
+
+    def progress(done: int, total: int, cut) -> None:
+        log.info("sensitivity %d/%d: %s cut %g -> %.4f (drop %.4f)", done, total, cut.dimension, cut.ratio,
+                 cut.metric, cut.drop)
+
+    return measure_sensitivity(model, space, train=splits.train, val=splits.val, images=spec.sensitivity_images,
+                               workdir=workdir or Path(".edgetune"), on_cut=progress)
 
 
 def _check_model_settings(cfg, model, space) -> None:

@@ -8,6 +8,7 @@ from edgetune.compress._compress import COMPRESS_VERSION, artifact_key, compress
 from edgetune.compress._importance import IMPORTANCES, needs_gradients, register_importance
 from edgetune.compress._onnx_map import layer_node_map, quantized_nodes
 from edgetune.compress._schedule import PrunePlan, schedule
+from edgetune.compress._sensitivity import Cut, Sensitivity, measure_sensitivity, restrict_space
 from edgetune.compress._spec import DEFAULT_STEPS, RecoverySpec
 from edgetune.compress.export import ExportReport, export_onnx, node_module_paths
 
@@ -16,4 +17,5 @@ __all__ = [
     "RecoverySpec", "DEFAULT_STEPS", "PrunePlan", "schedule", "IMPORTANCES", "register_importance", "needs_gradients", "store",
     "layer_node_map", "quantized_nodes",
     "ExportReport", "export_onnx", "node_module_paths",
+    "Cut", "Sensitivity", "measure_sensitivity", "restrict_space",
 ]

@@ -97,7 +97,7 @@ def _rebuild(sweep, point, cache: Path):
     log.warning("rebuilding the artifact of trial %d from its config and the source weights", point.number)
     config = CompressionConfig.model_validate(record.config)
     recovery = cfg.recovery.refined() if record.refined_from is not None else cfg.recovery  # as the sweep made it
-    parts = assemble(cfg, train=needs_train(recovery, config))
+    parts = assemble(cfg, train=needs_train(recovery, config), workdir=cache.parent)  # the sweep's sensitivity cache
     loaded = parts.model
     art = compress(loaded, config, calib=parts.splits.calib, workdir=cache, train=parts.splits.train,
                    recovery=recovery, space=parts.space)  # elastic recovery: the widths the sweep trained

@@ -153,7 +153,8 @@ def devices_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     timeout: float = typer.Option(5.0, help="Seconds to wait for each device."),
 ) -> None:
-    """List the fleet: health, device kind and fingerprint of every device (exit 1 when one is down)."""
+    """List the fleet: health, device kind and fingerprint of every device (exit 1 when one is down or
+    refuses the token)."""
     from edgetune.device_agents.fleet import load_fleet
     from edgetune.errors import AgentError
 
@@ -171,7 +172,7 @@ def devices_cmd(
                 except AgentError as exc:
                     row.update(status="up (no info)", error=str(exc))
             rows.append(row)
-    down = [r["name"] for r in rows if r["status"] == "down"]
+    down = [r["name"] for r in rows if r["status"] != "up"]  # down, or up but refusing us (a wrong token)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         if down:
@@ -194,7 +195,7 @@ def devices_cmd(
                       info.get("power_mode") or "", f"{max(temps.values()):.0f}" if temps else "", r["url"])
     _console().print(table)
     if down:  # a script can tell: exit 1 when a device does not answer
-        _console().print(f"down: {', '.join(down)}")
+        _console().print(f"down or refusing: {', '.join(down)}")
         raise typer.Exit(1)
 
 

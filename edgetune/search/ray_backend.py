@@ -80,7 +80,7 @@ def _worker_hooks(ctx: RemoteContext):
         from edgetune.assembly import assemble
         from edgetune.search.hooks import LocalHooks
 
-        parts = assemble(ctx.cfg, kinds=list(ctx.kinds) if ctx.kinds else None)
+        parts = assemble(ctx.cfg, kinds=list(ctx.kinds) if ctx.kinds else None, workdir=ctx.workdir)
         _WORKER_CACHE[key] = LocalHooks(parts, fleet=None, workdir=ctx.workdir)
     return _WORKER_CACHE[key]
 

@@ -106,10 +106,8 @@ class Sweep:
                 params[d.name] = own if own in d.choices else d.choices[0]
             elif d.kind == "runtime":
                 params[d.name] = runtime or d.choices[0]
-            elif sparsity in d.choices:
-                params[d.name] = sparsity
             else:
-                params[d.name] = next((c for c in d.choices if c in ("dense", "0", "0.0", "none")), d.choices[0])
+                params[d.name] = _at_most(d.choices, sparsity)
         return params
 
     def baseline_params(self, space) -> dict[str, dict[str, str]]:
@@ -130,7 +128,8 @@ class Sweep:
 
     def start_params(self, space) -> dict[str, dict[str, str]]:
         """``search.start_points: uniform``: for each offered channel ratio (0 included) and each runtime, every
-        group at that ratio (or dense where the group does not offer it) and every layer int8 where offered
+        group at that ratio (or the largest lower one it offers, e.g. where ``space.sparsity.max_drop`` removed
+        it; dense when none) and every layer int8 where offered
         (``space.keep`` pins stay), at the model's own input size. Named ``int8 + 50% channels on openvino``.
         The 0% point matters: with one width per block, a sampled trial almost never leaves every block at
         full width, so without it the sweep may never measure int8 alone."""
@@ -376,3 +375,15 @@ class Sweep:
             self.tracker.finish("FAILED")
             raise SweepError(all_failed_message(trials))
         self.tracker.finish()
+
+
+def _at_most(choices: tuple[str, ...], want: str | None) -> str:
+    """``want`` if offered; for a channel ratio, else the largest channel ratio below it; else dense."""
+    if want in choices:
+        return want
+    dense = next((c for c in choices if c in ("dense", "0", "0.0", "none")), choices[0])
+    if not (want or "").startswith("channel:"):
+        return dense
+    limit = float(want.split(":")[1])
+    lower = [c for c in choices if c.startswith("channel:") and float(c.split(":")[1]) <= limit]
+    return max(lower, key=lambda c: float(c.split(":")[1])) if lower else dense

@@ -47,7 +47,7 @@ def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | 
     from edgetune.search.hooks import measured_devices
 
     fleet.check_runtimes(cfg.space.runtime, measured_devices(cfg))  # before the model is loaded
-    parts = assemble(cfg, kinds=fleet.kinds())  # the kinds the agents report: shipped to remote workers as they are
+    parts = assemble(cfg, kinds=fleet.kinds(), workdir=Path(workdir))  # the kinds the agents report: shipped to remote workers as they are
     fleet.upload_dataset(parts.splits.val, head=parts.model.head,
                          input_sizes=[parts.model.input_size, *parts.space.input_size_choices])
     hooks = LocalHooks(parts, fleet=fleet, workdir=Path(workdir))

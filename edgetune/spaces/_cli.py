@@ -23,6 +23,10 @@ def space_cmd(
     target: list[str] = typer.Option(None, "--target", "-t", help="Device kind(s); default: the kinds of the "
                                      "sweep's devices, else space.targets."),
     as_json: bool = typer.Option(False, "--json", help="Print the space as JSON instead of tables."),
+    sensitivity: bool = typer.Option(False, "--sensitivity", help="Also cut each sparsity dimension alone at each "
+                                     "ratio (BatchNorm re-estimated, no fine-tuning) and print what it costs; needs "
+                                     "the train split, cached in WORKDIR/sensitivity."),
+    workdir: Path = typer.Option(Path(".edgetune"), help="The sweep's cache (sensitivity results)."),
 ) -> None:
     """Print the search space of a sweep: layers, coupling groups, per-layer/per-group choices, pins."""
     from rich.markup import escape
@@ -33,11 +37,14 @@ def space_cmd(
     from edgetune.config import load_sweep_config
 
     cfg = load_sweep_config(sweep_file(config_arg, config))
+    images = cfg.space.sparsity.sensitivity_images
     with console.status("discovering layers and coupling groups ...", spinner="dots"):
-        parts = assemble(cfg, kinds=target or None, train=False, val_images=8)  # the classes are all it needs
+        parts = assemble(cfg, kinds=target or None, train=sensitivity, val_images=images if sensitivity else 8,
+                         workdir=workdir)  # without --sensitivity, the classes are all it needs
     model, space = parts.model, parts.space
+    sens = (parts.sensitivity or _sensitivity(parts, workdir, images)) if sensitivity else None
     if as_json:
-        console.print_json(json.dumps(space.to_dict()))
+        console.print_json(json.dumps({**space.to_dict(), **({"sensitivity": sens.to_dict()} if sens else {})}))
         return
     group_of = {n: g.name for g in space.groups for n in g.layers}
     layers = Table(title=f"{model.name}: {len(space.layers)} layers")
@@ -65,3 +72,42 @@ def space_cmd(
     console.print(f"channel scoring: {space.importance}; kept channels rounded to {space.round_to}")
     for note in space.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", markup=True)
+    if sens is not None:
+        _print_sensitivity(sens, cfg.space.sparsity.max_drop)
+
+
+def _sensitivity(parts, workdir: Path, images: int):
+    """Measure (or read from the cache) every dimension's cut alone, with a progress bar."""
+    from rich.progress import Progress
+
+    from edgetune.cli import console
+    from edgetune.compress import measure_sensitivity
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("sensitivity: cut, re-estimate BatchNorm, score", total=None)
+
+        def on_cut(done: int, total: int, cut) -> None:
+            bar.update(task, completed=done, total=total, description=f"sensitivity: {cut.dimension} {cut.ratio:g}")
+
+        return measure_sensitivity(parts.model, parts.space, train=parts.splits.train, val=parts.splits.val,
+                                   images=images, workdir=workdir, on_cut=on_cut)
+
+
+def _print_sensitivity(sens, max_drop: float | None) -> None:
+    from rich.table import Table
+
+    from edgetune.cli import console
+
+    t = Table(title=f"sensitivity: each dimension cut alone, BatchNorm re-estimated, no fine-tuning "
+                    f"({sens.metric_name} on {sens.images} val images; drop from the uncut model re-estimated the same "
+                    f"way, {sens.baseline:.4f}; as loaded {sens.uncut:.4f})")
+    for col in ("dimension", "ratio", "channels", "MACs cut", sens.metric_name, "drop"):
+        t.add_column(col, justify="left" if col == "dimension" else "right", no_wrap=col == "dimension")
+    for c in sorted(sens.cuts, key=lambda c: (c.drop / max(c.macs_removed, 1e-6), c.dimension, c.ratio)):
+        over = max_drop is not None and c.drop > max_drop
+        t.add_row(c.dimension, f"{c.ratio:g}", f"{c.channels}>{c.kept}", f"{100 * c.macs_removed:.1f}%",
+                  f"{c.metric:.4f}", f"[red]{c.drop:.4f}[/]" if over else f"{c.drop:.4f}")
+    console.print(t)
+    console.print(f"rows: cheapest first (drop per share of MACs removed); importance {sens.importance}; "
+                  f"{sens.seconds:.0f} s to measure" + (f"; red: over max_drop {max_drop:g}, removed from the "
+                                                          "space" if max_drop is not None else ""))

@@ -17,10 +17,28 @@ kind             runtime         precisions        sparsity kinds      int8 reci
                  ARMv8.2 dotprod                   unstructured
 ``jetson-orin``  TensorRT        fp32, fp16, int8  channel,            int8 activations, symmetric
                                                    unstructured, 2:4   (TensorRT needs zero-point 0)
+``jetson-thor``  TensorRT        fp32, fp16, int8  as jetson-orin      as jetson-orin
+``jetson-xavier`` TensorRT       fp32, fp16, int8  channel,            as jetson-orin
+                                                   unstructured [2]
+``jetson-nano``, TensorRT        fp32, fp16 [3]    channel,            (no int8)
+``jetson-tx2``                                     unstructured
+``rpi3``         onnxruntime CPU fp32, int8 [1]    as rpi4             as x86-cpu
+``arm64-cpu``    onnxruntime CPU fp32, int8 [1]    channel,            as x86-cpu
+                                                   unstructured
 ===============  ==============  ================  ==================  =====================================
 
 [1] int8 on an ARMv8.0 core (no dot-product) is often slower than fp32; it stays offered because only
     measurement on the device tells, but the table records the warning.
+[2] Xavier's Volta GPU (compute capability 7.2) has int8 tensor cores but no sparse ones: 2:4 needs
+    Ampere (8.x, Orin) or later (Thor: Blackwell). By NVIDIA's documented compute capabilities; no
+    Xavier, Thor, Nano or TX2 was run.
+[3] The Nano's Maxwell (5.3) and the TX2's Pascal (6.2) GPUs have no fast int8 path in TensorRT
+    (``platform_has_fast_int8`` is false there), so int8 is not offered.
+
+A kind outside the table (what an agent reports on a board edgetune does not know: ``riscv64-cpu``, a bare
+``jetson`` or ``rpi``) gets the generic rules of its family with a warning, never an error: the generic
+Jetson rules (fp32, fp16) for ``jetson*``, the ARMv8.0 Pi rules for ``rpi*``, the generic CPU rules
+otherwise. A kind written in a config must still be one of the table (a typo is an error there).
 
 - fp16 is never offered for CPU-only fleets: the onnxruntime CPU EP casts back to fp32 (no speed-up,
   often a slow-down); only a GPU/TensorRT target benefits.
@@ -49,8 +67,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from edgetune._logging import get_logger
 from edgetune._strict import Strict
 from edgetune.errors import ConfigError, closest_names
+
+log = get_logger(__name__)
 
 __all__ = ["QuantSettings", "KindRule", "RULES", "DEVICE_KINDS", "rule_for", "offered", "quant_for_kinds",
            "PRECISIONS", "SPARSITY_KINDS", "RUNTIMES"]
@@ -125,16 +146,52 @@ RULES: dict[str, KindRule] = {
                      "Cortex-A76, ARMv8.2 dot-product: int8 fast; no fp16"),
     "jetson-orin": KindRule("jetson-orin", "tensorrt", ("fp32", "fp16", "int8"), SPARSITY_KINDS, _TRT_QUANT,
                             "TensorRT: fp16 and symmetric int8 QDQ; 2:4 sparse tensor cores (wide convs only)"),
+    "jetson-thor": KindRule("jetson-thor", "tensorrt", ("fp32", "fp16", "int8"), SPARSITY_KINDS, _TRT_QUANT,
+                            "TensorRT on Blackwell: fp16, symmetric int8 QDQ, 2:4 sparse tensor cores"),
+    "jetson-xavier": KindRule("jetson-xavier", "tensorrt", ("fp32", "fp16", "int8"), _CPU_SPARSITY, _TRT_QUANT,
+                              "TensorRT on Volta (7.2): fp16 and int8 tensor cores, no sparse ones (no 2:4)"),
+    "jetson-nano": KindRule("jetson-nano", "tensorrt", ("fp32", "fp16"), _CPU_SPARSITY, _TRT_QUANT,
+                            "TensorRT on Maxwell (5.3): fp16 only, no fast int8"),
+    "jetson-tx2": KindRule("jetson-tx2", "tensorrt", ("fp32", "fp16"), _CPU_SPARSITY, _TRT_QUANT,
+                           "TensorRT on Pascal (6.2): fp16 only, no fast int8"),
+    "rpi3": KindRule("rpi3", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
+                     "Cortex-A53, ARMv8.0 without dot-product: int8 may be SLOWER than fp32; no fp16"),
+    "arm64-cpu": KindRule("arm64-cpu", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
+                          "generic ARMv8 CPU: int8 pays only with dot-product (ARMv8.2+); no fp16"),
 }
 DEVICE_KINDS = tuple(RULES)
+_WARNED: set[str] = set()
 
 
-def rule_for(kind: str) -> KindRule:
-    """The rule of one device kind; an unknown kind lists the close and the valid ones."""
-    if kind not in RULES:
+def _fallback(kind: str) -> KindRule:
+    """The generic rules of an unknown kind's family (see the module docstring)."""
+    low = kind.lower()
+    if low.startswith("jetson"):
+        base = RULES["jetson-nano"]
+    elif low.startswith("rpi"):
+        base = RULES["rpi4"]
+    elif low.startswith(("arm", "aarch64")):
+        base = RULES["arm64-cpu"]
+    else:
+        base = RULES["x86-cpu"]
+    family = "Jetson (fp32, fp16)" if base.runtime == "tensorrt" else "CPU (fp32, int8)"
+    if kind not in _WARNED:
+        _WARNED.add(kind)
+        log.warning("device kind %r is not in edgetune's rule table: using the generic %s rules of %r.%s Known "
+                    "kinds: %s.", kind, family, base.kind, closest_names(kind, DEVICE_KINDS), ", ".join(DEVICE_KINDS))
+    return KindRule(kind, base.runtime, base.precisions, base.sparsity_kinds, base.quant,
+                    f"unknown kind: the generic rules of {base.kind}")
+
+
+def rule_for(kind: str, *, strict: bool = False) -> KindRule:
+    """The rule of one device kind. An unknown kind (one an agent reported) gets its family's generic rules
+    with a warning; ``strict`` (a kind the user wrote) makes it an error listing the close and valid ones."""
+    if kind in RULES:
+        return RULES[kind]
+    if strict:
         raise ConfigError(f"unknown device kind {kind!r}.{closest_names(kind, DEVICE_KINDS)} Valid kinds: "
                           f"{', '.join(DEVICE_KINDS)}.")
-    return RULES[kind]
+    return _fallback(kind)
 
 
 def offered(kinds: list[str] | tuple[str, ...]) -> tuple[set[str], set[str]]:

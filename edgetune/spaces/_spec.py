@@ -8,6 +8,8 @@ space:
     ratios: [0.0, 0.25, 0.5]              # per-group choices, each in [0, 0.95]
     importance: magnitude                 # channel scoring: magnitude | lamp | fpgm | bn_scale | taylor
     round_to: 8                           # kept channels are a multiple of this
+    max_drop: 0.05                        # drop channel ratios whose cut alone (BatchNorm re-estimated, no
+                                          # fine-tuning) costs more metric than this (`edgetune space --sensitivity`)
   keep:
     precision: {fp32: [first, last]}      # pins: first | last | layer names | globs (heads.*.cls_out)
     sparsity: [last]                      # never pruned (last layers never lose output channels anyway)
@@ -64,6 +66,12 @@ class SparsitySpec(Strict):
                                    "energy) when the train split is there and the model offers a supervised loss, else magnitude; any name "
                                    "of the importance registry")
     round_to: int = Field(default=8, ge=1, le=256)
+    max_drop: float | None = Field(default=None, gt=0, le=1, description="remove a dimension's channel ratio "
+                                   "when cutting it alone (BatchNorm re-estimated, before recovery) costs more "
+                                   "than this of the metric (mAP50-95 / top-1) on `sensitivity_images` val "
+                                   "images; null: keep every ratio")
+    sensitivity_images: int = Field(default=100, ge=8, description="validation images each sensitivity cut "
+                                    "is scored on (the first ones of the val split)")
 
     @field_validator("ratios")
     @classmethod

@@ -33,10 +33,13 @@ def test_devices_lists_health_kind_and_fingerprint(tmp_path, agent):
     assert rows["main"]["info"]["runtime"]["name"] == "ort" and rows["main"]["info"]["agent"]["threads"] == 1
     assert rows["gone"]["status"] == "down" and rows["gone"]["kind"] == "rpi5" and "unreachable" in rows["gone"]["error"]
     table = edgetune("devices", "--fleet", str(tmp_path / "fleet.yaml"), "--timeout", "3")
-    assert table.returncode == 1 and "local-cpu" in table.stdout and "down: gone" in table.stdout
+    assert table.returncode == 1 and "local-cpu" in table.stdout and "down or refusing: gone" in table.stdout
     assert rows["gone"]["error"].split()[-1].rstrip(".)") in table.stdout.replace("\n", " ")  # the whole reason
     (tmp_path / "up.yaml").write_text("\n".join((tmp_path / "fleet.yaml").read_text().splitlines()[:2]) + "\n")
     assert edgetune("devices", "--fleet", str(tmp_path / "up.yaml"), "--timeout", "3").returncode == 0
+    (tmp_path / "token").write_text("not-the-token")  # up, but it refuses us: a script must be able to tell
+    wrong = edgetune("devices", "--fleet", str(tmp_path / "up.yaml"), "--timeout", "3", "--json")
+    assert wrong.returncode == 1 and json.loads(wrong.stdout)[0]["status"] == "up (no info)", wrong.stdout
 
 
 def test_measure_one_model_on_one_device(tmp_path, agent, det_s_onnx):

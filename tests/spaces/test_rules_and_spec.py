@@ -34,7 +34,7 @@ def test_local_cpu_is_x86_cpu():
 
 def test_unknown_kind_suggests_the_close_one():
     with pytest.raises(ConfigError, match="Closest names: rpi4"):
-        rule_for("rpi-4")
+        rule_for("rpi-4", strict=True)
     with pytest.raises(ConfigError, match="targets"):
         offered([])
 
@@ -72,3 +72,34 @@ def test_demo_config_validates():
     cfg = load_sweep_config("configs/demo.yaml")
     assert cfg.model.name == "det-s" and cfg.data.name == "shapes"
     assert cfg.space.keep.precision == {"fp32": ["first", "last"]}
+
+
+@pytest.mark.parametrize(("kind", "base"), [("riscv64-cpu", "x86-cpu"), ("jetson", "jetson-nano"),
+                                           ("jetson-agx-2030", "jetson-nano"), ("rpi", "rpi4"), ("rpi7", "rpi4"),
+                                           ("aarch64-cpu", "arm64-cpu")])
+def test_a_kind_an_agent_reports_outside_the_table_gets_its_familys_rules_and_a_warning(kind, base, caplog,
+                                                                                       monkeypatch):
+    """What the agent's probe can report on an unknown board (board.infer_kind) builds a space, with a warning."""
+    import logging
+
+    from edgetune.spaces import _rules, space_from_layers
+    from edgetune.spaces._layers import Layer
+
+    monkeypatch.setattr(_rules, "_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="edgetune"):
+        rule = rule_for(kind)
+    ref = RULES[base]
+    assert (rule.kind, rule.precisions, rule.sparsity_kinds, rule.quant) == (kind, ref.precisions, ref.sparsity_kinds,
+                                                                            ref.quant)
+    assert any(kind in r.getMessage() and "not in edgetune's rule table" in r.getMessage() for r in caplog.records)
+    lay = Layer(name="conv", kind="dense", in_channels=3, out_channels=16, kernel=(3, 3), groups=1, params=432,
+                macs=1000, first=True, last=True)
+    space = space_from_layers([lay], [], SpaceSpec(precision=["fp32", "fp16", "int8"]), targets=[kind])
+    assert set(space.precision_choices["conv"]) == set(ref.precisions)
+
+
+def test_the_jetson_family_and_pi3_follow_their_gpus_and_cores():
+    assert "2:4" not in RULES["jetson-xavier"].sparsity_kinds and "int8" in RULES["jetson-xavier"].precisions
+    assert "2:4" in RULES["jetson-thor"].sparsity_kinds
+    assert RULES["jetson-nano"].precisions == RULES["jetson-tx2"].precisions == ("fp32", "fp16")
+    assert RULES["rpi3"].precisions == RULES["rpi4"].precisions and RULES["arm64-cpu"].runtime == "onnxruntime-cpu"
