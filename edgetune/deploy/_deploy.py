@@ -165,6 +165,14 @@ def _failed(v, client, result, name: str) -> str:
                    "nothing was registered. Check the device's runtime and the model.")
 
 
+def _detect_output(head: dict) -> str:
+    n, layout = head.get("num_classes"), head.get("layout", "xywh_scores")
+    if layout == "xyxy_score_class":
+        return "(1, detections, 6): x1, y1, x2, y2, score, class"
+    boxes = "x1, y1, x2, y2" if layout.startswith("xyxy") else "cx, cy, w, h"
+    return f"(1, 4 + {n}, anchors): {boxes}, class scores" + (" (top-k, no NMS)" if layout == "xyxy_scores" else "")
+
+
 def how_to_load(*, path: str, manifest: dict, runtime: str = "ort", registry_uri: str | None = None,
                 url: str | None = None, name: str | None = None) -> str:
     """How an application loads the model: a runnable snippet (text for the CLI and the export README).
@@ -189,7 +197,7 @@ def how_to_load(*, path: str, manifest: dict, runtime: str = "ort", registry_uri
         lines[0] = '  # pip install "edgetune[agent,openvino]" (numpy, openvino, pillow; no torch)'
         lines[1] = "  import json, numpy as np, openvino as ov"
         lines[6] = (f'  model = ov.Core().compile_model("{path}", "CPU", {{"INFERENCE_PRECISION_HINT": "f32", '
-                    '"PERFORMANCE_HINT": "LATENCY"}})')
+                    '"PERFORMANCE_HINT": "LATENCY"})')
         lines[9] = "  out = model(to_input(x[None]))[0]"
     if head.get("kind") == "detect":
         lines += ["  boxes, scores, classes = decode_detections(out[0], head)",
@@ -197,8 +205,7 @@ def how_to_load(*, path: str, manifest: dict, runtime: str = "ort", registry_uri
                   "  boxes, scores, classes = unletterbox(boxes[keep], meta), scores[keep], classes[keep]"]
     lines += [f"  # the model: input {inp.get('dtype', 'float32')} {list(shape)} {inp.get('layout', 'NCHW')} "
               f"{inp.get('color', 'RGB')} in {inp.get('range', [0, 1])}, letterboxed with pad {inp.get('pad_value', 114)};"
-              + (f" output (1, 4 + {head.get('num_classes')}, anchors): cx, cy, w, h, class scores"
-                 if head.get("kind") == "detect" else " output (1, classes)")]
+              + (f" output {_detect_output(head)}" if head.get("kind") == "detect" else " output (1, classes)")]
     if runtime.startswith("tensorrt"):
         lines.append("  # TensorRT: build an engine on the board first (`edgetune export` writes build_engine.sh).")
     if registry_uri and name:

@@ -95,7 +95,9 @@ def export_trial(*, sweep, out: str | Path, trial: int | None = None, rule: str 
         script.write_text(_script(art.manifest))
         script.chmod(0o755)
         summary["build_engine"] = trtexec_command(art.manifest)
-    (out / "README.md").write_text(_readme(summary, art.manifest, how_to_load(path="model.onnx", manifest=art.manifest)))
+    runtime = point.record.runtime or "ort"  # the snippet loads the file with the runtime the sweep measured
+    (out / "README.md").write_text(_readme(summary, art.manifest, how_to_load(path="model.onnx", manifest=art.manifest,
+                                                                              runtime=runtime)))
     return summary
 
 
