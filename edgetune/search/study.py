@@ -22,8 +22,12 @@ START_ATTR = "start_point"
 REFINE_ATTR = "refined_from"  # a refined trial: the number of the trial whose config it fine-tunes alone
 
 
-def open_study(*, storage: str, name: str, goals: Sequence[str], sampler: str, seed: int, n_startup: int = 10):
-    """Create the study, or load it (same name and storage) to resume."""
+def open_study(*, storage: str, name: str, goals: Sequence[str], sampler: str, seed: int, n_startup: int = 10,
+               keys: Sequence[str] = ()):
+    """Create the study, or load it (same name and storage) to resume. ``keys``: the objectives' names
+    (``map50_95``, ``latency_p50_ms@local``), stored so optuna-dashboard labels them instead of 0 / 1 / 2."""
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -36,6 +40,17 @@ def open_study(*, storage: str, name: str, goals: Sequence[str], sampler: str, s
         raise ConfigError(
             f"study {name!r} in {storage} was created with objectives {[d.name.lower() for d in study.directions]}, "
             f"but the config now has {directions}. Give the sweep a new `name:` or use another `search.storage`.")
+    if keys and study.metric_names and list(study.metric_names) != list(keys):
+        from edgetune.errors import ConfigError
+
+        raise ConfigError(
+            f"study {name!r} in {storage} was created with objectives {', '.join(study.metric_names)}, but the config "
+            f"now has {', '.join(keys)}: its trials would be mixed into the old columns. Give the sweep a new `name:` "
+            "or use another `search.storage`.")
+    if keys and not study.metric_names:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(keys))
     return study
 
 

@@ -79,7 +79,8 @@ class Sweep:
         self.constraints = [parse_constraint(c, devices=names, where=f"`constraints.{i}`")
                             for i, c in enumerate(cfg.constraints)]
         self.study = open_study(storage=cfg.search.storage, name=cfg.name, goals=self.goals,
-                                sampler=cfg.search.sampler, seed=cfg.search.seed, n_startup=cfg.search.n_startup)
+                                sampler=cfg.search.sampler, seed=cfg.search.seed, n_startup=cfg.search.n_startup,
+                                keys=self.keys)
         self.tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment or cfg.name, sweep=cfg.name)
         self.tracker.log_sweep_config(config_text, {
             "sweep": cfg.name, "sampler": cfg.search.sampler, "trials": cfg.search.trials, "seed": cfg.search.seed,

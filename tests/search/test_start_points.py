@@ -25,3 +25,16 @@ def test_start_points_that_do_not_fit_the_budget_are_left_out(tmp_path, local_ag
     assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["fp32", "int8-uniform"]
     assert trials[2].user_attrs.get("start_point") == "int8 + 0% channels"  # the first of the two fits
     assert "1 start point(s) do not fit in search.trials=3" in caplog.text
+
+
+def test_a_start_point_takes_the_largest_offered_ratio_below_the_asked_one():
+    """Where a dimension does not offer the ratio (``max_drop`` removed it), the start point cuts it as far
+    as it offers instead of leaving it dense."""
+    from edgetune.search.sweep import _at_most
+
+    choices = ("dense", "channel:0.25")
+    assert _at_most(choices, "channel:0.5") == "channel:0.25"
+    assert _at_most(choices, "channel:0.25") == "channel:0.25"
+    assert _at_most(("dense",), "channel:0.5") == "dense"
+    assert _at_most(("dense", "channel:0.5"), "channel:0.25") == "dense"
+    assert _at_most(("dense", "channel:0.25", "channel:0.5"), "dense") == "dense"
