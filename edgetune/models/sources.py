@@ -23,10 +23,9 @@ BUILTIN_MODELS: dict[str, dict] = {
               "sha256": "4a7d2ad9d1311387bf36d0a20d1f2103a1223c4c1dc9bef31245d31048b42f6f"},
     "yolo11n": {"arch": "yolo11n.yaml", "family": "ultralytics", "input_size": 256, "dataset": "shapes",
                 "num_classes": 6, "sha256": "58e4bf4e70c6b8104919a8b734f34373c7f040d9b24fe0a619063d2f5052ec16"},
-    # the NMS-free YOLO26n: its recipe is ready (`edgetune train-builtin --name yolo26n`), its weights are not
-    # shipped yet (sha256 None until they are)
+    # the NMS-free YOLO26n (`edgetune train-builtin --name yolo26n`; scored with its one-to-one head, no NMS)
     "yolo26n": {"arch": "yolo26n.yaml", "family": "ultralytics", "input_size": 256, "dataset": "shapes",
-                "num_classes": 6, "sha256": None},
+                "num_classes": 6, "sha256": "244f30d21b4da4cd8d8ef397a2e2fde57f33f3daf0c0e5ebb6e5466811c0aa5d"},
 }
 
 

@@ -29,6 +29,7 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
     assert cfg["model"] == {"source": "builtin", "name": "yolo11n"} and cfg["space"]["tie"] == "stage"
     cfg["data"].update(val_images=24, calib_images=8, train_size=48)
     cfg["space"]["input_size"] = [160, 128]
+    assert cfg["space"]["sparsity"].pop("max_drop") == 0.02  # the sensitivity pass: tested on det-s (34 cuts here)
     cfg["recovery"].update(steps=6, batch=4, train_images=48)
     assert cfg["recovery"]["refine"]["points"] == 1
     cfg["recovery"]["refine"].update(steps=4, within=1.0)  # any pruned trial qualifies: one is refined
