@@ -111,7 +111,7 @@ def measure_sensitivity(model, space, *, train, val, images: int = 100, workdir:
     from edgetune.compress._importance import accumulate_gradients, make_importance, needs_gradients
     from edgetune.compress._prune import channel_drops, cut_channels, recalibrate_bn
     from edgetune.compress._schedule import PrunePlan
-    from edgetune.models._evaluate import evaluate
+    from edgetune.models import evaluate
     from edgetune.spaces import dependency_graph, kept_channels, measure_macs
 
     if model.module is None:
