@@ -128,8 +128,9 @@ def _deploy_hint(cfg, df, keys, goals, *, config: Path, local: bool) -> str:
         activate = venv_command("activate")
         lines.append(("  " + (f"source {activate}; " if activate != "activate" else "")) +
                      "export EDGETUNE_AGENT_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(16))')")
+        runtimes = f"--runtime {','.join(cfg.space.runtime)} " if cfg.space.runtime else ""  # what the sweep searched
         lines.append(f"  {venv_command('edgetune')} agent serve --port 8765 --kind local-cpu --name {device} "
-                     "> agent.log 2>&1 &")
+                     f"{runtimes}> agent.log 2>&1 &")
     lines.append(f"  {venv_command('edgetune')} deploy {_short_path(config)} --device {device} --trial {first['trial']}")
     return "\n".join(lines)
 
