@@ -62,6 +62,7 @@ recipe's CPU cost; compress once per recipe (``space.targets``) when that matter
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -135,30 +136,33 @@ _CPU_QUANT = QuantSettings(activation_type="uint8", activation_symmetric=False)
 _TRT_QUANT = QuantSettings(activation_type="int8", activation_symmetric=True)
 _CPU_SPARSITY = ("channel", "unstructured")
 
-RULES: dict[str, KindRule] = {
-    "x86-cpu": KindRule("x86-cpu", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
-                        "int8 fast with VNNI; fp16 has no CPU kernels (casts back to fp32)"),
-    "local-cpu": KindRule("local-cpu", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
-                          "the local agent on this machine: same rules as x86-cpu"),
-    "rpi4": KindRule("rpi4", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
-                     "Cortex-A72, ARMv8.0 without dot-product: int8 may be SLOWER than fp32; no fp16"),
-    "rpi5": KindRule("rpi5", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
-                     "Cortex-A76, ARMv8.2 dot-product: int8 fast; no fp16"),
-    "jetson-orin": KindRule("jetson-orin", "tensorrt", ("fp32", "fp16", "int8"), SPARSITY_KINDS, _TRT_QUANT,
-                            "TensorRT: fp16 and symmetric int8 QDQ; 2:4 sparse tensor cores (wide convs only)"),
-    "jetson-thor": KindRule("jetson-thor", "tensorrt", ("fp32", "fp16", "int8"), SPARSITY_KINDS, _TRT_QUANT,
-                            "TensorRT on Blackwell: fp16, symmetric int8 QDQ, 2:4 sparse tensor cores"),
-    "jetson-xavier": KindRule("jetson-xavier", "tensorrt", ("fp32", "fp16", "int8"), _CPU_SPARSITY, _TRT_QUANT,
-                              "TensorRT on Volta (7.2): fp16 and int8 tensor cores, no sparse ones (no 2:4)"),
-    "jetson-nano": KindRule("jetson-nano", "tensorrt", ("fp32", "fp16"), _CPU_SPARSITY, _TRT_QUANT,
-                            "TensorRT on Maxwell (5.3): fp16 only, no fast int8"),
-    "jetson-tx2": KindRule("jetson-tx2", "tensorrt", ("fp32", "fp16"), _CPU_SPARSITY, _TRT_QUANT,
-                           "TensorRT on Pascal (6.2): fp16 only, no fast int8"),
-    "rpi3": KindRule("rpi3", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
-                     "Cortex-A53, ARMv8.0 without dot-product: int8 may be SLOWER than fp32; no fp16"),
-    "arm64-cpu": KindRule("arm64-cpu", "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT,
-                          "generic ARMv8 CPU: int8 pays only with dot-product (ARMv8.2+); no fp16"),
-}
+
+def _cpu(kind: str, note: str) -> KindRule:
+    """An onnxruntime CPU device: fp32 and int8 (uint8 activations), channel and unstructured sparsity."""
+    return KindRule(kind, "onnxruntime-cpu", ("fp32", "int8"), _CPU_SPARSITY, _CPU_QUANT, note)
+
+
+def _trt(kind: str, precisions: tuple[str, ...], sparsity: tuple[str, ...], note: str) -> KindRule:
+    """A TensorRT (Jetson) device: symmetric int8 QDQ where it has int8."""
+    return KindRule(kind, "tensorrt", precisions, sparsity, _TRT_QUANT, note)
+
+
+_GPU_FULL = ("fp32", "fp16", "int8")
+RULES: dict[str, KindRule] = {r.kind: r for r in (
+    _cpu("x86-cpu", "int8 fast with VNNI; fp16 has no CPU kernels (casts back to fp32)"),
+    _cpu("local-cpu", "the local agent on this machine: same rules as x86-cpu"),
+    _cpu("rpi4", "Cortex-A72, ARMv8.0 without dot-product: int8 may be SLOWER than fp32; no fp16"),
+    _cpu("rpi5", "Cortex-A76, ARMv8.2 dot-product: int8 fast; no fp16"),
+    _trt("jetson-orin", _GPU_FULL, SPARSITY_KINDS,
+         "TensorRT: fp16 and symmetric int8 QDQ; 2:4 sparse tensor cores (wide convs only)"),
+    _trt("jetson-thor", _GPU_FULL, SPARSITY_KINDS, "TensorRT on Blackwell: fp16, symmetric int8 QDQ, 2:4 sparse tensor cores"),
+    _trt("jetson-xavier", _GPU_FULL, _CPU_SPARSITY,
+         "TensorRT on Volta (7.2): fp16 and int8 tensor cores, no sparse ones (no 2:4)"),
+    _trt("jetson-nano", ("fp32", "fp16"), _CPU_SPARSITY, "TensorRT on Maxwell (5.3): fp16 only, no fast int8"),
+    _trt("jetson-tx2", ("fp32", "fp16"), _CPU_SPARSITY, "TensorRT on Pascal (6.2): fp16 only, no fast int8"),
+    _cpu("rpi3", "Cortex-A53, ARMv8.0 without dot-product: int8 may be SLOWER than fp32; no fp16"),
+    _cpu("arm64-cpu", "generic ARMv8 CPU: int8 pays only with dot-product (ARMv8.2+); no fp16"),
+)}
 DEVICE_KINDS = tuple(RULES)
 _WARNED: set[str] = set()
 
@@ -179,8 +183,7 @@ def _fallback(kind: str) -> KindRule:
         _WARNED.add(kind)
         log.warning("device kind %r is not in edgetune's rule table: using the generic %s rules of %r.%s Known "
                     "kinds: %s.", kind, family, base.kind, closest_names(kind, DEVICE_KINDS), ", ".join(DEVICE_KINDS))
-    return KindRule(kind, base.runtime, base.precisions, base.sparsity_kinds, base.quant,
-                    f"unknown kind: the generic rules of {base.kind}")
+    return dataclasses.replace(base, kind=kind, note=f"unknown kind: the generic rules of {base.kind}")
 
 
 def rule_for(kind: str, *, strict: bool = False) -> KindRule:
