@@ -29,6 +29,7 @@ import numpy as np
 
 from edgetune._logging import get_logger
 from edgetune.errors import CompressionError
+from edgetune.spaces import Sparsity
 
 log = get_logger(__name__)
 
@@ -77,7 +78,11 @@ class Sensitivity:
 
 
 def _channel_ratios(choices) -> list[float]:
-    return sorted(float(c.split(":")[1]) for c in choices if c.startswith("channel:"))
+    return sorted(Sparsity.parse(c).ratio for c in choices if c.startswith("channel:"))
+
+
+def _label(ratio: float) -> str:
+    return Sparsity(kind="channel", ratio=ratio).label()
 
 
 def _key(model, space, val, train, images: int, importance: str) -> str:
@@ -168,7 +173,7 @@ def measure_sensitivity(model, space, *, train, val, images: int = 100, workdir:
     cuts: list[Cut] = []
     for d, rs in dims:
         for r in rs:
-            offered = [m for m in d.members if f"channel:{r:g}" in space.sparsity_choices.get(m, ())]
+            offered = [m for m in d.members if _label(r) in space.sparsity_choices.get(m, ())]
             cut = {m: drops[r][m] for m in offered if drops[r][m]}
             student = copy.deepcopy(model.module)
             changed = cut_channels(student, dependency_graph(student, size), cut)
@@ -204,12 +209,12 @@ def restrict_space(space, sens: Sensitivity, max_drop: float):
         if d.kind != "sparsity":
             dims.append(d)
             continue
-        bad = {f"channel:{c.ratio:g}": c.drop for c in sens.cuts if c.dimension == d.name and c.drop > max_drop}
+        bad = {_label(c.ratio): c.drop for c in sens.cuts if c.dimension == d.name and c.drop > max_drop}
         if not bad:
             dims.append(d)
             continue
         keep = tuple(c for c in d.choices if c not in bad)
-        worst = min(bad, key=lambda c: float(c.split(":")[1]))
+        worst = min(bad, key=lambda c: Sparsity.parse(c).ratio)
         why = f"sensitivity: {worst.replace(':', ' ')} alone costs {bad[worst]:.3f} {sens.metric_name} > max_drop {max_drop:g}"
         notes.append(f"{d.name}: {', '.join(sorted(bad))} removed ({why})")
         for m in d.members:

@@ -34,6 +34,7 @@ from edgetune.search.study import (
     stale_trials,
 )
 from edgetune.search.tracking import Tracker
+from edgetune.spaces import Sparsity
 
 log = get_logger(__name__)
 
@@ -385,6 +386,6 @@ def _at_most(choices: tuple[str, ...], want: str | None) -> str:
     dense = next((c for c in choices if c in ("dense", "0", "0.0", "none")), choices[0])
     if not (want or "").startswith("channel:"):
         return dense
-    limit = float(want.split(":")[1])
-    lower = [c for c in choices if c.startswith("channel:") and float(c.split(":")[1]) <= limit]
-    return max(lower, key=lambda c: float(c.split(":")[1])) if lower else dense
+    limit = Sparsity.parse(want).ratio
+    lower = [s for s in (Sparsity.parse(c) for c in choices if c.startswith("channel:")) if s.ratio <= limit]
+    return max(lower, key=lambda s: s.ratio).label() if lower else dense
