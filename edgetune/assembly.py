@@ -70,10 +70,11 @@ def assemble(cfg, *, kinds: list[str] | None = None, train: bool | None = None,
     kinds = list(kinds) if kinds else declared_kinds(cfg)
     space = build_space(model, cfg.space, targets=kinds)
     _check_model_settings(cfg, model, space)
-    sens = _sensitivity(cfg, model, space, splits, workdir) if restrict else None
-    if sens is not None:
+    sens = None
+    if restrict:
         from edgetune.compress import restrict_space
 
+        sens = _sensitivity(cfg, model, space, splits, workdir)
         space = restrict_space(space, sens, cfg.space.sparsity.max_drop)
     return SweepParts(cfg, splits, model, space, kinds, sens)
 
