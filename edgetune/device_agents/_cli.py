@@ -86,6 +86,11 @@ def serve_cmd(
     max_artifact_mb: int = typer.Option(512, help="Largest accepted ONNX upload (MiB)."),
     max_dataset_mb: int = typer.Option(2048, help="Largest accepted dataset bundle (MiB)."),
     max_memory_mb: int = typer.Option(None, help="Address-space limit of a measurement process (MiB)."),
+    max_connections: int = typer.Option(None, help="Open connections at most; past it, those waiting longest on their "
+                                        "client are closed (default: 256, fewer under a low open-file limit)."),
+    header_timeout: float = typer.Option(10.0, help="Seconds a client may take to send its request line and headers."),
+    stall_timeout: float = typer.Option(60.0, help="Seconds a request body (or a response the client reads) may "
+                                        "pause before the connection is dropped (408)."),
     host_lock: Path = typer.Option(None, help="Lock file shared by the agents of this host (default: in the temp dir)."),
     no_host_lock: bool = typer.Option(False, "--no-host-lock", help="Do not coordinate with other agents on this host."),
     ssl_certfile: str = typer.Option(None, help="TLS certificate (PEM) to serve https."),
@@ -104,7 +109,8 @@ def serve_cmd(
         threads=threads, cpus=parse_cpus(cpus), name=name or socket.gethostname(), kind=kind, queue_size=queue,
         max_artifact_bytes=max_artifact_mb << 20, max_dataset_bytes=max_dataset_mb << 20,
         measure_timeout_s=timeout, max_memory_bytes=max_memory_mb << 20 if max_memory_mb else None,
-        host_lock=None if no_host_lock else (host_lock or default_host_lock()),
+        host_lock=None if no_host_lock else (host_lock or default_host_lock()), max_connections=max_connections,
+        header_timeout_s=header_timeout, stall_timeout_s=stall_timeout,
     )
     serve(config, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, ready_file=ready_file)
 

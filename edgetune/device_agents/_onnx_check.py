@@ -3,12 +3,15 @@ runtime, read with the ``onnx`` library's ModelProto parser (no external data is
 
 - Is it an ONNX model at all: not a pickle of any protocol, not an archive (torch checkpoints are
   zips), not empty or truncated, a ModelProto with an ``ir_version`` and a graph with nodes.
-- Does any tensor reference external data: ``data_location = EXTERNAL`` or ``external_data`` entries,
-  anywhere (graph initializers, sparse initializers, tensor attributes of nodes, subgraphs of If / Loop /
-  Scan, functions, training info). Refused: a path in a model can point anywhere on the device.
+- Does any tensor reference external data: a ``data_location`` other than DEFAULT or ``external_data``
+  entries, anywhere: every message of the file is visited by reflection, so graph and sparse
+  initializers, tensor attributes of nodes, subgraphs of If / Loop / Scan, function bodies and their
+  attribute defaults, training info and fields a later ONNX adds are all covered. Refused whatever the
+  runtime: a path in a model can point anywhere on the device, and whether a runtime keeps it inside the
+  model's folder depends on its version.
 - Does it use operators of a domain no runtime here implements (a custom op library): refused too, as
   is a file of which more than 64 KiB are fields ONNX does not define (padding built to slow a parser,
-  or a payload hidden in front of the model).
+  or a payload hidden in front of the model), counted field by field, packed or not.
 - Which precisions the graph carries (QDQ int8, fp16): the TensorRT paths need to know.
 
 :func:`check_upload` runs :func:`scan_onnx` in a separate, long-lived process: protobuf parsing holds
@@ -33,7 +36,7 @@ from pathlib import Path
 __all__ = ["OnnxSummary", "scan_onnx", "not_onnx_reason", "check_upload", "KNOWN_DOMAINS"]
 
 _FLOAT16 = 10
-_EXTERNAL = 1
+_DEFAULT = 0  # TensorProto.data_location DEFAULT: the data is in the file (anything else is refused)
 _MAX_DEPTH = 64
 # operator domains onnxruntime (and TensorRT's ONNX parser, for the standard ones) implements
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training",
@@ -110,40 +113,56 @@ def _is_text_pickle(data: bytes) -> bool:
 
 
 def _tensor(t, out: OnnxSummary) -> None:
-    if t.data_location == _EXTERNAL or len(t.external_data):
+    if t.data_location != _DEFAULT or len(t.external_data):
         out.external_tensors.append(t.name or "<unnamed>")
     if t.data_type == _FLOAT16:
         out.has_fp16 = True
 
 
-def _graph(g, out: OnnxSummary, local_domains: set[str], depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise ValueError(f"subgraphs nested deeper than {_MAX_DEPTH}")
-    for t in g.initializer:
-        _tensor(t, out)
-    for st in g.sparse_initializer:
-        _tensor(st.values, out)
-        _tensor(st.indices, out)
-    _nodes(g.node, out, local_domains, depth)
+def _node(n, out: OnnxSummary, local_domains: set[str]) -> None:
+    out.op_types.add(n.op_type)
+    if n.domain not in KNOWN_DOMAINS and n.domain not in local_domains and n.domain not in out.custom_domains:
+        out.custom_domains.append(n.domain)
 
 
-def _nodes(nodes, out: OnnxSummary, local_domains: set[str], depth: int) -> None:
-    for n in nodes:
-        out.op_types.add(n.op_type)
-        if n.domain not in KNOWN_DOMAINS and n.domain not in local_domains and n.domain not in out.custom_domains:
-            out.custom_domains.append(n.domain)
-        for a in n.attribute:
-            if a.HasField("t"):
-                _tensor(a.t, out)
-            for t in a.tensors:
-                _tensor(t, out)
-            for st in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
-                _tensor(st.values, out)
-                _tensor(st.indices, out)
-            if a.HasField("g"):
-                _graph(a.g, out, local_domains, depth + 1)
-            for sub in a.graphs:
-                _graph(sub, out, local_domains, depth + 1)
+def _walk(model, out: OnnxSummary) -> None:
+    """Visit every message of ``model`` through protobuf reflection, not a list of the places ONNX keeps
+    tensors today: a TensorProto anywhere (initializers, sparse tensors, node attributes and their
+    subgraphs, function bodies and attribute defaults, training info, and any field a later ONNX adds)
+    is seen, as is every NodeProto. Iterative: a deep file cannot exhaust the Python stack."""
+    from google.protobuf.message import Message
+
+    local = {f.domain for f in model.functions}
+    stack = [(model, -1)]  # the main graph is at depth 0, its subgraphs at 1, ...
+    while stack:
+        msg, depth = stack.pop()
+        kind = msg.DESCRIPTOR.full_name
+        if kind == "onnx.TensorProto":
+            _tensor(msg, out)
+        elif kind == "onnx.NodeProto":
+            _node(msg, out, local)
+        elif kind == "onnx.GraphProto":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                raise ValueError(f"subgraphs nested deeper than {_MAX_DEPTH}")
+        for fd, value in msg.ListFields():
+            if fd.message_type is None:
+                continue  # scalars, strings, bytes, packed numbers: no tensor in them
+            if isinstance(value, Message):
+                stack.append((value, depth))
+            else:
+                stack.extend((v, depth) for v in value)
+
+
+def _unknown_bytes(model) -> int:
+    """Bytes of fields ONNX does not define, anywhere in ``model`` (which loses them). Both sizes are of
+    re-encoded messages, so they differ by exactly the unknown fields, which are kept verbatim:
+    ``len(data) - ByteSize()`` would not be, as a repeated number sent packed where ONNX declares it
+    unpacked (``AttributeProto.ints``, ``TensorProto.dims``) re-encodes larger than it arrived, and
+    hides as many unknown bytes as it saves."""
+    with_unknown = model.ByteSize()
+    model.DiscardUnknownFields()
+    return with_unknown - model.ByteSize()
 
 
 def scan_onnx(data: bytes | bytearray | memoryview) -> OnnxSummary:
@@ -173,19 +192,12 @@ def scan_onnx(data: bytes | bytearray | memoryview) -> OnnxSummary:
         out.error = "not an ONNX model: it has no ir_version or no graph with nodes"
         return out
     out.opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
-    local = {f.domain for f in model.functions}
     try:
-        _graph(model.graph, out, local, 0)
-        for f in model.functions:
-            _nodes(f.node, out, local, 1)
-        for ti in model.training_info:
-            for g in (ti.initialization, ti.algorithm):
-                _graph(g, out, local, 1)
+        _walk(model, out)
     except ValueError as exc:
         out.error = f"not a usable ONNX model: {exc}"
         return out
-    model.DiscardUnknownFields()  # what is left is what ONNX defines; the rest is padding or a hiding place
-    unknown = len(data) - model.ByteSize()
+    unknown = _unknown_bytes(model)  # padding, or a hiding place
     if unknown > MAX_UNKNOWN_BYTES:
         out.error = (f"{unknown:,} bytes of the file are fields ONNX does not define (padding, or something hidden "
                      "in front of the model); export it again with onnx / torch.onnx")

@@ -8,6 +8,11 @@ and an agent that has it already is not sent it again.
 
 The agent scores a bundle with the controller's own function (``edgetune.models.OutputScorer``), so
 agent mAP and in-process mAP of the same outputs are the same number.
+
+What a bundle expands to is capped before a byte of it is inflated: at most :func:`default_max_expanded`
+(half this machine's memory, at most 8 GiB) unless the caller passes another cap, and no array may be
+larger than its member of the zip, so a bundle from the network cannot make the process that reads it
+allocate more than that (the agent refuses such bundles at upload: :func:`bundle_problem`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +33,22 @@ from edgetune.data import Dataset, LetterboxMeta, to_input
 from edgetune.errors import DataError
 from edgetune.models import ClassifyHead, DetectHead, OutputScorer, head_from_dict, iter_batches
 
-__all__ = ["BUNDLE_VERSION", "DatasetBundle", "BundleData", "make_bundle", "read_bundle", "evaluate_bundle"]
+__all__ = ["BUNDLE_VERSION", "DatasetBundle", "BundleData", "make_bundle", "read_bundle", "evaluate_bundle",
+           "bundle_problem", "default_max_expanded"]
 
 BUNDLE_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_UNCOMPRESSED = 8 << 30
+
+
+def default_max_expanded() -> int:
+    """The most bytes a bundle may expand to unless told otherwise: half of this machine's memory, at most
+    :data:`MAX_UNCOMPRESSED` (8 GiB; also where the memory size cannot be read)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return MAX_UNCOMPRESSED
+    return min(MAX_UNCOMPRESSED, total // 2) if total > 0 else MAX_UNCOMPRESSED
 
 
 @dataclass(frozen=True)
@@ -110,15 +128,58 @@ def _bad(msg: str) -> DataError:
     return DataError(f"dataset bundle is invalid: {msg}. Rebuild it with edgetune.device_agents.make_bundle.")
 
 
-def read_bundle(src: str | Path | bytes) -> BundleData:
-    """Load and validate a bundle (``allow_pickle=False``); raises DataError naming what is wrong."""
+def _check_expansion(zf: zipfile.ZipFile, max_bytes: int) -> None:
+    """What the arrays of ``zf`` would take in memory, from the zip's directory and each ``.npy`` header
+    (nothing else is inflated): over ``max_bytes`` in all, or an array larger than its member, raises."""
+    infos = zf.infolist()
+    total = sum(i.file_size for i in infos)
+    if total > max_bytes:
+        raise _bad(f"it expands to {total:,} bytes, over the limit of {max_bytes:,} bytes (half this machine's "
+                   "memory by default); send fewer or smaller images")
+    for info in infos:
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{info.filename} is a .npy of version {version}, not 1.0 / 2.0")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+        if dtype.hasobject:
+            raise ValueError(f"{info.filename} holds Python objects (a pickle), not a plain array")
+        if math.prod(shape) * dtype.itemsize > info.file_size:
+            raise _bad(f"array {info.filename} claims shape {shape} of {dtype}, more than the "
+                       f"{info.file_size:,} bytes it holds")
+
+
+def bundle_problem(path: str | Path, *, max_bytes: int | None = None) -> str | None:
+    """Why the file at ``path`` is not a bundle this machine would read (None: it is one), from its zip
+    directory and array headers only: a zip of ``.npy`` arrays with ``spec`` and ``images``, expanding to
+    at most ``max_bytes`` (default :func:`default_max_expanded`). The agent checks uploads with it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            bad = sorted(n for n in names if not n.endswith(".npy"))
+            if bad:
+                return f"a dataset bundle holds only .npy arrays, this one also has {bad[:3]}"
+            missing = {"spec.npy", "images.npy"} - names
+            if missing:
+                return f"the dataset bundle lacks {sorted(missing)}"
+            _check_expansion(zf, max_bytes or default_max_expanded())
+    except DataError as exc:
+        return str(exc)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        return f"it is not a dataset bundle (.npz of plain arrays: {exc}); build one with edgetune.device_agents.make_bundle"
+    return None
+
+
+def read_bundle(src: str | Path | bytes, *, max_bytes: int | None = None) -> BundleData:
+    """Load and validate a bundle (``allow_pickle=False``); raises DataError naming what is wrong. Its
+    arrays may take at most ``max_bytes`` (default :func:`default_max_expanded`), checked before loading."""
     fobj = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else open(src, "rb")  # noqa: SIM115
     with fobj:
         try:
             with zipfile.ZipFile(fobj) as zf:
-                total = sum(i.file_size for i in zf.infolist())
-            if total > MAX_UNCOMPRESSED:
-                raise _bad(f"it expands to {total} bytes (limit {MAX_UNCOMPRESSED})")
+                _check_expansion(zf, max_bytes or default_max_expanded())
             fobj.seek(0)
             with np.load(fobj, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -45,26 +46,39 @@ def last_cpu() -> int:
 
 
 def start_agent(workdir: Path, *, token: str | None = None, args: tuple[str, ...] = (), env: dict | None = None,
-                host_lock: Path | None = None, python: str | None = None) -> AgentProcess:
-    """``python -m edgetune.device_agents serve`` on a free 127.0.0.1 port; waits for its ready file."""
+                host_lock: Path | None = None, python: str | None = None, prelude: str | None = None,
+                max_open_files: int | None = None) -> AgentProcess:
+    """``python -m edgetune.device_agents serve`` on a free 127.0.0.1 port; waits for its ready file.
+    ``prelude``: Python code run in the agent's interpreter before the command (to patch something);
+    ``max_open_files``: the agent's RLIMIT_NOFILE (soft and hard)."""
     workdir.mkdir(parents=True, exist_ok=True)
     token = token or secrets.token_urlsafe(16)
     (workdir / "token").write_text(token)
     ready = workdir / "ready.json"
     ready.unlink(missing_ok=True)
     cpus = (last_cpu(),)
-    cmd = [python or sys.executable, "-m", "edgetune.device_agents", "serve", "--port", "0", "--token-file", str(workdir / "token"),
+    launcher = ["-m", "edgetune.device_agents"] if prelude is None else \
+        ["-c", prelude + "\nfrom edgetune.device_agents.__main__ import main\nmain()"]
+    cmd = [python or sys.executable, *launcher, "serve", "--port", "0", "--token-file", str(workdir / "token"),
            "--workdir", str(workdir), "--threads", "1", "--cpus", ",".join(map(str, cpus)), "--kind", "local-cpu",
            "--name", workdir.name, "--ready-file", str(ready),
            "--host-lock", str(host_lock or workdir / "host.lock"), *args]
     log = open(workdir / "agent.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    limit = None
+    if max_open_files is not None:
+        import resource
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
     log.close()
     deadline = time.monotonic() + 60
     while not ready.is_file():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("agent did not start: " + (workdir / "agent.log").read_text()[-2000:])
+            proc.wait()
+            raise RuntimeError(f"agent did not start (exit {proc.returncode}): "
+                               + (workdir / "agent.log").read_text()[-2000:])
         time.sleep(0.05)
     return AgentProcess(json.loads(ready.read_text())["url"], token, proc, workdir, cpus)
 
@@ -77,6 +91,53 @@ def wait_until(condition, *, what: str, timeout: float = 60.0, poll: float = 0.0
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting after {timeout:.0f} s for {what}")
         time.sleep(poll)
+
+
+def send_chunked(url: str, method: str, path: str, *, total: int, headers: dict[str, str] | None = None,
+                 first: bytes = b"", fill: bytes = b"x") -> tuple[int, int | None, str]:
+    """Send a chunked body of ``total`` bytes (``first``, then ``fill`` repeated) on a raw socket, reading
+    as it goes; returns (body bytes sent before the agent answered or closed, the status it answered,
+    the response's head)."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode())
+
+    def frame(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    chunk = fill * (65536 // len(fill))
+    sent, head = 0, b""
+    s.setblocking(False)
+    try:
+        pending = frame(first) if first else b""
+        sent = len(first)
+        while sent < total or pending:
+            try:
+                if data := s.recv(65536):
+                    head = data
+                break  # an answer, or closed
+            except BlockingIOError:
+                pass
+            if not pending:
+                pending = frame(chunk)
+                sent += len(chunk)
+            try:
+                pending = pending[s.send(pending):]
+            except BlockingIOError:
+                time.sleep(0.005)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        if not head:
+            s.setblocking(True)
+            head = s.recv(65536)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        s.close()
+    text = head.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    status = int(text.split(" ", 2)[1]) if text.startswith("HTTP/") else None
+    return sent, status, text
 
 
 def one_conv_onnx(path: Path) -> Path:

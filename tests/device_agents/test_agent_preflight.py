@@ -6,10 +6,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 import pytest
+from agent_helpers import start_agent
 
+from edgetune.device_agents.runtimes.ort import MIN_ONNXRUNTIME
 from edgetune.errors import AuthError
+
+# run in the agent's interpreter before it starts: what `onnxruntime_version()` answers there
+_ORT_SAYS = """
+import edgetune.device_agents.runtimes.ort as ort_runtime
+assert callable(ort_runtime.onnxruntime_version)
+ort_runtime.onnxruntime_version = lambda: {version!r}
+"""
 
 
 def serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -52,3 +63,24 @@ def test_a_wrong_token_is_answered_in_words(agent):
         with pytest.raises(AuthError) as err:
             c.info()
     assert "refused the token" in str(err.value) and "token_env" in str(err.value) and "token_file" in str(err.value)
+
+
+def test_an_onnxruntime_older_than_required_refuses_to_start(tmp_path):
+    with pytest.raises(RuntimeError) as err:
+        start_agent(tmp_path / "agent-old-ort", prelude=_ORT_SAYS.format(version="1.20.1"))
+    text = " ".join(str(err.value).split())
+    assert "(exit 2)" in text and "listening" not in text, text
+    assert f"onnxruntime 1.20.1 is older than {MIN_ONNXRUNTIME}" in text, text
+    assert f'pip install "onnxruntime>={MIN_ONNXRUNTIME}"' in text, text
+    agent = start_agent(tmp_path / "agent-min-ort", prelude=_ORT_SAYS.format(version=MIN_ONNXRUNTIME + ".0"))
+    try:  # the oldest version allowed starts: the refusal above is about the version and nothing else
+        assert httpx.get(agent.url + "/health", timeout=30).status_code == 200
+    finally:
+        agent.stop()
+
+
+def test_the_oldest_onnxruntime_is_the_one_pyproject_requires():
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert f"onnxruntime>={MIN_ONNXRUNTIME}" in [d.replace(" ", "") for d in deps]

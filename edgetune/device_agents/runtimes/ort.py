@@ -1,8 +1,13 @@
 """onnxruntime: the CPU execution provider by default; CUDA / TensorRT / other EPs when requested and
-present. The providers a session really uses are checked: ORT silently drops an EP it cannot start."""
+present. The providers a session really uses are checked: ORT silently drops an EP it cannot start.
+
+An onnxruntime older than :data:`MIN_ONNXRUNTIME` (``pyproject.toml``'s requirement) makes the runtime
+unusable, so an agent offering it refuses to start: older releases follow external-data paths out of
+the model's folder. The upload check refuses external data anyway; this is the second wall."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +19,27 @@ from edgetune.device_agents.protocol import RuntimeInfo
 from edgetune.device_agents.runtimes._base import ModelSession, Runtime, register_runtime
 from edgetune.errors import MeasurementFailed
 
-__all__ = ["OrtRuntime", "OrtSession", "session_options"]
+__all__ = ["OrtRuntime", "OrtSession", "session_options", "MIN_ONNXRUNTIME", "onnxruntime_version"]
+
+MIN_ONNXRUNTIME = "1.24"  # as pyproject.toml requires (tests/device_agents/test_agent_hostile.py checks they agree)
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
              "tensor(int8)": np.int8, "tensor(double)": np.float64}
+
+
+def onnxruntime_version() -> str:
+    """The installed onnxruntime's version string (raises ImportError when it is not importable)."""
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _older_than_required(version: str) -> bool:
+    def release(v: str) -> tuple[int, ...]:
+        m = re.match(r"(\d+)\.(\d+)", v)
+        return (int(m[1]), int(m[2])) if m else (0, 0)
+
+    return release(version) < release(MIN_ONNXRUNTIME)
 
 
 def session_options(ort, *, threads: int):
@@ -53,9 +75,15 @@ class OrtRuntime(Runtime):
     def info(self) -> RuntimeInfo:
         try:
             import onnxruntime as ort
+
+            version = onnxruntime_version()
         except ImportError as exc:
             return RuntimeInfo(name="ort", error=f'onnxruntime is not importable ({exc}): pip install "edgetune[agent]"')
-        return RuntimeInfo(name="ort", version=ort.__version__, available_providers=list(ort.get_available_providers()))
+        if _older_than_required(version):
+            return RuntimeInfo(name="ort", version=version, error=(
+                f"onnxruntime {version} is older than {MIN_ONNXRUNTIME}, the oldest this agent runs (older releases "
+                f'follow external-data paths out of the model\'s folder); upgrade it: pip install "onnxruntime>={MIN_ONNXRUNTIME}"'))
+        return RuntimeInfo(name="ort", version=version, available_providers=list(ort.get_available_providers()))
 
     def default_providers(self) -> list[str]:
         return ["CPUExecutionProvider"]

@@ -7,8 +7,8 @@ Routers: ``routes_info`` (health, fingerprint, queue), ``routes_store`` (content
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from edgetune import __version__
 from edgetune.device_agents._onnx_check import check_upload
+from edgetune.device_agents.bundle import bundle_problem
 from edgetune.device_agents.probes import detected_kind, fingerprint
 from edgetune.device_agents.protocol import (
     PROTOCOL_HEADER,
@@ -29,7 +30,7 @@ from edgetune.device_agents.server import routes_deploy, routes_info, routes_mea
 from edgetune.device_agents.server._auth import AUTH_MESSAGE
 from edgetune.device_agents.server._config import AgentConfig
 from edgetune.device_agents.server._deployments import DeploymentStore
-from edgetune.device_agents.server._errors import error_response, install_error_handlers
+from edgetune.device_agents.server._errors import BodyError, error_response, install_error_handlers
 from edgetune.device_agents.server._jobs import MeasureScheduler
 from edgetune.device_agents.server._store import ContentStore
 from edgetune.errors import ProtocolMismatch
@@ -45,26 +46,12 @@ def check_artifact(path: Path) -> str | None:
 
 
 def check_dataset(path: Path) -> str | None:
-    """A dataset bundle must be a zip of ``.npy`` arrays with ``spec.npy`` and ``images.npy``."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-    except zipfile.BadZipFile:
-        return "it is not a dataset bundle (.npz); build one with edgetune.device_agents.make_bundle"
-    bad = sorted(n for n in names if not n.endswith(".npy"))
-    if bad:
-        return f"a dataset bundle holds only .npy arrays, this one also has {bad[:3]}"
-    missing = {"spec.npy", "images.npy"} - names
-    if missing:
-        return f"the dataset bundle lacks {sorted(missing)}"
-    return None
+    """A dataset bundle must be a zip of ``.npy`` arrays with ``spec.npy`` and ``images.npy`` that expands
+    to at most half this machine's memory (read from its zip directory and array headers only)."""
+    return bundle_problem(path)
 
 
 PUBLIC_PATHS = frozenset({"/health"})  # everything else, unknown paths included, needs the token
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _GateMiddleware:
@@ -75,13 +62,26 @@ class _GateMiddleware:
        401 and its body is never read, chunked or not, so an unauthenticated client cannot make the agent
        buffer anything;
     3. the body size, counted while it streams (``Content-Length`` is not trusted): JSON requests are capped
-       at ``max_request_bytes``, an image sent to ``/deployments/{name}/predict`` at ``max_image_bytes``;
-       uploads (``PUT``) are capped by their store while they are written (``--max-artifact-mb`` ...).
-    Every response is stamped with the protocol header."""
+       at ``max_request_bytes``, an image sent to ``/deployments/{name}/predict`` at ``max_image_bytes``, a
+       deployment push at ``max_deploy_bytes`` (413, chunked or not, however a route reads its body);
+       uploads (``PUT /artifacts``, ``/datasets``) by their store while they are written (``--max-artifact-mb``);
+    4. the body's pace: a body of which no byte arrives for ``stall_timeout_s`` gets 408.
+    Every response is stamped with the protocol header. The rest of a body answered early (401, 413) is
+    read and dropped by uvicorn, as HTTP/1.1 wants, until the connection's header deadline (``_http``)."""
 
-    def __init__(self, app, *, token: str, max_request_bytes: int, max_image_bytes: int | None = None):
+    def __init__(self, app, *, token: str, max_request_bytes: int, max_image_bytes: int | None = None,
+                 max_deploy_bytes: int | None = None, stall_timeout_s: float = 60.0):
         self.app, self.token, self.max_request_bytes = app, token.encode(), max_request_bytes
         self.max_image_bytes = max_image_bytes or max_request_bytes
+        self.max_deploy_bytes = max_deploy_bytes or max_request_bytes
+        self.stall_timeout_s = stall_timeout_s
+
+    def _limit(self, method: str, path: str) -> int | None:
+        if method == "PUT" and path.startswith(("/artifacts/", "/datasets/")):
+            return None  # the store counts the upload against --max-artifact-mb / --max-dataset-mb
+        if method == "PUT" and path.startswith("/deployments/"):
+            return self.max_deploy_bytes
+        return self.max_image_bytes if path.endswith("/predict") else self.max_request_bytes
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -100,9 +100,7 @@ class _GateMiddleware:
         if scope["path"] not in PUBLIC_PATHS and not self._authorized(headers):
             return await error_response(401, "AuthError", AUTH_MESSAGE, {"WWW-Authenticate": "Bearer"})(
                 scope, receive, send)
-        limit = None
-        if scope["method"] != "PUT":
-            limit = self.max_image_bytes if scope["path"].endswith("/predict") else self.max_request_bytes
+        limit = self._limit(scope["method"], scope["path"])
         length = headers.get("content-length", "")
         if limit is not None and length.isdigit() and int(length) > limit:
             return await error_response(413, "PayloadTooLarge", f"request body of {length} bytes exceeds the "
@@ -110,14 +108,25 @@ class _GateMiddleware:
         stamp = (PROTOCOL_HEADER.lower().encode(), PROTOCOL_VERSION.encode())
         started = False
         seen = 0
+        body_done = False
 
         async def capped_receive():
-            nonlocal seen
-            message = await receive()
-            if limit is not None and message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
+            nonlocal seen, body_done
+            if body_done:  # later calls wait for a disconnect, as long as they like
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_timeout_s)
+            except asyncio.TimeoutError:
+                raise BodyError(408, "RequestTimeout", f"no byte of the request body arrived for "
+                                f"{self.stall_timeout_s:.0f} s (after {seen} bytes); send it again.") from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            seen += len(message.get("body", b""))
+            body_done = not message.get("more_body", False)
+            if limit is not None and seen > limit:
+                raise BodyError(413, "PayloadTooLarge", f"request body exceeds the {limit}-byte limit for "
+                                f"{scope['path']} (counted as it streamed).")
             return message
 
         async def send_stamped(message):
@@ -131,11 +140,11 @@ class _GateMiddleware:
 
         try:
             await self.app(scope, capped_receive, send_stamped)
-        except _TooLarge:
+        except BodyError as exc:  # raised where no exception handler saw it
             if started:
                 raise
-            await error_response(413, "PayloadTooLarge", f"request body exceeds the {limit}-byte limit for "
-                                 f"{scope['path']} (counted as it streamed).")(scope, receive, send_stamped)
+            await error_response(exc.status_code, exc.type, exc.detail, dict(exc.headers or {}))(
+                scope, receive, send_stamped)
 
 
 @dataclass
@@ -177,7 +186,8 @@ def create_app(config: AgentConfig) -> FastAPI:
     install_error_handlers(app)
 
     app.add_middleware(_GateMiddleware, token=config.token, max_request_bytes=config.max_request_bytes,
-                       max_image_bytes=config.max_image_bytes)
+                       max_image_bytes=config.max_image_bytes, stall_timeout_s=config.stall_timeout_s,
+                       max_deploy_bytes=config.max_artifact_bytes + 2 * routes_deploy.MAX_MANIFEST_BYTES)
     app.include_router(routes_info.public)
     app.include_router(routes_info.router)
     app.include_router(routes_store.router)

@@ -25,7 +25,8 @@ class AgentConfig:
     ``kind`` overrides the detected device kind (local agents say ``local-cpu``); ``host_lock`` is the
     lock file shared by the agents of one host (None: no cross-agent lock). ``runtime`` is the default
     runtime (requests that name none get it); ``runtimes`` the others the agent also offers (a request may
-    name any of :attr:`offered_runtimes`)."""
+    name any of :attr:`offered_runtimes`). ``header_timeout_s``, ``stall_timeout_s`` and ``max_connections``
+    bound what slow or half-open clients can hold (``server._http``; None: from the open-file limit)."""
 
     token: str
     workdir: Path
@@ -45,6 +46,9 @@ class AgentConfig:
     max_memory_bytes: int | None = None
     host_lock: Path | None = field(default_factory=default_host_lock)
     keep_jobs: bool = False
+    header_timeout_s: float = 10.0  # request line + headers must arrive within this
+    stall_timeout_s: float = 60.0  # a request body, or a response the client reads, may pause this long
+    max_connections: int | None = None
 
     @property
     def offered_runtimes(self) -> tuple[str, ...]:
@@ -61,3 +65,9 @@ class AgentConfig:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}.")
         if self.queue_size < 0:
             raise ConfigError(f"--queue must be >= 0, got {self.queue_size}.")
+        for flag, value in (("--header-timeout", self.header_timeout_s), ("--stall-timeout", self.stall_timeout_s)):
+            if not value > 0:
+                raise ConfigError(f"{flag} must be > 0 seconds, got {value}.")
+        if self.max_connections is not None and self.max_connections < 4:
+            raise ConfigError(f"--max-connections must be >= 4 (a controller keeps a few open), got "
+                              f"{self.max_connections}.")

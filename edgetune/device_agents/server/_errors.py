@@ -9,6 +9,7 @@ from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from edgetune._logging import get_logger
 from edgetune.device_agents.deploy_protocol import DEPLOYMENT_NAME_PATTERN
@@ -21,7 +22,8 @@ from edgetune.device_agents.protocol import (
 )
 from edgetune.errors import AuthError, EdgetuneError, MeasurementFailed, ProtocolMismatch
 
-__all__ = ["ApiError", "install_error_handlers", "error_response", "ERROR_RESPONSES", "ShaPath", "NamePath"]
+__all__ = ["ApiError", "BodyError", "install_error_handlers", "error_response", "ERROR_RESPONSES", "ShaPath",
+           "NamePath"]
 
 log = get_logger(__name__)
 
@@ -37,6 +39,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
                                              "does not match (HashMismatch), another protocol major (ProtocolMismatch)"},
     401: {"model": ErrorBody, "description": "missing or wrong bearer token (AuthError); the body is never read"},
     404: {"model": ErrorBody, "description": "no such artifact, dataset or deployment"},
+    408: {"model": ErrorBody, "description": "the request body stopped arriving (RequestTimeout); connection closed"},
     413: {"model": ErrorBody, "description": "body over this agent's limit (counted while it streams)"},
     415: {"model": ErrorBody, "description": "upload refused: not a self-contained ONNX model (nothing stored)"},
     422: {"model": ErrorBody, "description": "the runtime could not load or run the model (MeasurementFailed)"},
@@ -50,6 +53,16 @@ class ApiError(Exception):
     def __init__(self, status: int, type_: str, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.type, self.message, self.headers = status, type_, message, headers or {}
+
+
+class BodyError(StarletteHTTPException):
+    """A request body the agent stops reading: over its limit (413 PayloadTooLarge) or stalled (408
+    RequestTimeout, which closes the connection). An HTTPException, so FastAPI's body parsing passes it
+    on instead of answering 400."""
+
+    def __init__(self, status: int, type_: str, message: str):
+        super().__init__(status, detail=message, headers={"Connection": "close"} if status == 408 else None)
+        self.type = type_
 
 
 def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -77,7 +90,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "HTTPError", str(exc.detail), dict(exc.headers or {}))
+        return error_response(exc.status_code, getattr(exc, "type", "HTTPError"), str(exc.detail),
+                              dict(exc.headers or {}))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:  # nobody reads the answer
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning("%s closed the connection during %s %s before its body was complete; nothing was stored",
+                    client, request.method, request.url.path)
+        return error_response(400, "ClientDisconnect", "the client closed the connection mid-request.")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

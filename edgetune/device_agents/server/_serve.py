@@ -1,5 +1,6 @@
 """Run an agent with uvicorn on a socket bound before startup (so ``--port 0`` picks a free port and the
-``--ready-file`` tells the launcher which). TLS through uvicorn's certificate options."""
+``--ready-file`` tells the launcher which). TLS through uvicorn's certificate options. Connections are
+uvicorn's h11 protocol with header and write deadlines and a connection cap (``_http``); websockets off."""
 
 from __future__ import annotations
 
@@ -93,6 +94,16 @@ def serve(config: AgentConfig, *, host: str = "127.0.0.1", port: int = 8765, ssl
             log.warning("edgetune agent '%s' (%s, runtime %s) listening on %s", config.name,
                         app.state.agent.kind, ",".join(config.offered_runtimes), url)
 
+    from edgetune.device_agents.server._http import (
+        ACCEPT_BACKLOG,
+        MAX_HEADER_BYTES,
+        default_max_connections,
+        guarded_h11,
+    )
+
+    http = guarded_h11(header_timeout_s=config.header_timeout_s, stall_timeout_s=config.stall_timeout_s,
+                       max_connections=config.max_connections or default_max_connections())
     uv = uvicorn.Config(app, log_level="warning", access_log=False, ssl_certfile=ssl_certfile,
-                        ssl_keyfile=ssl_keyfile, timeout_keep_alive=30, lifespan="off")
+                        ssl_keyfile=ssl_keyfile, timeout_keep_alive=30, lifespan="off", http=http, ws="none",
+                        h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=ACCEPT_BACKLOG)
     _Server(uv).run(sockets=[sock])
