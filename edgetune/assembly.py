@@ -60,7 +60,8 @@ def assemble(cfg, *, kinds: list[str] | None = None, train: bool | None = None,
     from edgetune.models import load_model
     from edgetune.spaces import build_space
 
-    restrict = cfg.space.sparsity.max_drop is not None and cfg.space.sparsity.prunes_channels
+    restrict = cfg.space.sparsity.max_drop is not None and (cfg.space.sparsity.prunes_channels
+                                                             or cfg.space.scales is not None)
     if restrict and val_images is not None:
         val_images = max(val_images, cfg.space.sparsity.sensitivity_images)
     data = cfg.data if val_images is None else cfg.data.model_copy(

@@ -57,6 +57,8 @@ def artifact_key(*, source_hash: str, input_size: int, precision: dict, config: 
              "precision": dict(sorted(precision.items())), "sparsity": config.canonical()["sparsity"]}
     if config.channel_prunes:
         ident.update(importance=importance or config.importance, round_to=config.round_to)
+    if config.scales is not None:  # absent otherwise: every older key stays the same
+        ident.update(scales=list(config.scales))
     if "int8" in precision.values():
         ident.update(quant=config.quant.identity(), calib=calib_hash)
     if recovery is not None or train_id is not None:
@@ -436,13 +438,18 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
             student = copy.deepcopy(module).eval()
             pruned = _prune_and_recover(student, module, config, importance, size, train, rec_spec, timings,
                                         model.adapter, space=space, workdir=workdir, source_hash=model.source_hash)
-            (_pruned_dir(workdir, pkey) / "export.onnx").unlink(missing_ok=True)  # it was made from other weights
+            for old in _pruned_dir(workdir, pkey).glob("export*.onnx"):  # made from other weights
+                old.unlink(missing_ok=True)
             _store_pruned(workdir, pkey, student, pruned)
         pruned = {k: v for k, v in pruned.items() if k != "kept"}
+    export_name = "export.onnx"
+    if config.scales is not None:
+        names, precision = _keep_scales(student, config.scales, precision)
+        export_name = f"export-s{'_'.join(map(str, config.scales))}.onnx"
     tmp = workdir / ".work" / key
     shutil.rmtree(tmp, ignore_errors=True)
     final, params, nonzero, diff = _build_onnx(student, names, precision, config, calib_arr, tmp, size, timings,
-                                               export_cache=_pruned_dir(workdir, pkey) / "export.onnx"
+                                               export_cache=_pruned_dir(workdir, pkey) / export_name
                                                if use_cache else None)
     macs, _ = measure_macs(student, size)
     layer_params = {n: int(m.weight.numel()) for n, m in layer_modules(student).items()}
@@ -457,6 +464,23 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("compressed %s -> %s (%d bytes, %.1fs)", model.name, art.onnx_path, len(data), timings["total"])
     return art
+
+
+def _keep_scales(student, scales, precision: dict) -> tuple[list[str], dict]:
+    """Remove the detector's output scales not in ``scales`` (``config.scales``) from ``student`` in place;
+    returns the layers left and their precisions."""
+    from edgetune.models import keep_output_scales
+    from edgetune.spaces import layer_modules
+
+    try:
+        removed = keep_output_scales(student, scales)
+    except ValueError as exc:
+        raise CompressionError(f"`scales` {list(scales)}: {exc}. Only Ultralytics detectors (YOLOv8 / YOLO11 / "
+                               "YOLO26) can drop output scales; leave `scales` unset for other models.") from exc
+    if removed:
+        log.info("output scales %s kept: removed %s", list(scales), ", ".join(removed))
+    names = list(layer_modules(student))
+    return names, {n: precision[n] for n in names}
 
 
 def _onnx_parity(reference: Path, candidate: Path, size: int) -> float:

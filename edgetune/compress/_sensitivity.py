@@ -35,14 +35,16 @@ log = get_logger(__name__)
 
 __all__ = ["Cut", "Sensitivity", "measure_sensitivity", "restrict_space", "SENSITIVITY_VERSION"]
 
-SENSITIVITY_VERSION = 2  # bump when the same inputs measure differently
+SENSITIVITY_VERSION = 3  # bump when the same inputs measure differently
 BN_BATCHES, BN_BATCH = 8, 16  # BatchNorm re-estimation after each cut (as compress does after a cut)
 
 
 @dataclass(frozen=True)
 class Cut:
     """One dimension cut at one ratio: its channels before / after, the share of the model's MACs it
-    removes, the validation metric after BatchNorm re-estimation and its drop from the uncut model."""
+    removes, the validation metric after BatchNorm re-estimation and its drop from the uncut model. For the
+    ``scales`` dimension (a detector's output scales kept), ``choice`` is the strides kept and ``channels`` /
+    ``kept`` count output scales."""
 
     dimension: str
     ratio: float
@@ -51,6 +53,7 @@ class Cut:
     macs_removed: float
     metric: float
     drop: float
+    choice: str = ""  # the dimension's choice (``channel:0.25``; ``8`` for the output scales kept)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ def _label(ratio: float) -> str:
 def _key(model, space, val, train, images: int, importance: str) -> str:
     dims = [(d.name, list(d.members), [c for c in d.choices if c.startswith("channel:")])
             for d in space.dimensions if d.kind == "sparsity"]
+    dims += [(d.name, [], list(d.choices)) for d in space.dimensions if d.kind == "scales"]
     ident = {"v": SENSITIVITY_VERSION, "source": model.source_hash, "size": model.input_size, "dims": dims,
              "round_to": space.round_to, "importance": importance, "images": images,
              "val": [r.id for r in val.records[:images]], "train": None if train is None else len(train)}
@@ -148,18 +152,22 @@ def measure_sensitivity(model, space, *, train, val, images: int = 100, workdir:
     dims = [(d, _channel_ratios(d.choices)) for d in space.dimensions if d.kind == "sparsity"]
     dims = [(d, rs) for d, rs in dims if rs]
     ratios = sorted({r for _, rs in dims for r in rs})
-    scorer = copy.deepcopy(model.module)
-    dg = dependency_graph(scorer, size)
     arrays = adapter.prepare(train, size=size, limit=max(TAYLOR_BATCHES * TAYLOR_BATCH, BN_BATCHES * BN_BATCH))
-    if needs_gradients(importance):
-        rng = np.random.default_rng(0)
-        accumulate_gradients(scorer, (adapter.sample(arrays, rng, TAYLOR_BATCH, None) for _ in range(TAYLOR_BATCHES)),
-                             lambda m, *batch: adapter.loss(adapter.forward(m, batch[0]), batch))
-    imp = make_importance(importance)
-    members = sorted({m for d, _ in dims for m in d.members if m in groups})
-    drops = {r: channel_drops(scorer, dg, PrunePlan(channels={m: kept_channels(groups[m].channels, r, space.round_to)
-                                                              for m in members}), imp) for r in ratios}
-    del scorer, dg
+    drops: dict = {}
+    if dims:  # the channels each ratio removes, scored once on the uncut model
+        scorer = copy.deepcopy(model.module)
+        dg = dependency_graph(scorer, size)
+        if needs_gradients(importance):
+            rng = np.random.default_rng(0)
+            accumulate_gradients(scorer, (adapter.sample(arrays, rng, TAYLOR_BATCH, None)
+                                          for _ in range(TAYLOR_BATCHES)),
+                                 lambda m, *batch: adapter.loss(adapter.forward(m, batch[0]), batch))
+        imp = make_importance(importance)
+        members = sorted({m for d, _ in dims for m in d.members if m in groups})
+        drops = {r: channel_drops(scorer, dg, PrunePlan(channels={m: kept_channels(groups[m].channels, r,
+                                                                                   space.round_to)
+                                                                  for m in members}), imp) for r in ratios}
+        del scorer, dg
     base_macs = sum(measure_macs(model.module, size)[0].values())
 
     def recalibrated(module):
@@ -169,7 +177,8 @@ def measure_sensitivity(model, space, *, train, val, images: int = 100, workdir:
 
     uncut = score(copy.deepcopy(model.module))
     baseline = score(recalibrated(copy.deepcopy(model.module)))
-    total = sum(len(rs) for _, rs in dims)
+    scale_dims = [d for d in space.dimensions if d.kind == "scales"]
+    total = sum(len(rs) for _, rs in dims) + sum(len(d.choices) - 1 for d in scale_dims)
     cuts: list[Cut] = []
     for d, rs in dims:
         for r in rs:
@@ -181,7 +190,21 @@ def measure_sensitivity(model, space, *, train, val, images: int = 100, workdir:
             macs = sum(measure_macs(student, size)[0].values())
             metric = score(student)
             c = Cut(d.name, r, sum(v[0] for v in changed.values()), sum(v[1] for v in changed.values()),
-                    round(1 - macs / base_macs, 4), round(metric, 4), round(baseline - metric, 4))
+                    round(1 - macs / base_macs, 4), round(metric, 4), round(baseline - metric, 4), _label(r))
+            cuts.append(c)
+            if on_cut is not None:
+                on_cut(len(cuts), total, c)
+            del student
+    for d in scale_dims:
+        for label in d.choices[1:]:
+            from edgetune.models import keep_output_scales
+
+            student = recalibrated(copy.deepcopy(model.module))
+            keep_output_scales(student, space.scales_of(label))
+            macs = sum(measure_macs(student, size)[0].values())
+            metric = score(student)
+            c = Cut(d.name, 0.0, len(d.choices[0].split("+")), len(label.split("+")), round(1 - macs / base_macs, 4),
+                    round(metric, 4), round(baseline - metric, 4), label)
             cuts.append(c)
             if on_cut is not None:
                 on_cut(len(cuts), total, c)
@@ -205,7 +228,18 @@ def restrict_space(space, sens: Sensitivity, max_drop: float):
     choices = dict(space.sparsity_choices)
     pins = dict(space.sparsity_pins)
     notes = list(space.notes)
+    scales = space.scale_choices
     for d in space.dimensions:
+        if d.kind == "scales":
+            bad = {c.choice: c.drop for c in sens.cuts if c.dimension == d.name and c.drop > max_drop}
+            scales = tuple(c for c in d.choices if c not in bad)
+            if bad:
+                notes.append(f"{d.name}: output strides {', '.join(bad)} alone removed (sensitivity: keeping "
+                             f"{min(bad, key=bad.get)} only costs {min(bad.values()):.3f} {sens.metric_name} > max_drop "
+                             f"{max_drop:g})")
+            if len(scales) > 1:
+                dims.append(Dimension(d.name, d.kind, scales, d.members))
+            continue
         if d.kind != "sparsity":
             dims.append(d)
             continue
@@ -226,4 +260,4 @@ def restrict_space(space, sens: Sensitivity, max_drop: float):
     for n in notes[len(space.notes):]:
         log.info("space: %s", n)
     return dataclasses.replace(space, sparsity_choices=choices, sparsity_pins=pins, dimensions=tuple(dims),
-                               notes=tuple(notes))
+                               notes=tuple(notes), scale_choices=scales if len(scales) > 1 else ())

@@ -2,7 +2,10 @@
 
 - Connection errors (the agent is not reachable yet) are retried with exponential backoff; a request
   that reached the agent is retried only when it is idempotent (GET, HEAD, content-addressed PUT), never
-  ``POST /measure``. When the agent dies mid-request or does not answer in time: AgentUnavailable.
+  ``POST /measure``. When the agent dies mid-request or does not answer in time: AgentUnavailable, whose
+  ``reached`` says whether the request got to the agent (True: cut mid-request, e.g. by a restart) and
+  ``timed_out`` whether it ran past its timeout (the sweep waits out an outage and measures a cut
+  request again, see ``edgetune.search.runner``).
 - Error bodies map back to exceptions: 401 -> AuthError, protocol major mismatch -> ProtocolMismatch,
   a failed measurement -> MeasurementFailed (with the runtime's text), anything else -> AgentError
   (with ``status_code`` and ``error_type`` attributes).
@@ -123,9 +126,12 @@ class AgentClient:
                 last = exc
             except _LOST as exc:
                 if not idempotent:
-                    raise AgentUnavailable(f"agent {self.name} ({self.url}) did not answer {method} {path}: "
+                    err = AgentUnavailable(f"agent {self.name} ({self.url}) did not answer {method} {path}: "
                                            f"{type(exc).__name__}: {exc or 'connection lost'}. The agent may have "
-                                           "died or restarted; check it with `edgetune devices`.") from exc
+                                           "died or restarted; check it with `edgetune devices`.")
+                    err.reached = True  # type: ignore[attr-defined]
+                    err.timed_out = isinstance(exc, httpx.TimeoutException)  # type: ignore[attr-defined]
+                    raise err from exc
                 last = exc
             finally:
                 for obj in (body, *(v[1] for v in (parts or {}).values() if isinstance(v, tuple))):
@@ -135,9 +141,11 @@ class AgentClient:
                 time.sleep(delay)
                 delay *= 2
         else:
-            raise AgentUnavailable(f"agent {self.name} ({self.url}) is unreachable after {self.retries + 1} attempts: "
+            err = AgentUnavailable(f"agent {self.name} ({self.url}) is unreachable after {self.retries + 1} attempts: "
                                    f"{type(last).__name__}: {last}. Is `edgetune agent serve` running there, and "
-                                   "is the url right?") from last
+                                   "is the url right?")
+            err.reached, err.timed_out = False, False  # type: ignore[attr-defined]
+            raise err from last
         check_protocol(resp.headers.get(PROTOCOL_HEADER), where=f"the agent at {self.url}")
         if resp.status_code >= 400:
             raise self._error(resp)

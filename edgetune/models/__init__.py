@@ -14,6 +14,7 @@ from edgetune.models._registry import (
     register_source,
     source_class,
 )
+from edgetune.models.ultralytics_yolo import keep_output_scales, output_strides
 from edgetune.models.heads import ClassifyHead, DetectHead, decode_detections, head_from_dict, nms, topk
 from edgetune.models.tasks import (
     ClassifyAdapter,
@@ -32,5 +33,5 @@ __all__ = [
     "ClassifyHead", "DetectHead", "decode_detections", "head_from_dict", "nms", "topk",
     "evaluate", "iter_batches", "score_outputs", "OutputScorer", "probe_forward",
     "TaskAdapter", "DetectAdapter", "ClassifyAdapter", "ModelEMA", "adapter_for", "detection_arrays",
-    "sample_detection_batch", "float_outputs", "native_bf16",
+    "sample_detection_batch", "float_outputs", "native_bf16", "keep_output_scales", "output_strides",
 ]

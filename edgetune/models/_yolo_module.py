@@ -48,3 +48,63 @@ class YoloDetector(nn.Module):
         if isinstance(out, dict):  # training mode: {"boxes", "scores", "feats"}
             return self.model.model[-1]._inference(out)
         return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class _Skipped(nn.Module):
+    """A block whose output no kept detection scale reads: passes its input through, computes nothing."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.f, self.i, self.type, self.np = -1, block.i, f"skipped {getattr(block, 'type', '')}", 0
+
+    def forward(self, x):
+        return x
+
+
+def output_strides(module) -> tuple[int, ...] | None:
+    """The strides of a wrapped Ultralytics detector's output scales (``(8, 16, 32)`` for YOLO11n), or None
+    for any other module."""
+    det = getattr(module, "model", None)
+    head = det.model[-1] if isinstance(det, nn.Module) and hasattr(det, "model") else None
+    if not isinstance(module, YoloDetector) or head is None or not hasattr(head, "stride") or not hasattr(head, "nl"):
+        return None
+    return tuple(int(s) for s in head.stride.tolist())
+
+
+def keep_output_scales(module, strides) -> list[str]:
+    """Remove the output scales of a wrapped Ultralytics detector whose stride is not in ``strides``, in place:
+    their head branches (box and class convs, both branches of an end-to-end head) and every block that only
+    they read (the neck path that feeds them) go, so they cost nothing at inference. The kept scales' outputs
+    are unchanged: the output has fewer anchors, in the same order. Returns the removed blocks' names."""
+    import torch
+
+    have = output_strides(module)
+    keep = [k for k, s in enumerate(have or ()) if s in set(strides)]
+    if have is None or not keep:
+        raise ValueError(f"cannot keep output strides {tuple(strides)} of a model with output strides {have}")
+    if len(keep) == len(have):
+        return []
+    det = module.model
+    head = det.model[-1]
+    for name in ("cv2", "cv3", "one2one_cv2", "one2one_cv3"):
+        branch = getattr(head, name, None)
+        if branch is not None:
+            setattr(head, name, nn.ModuleList([branch[k] for k in keep]))
+    head.f = [head.f[k] for k in keep]
+    head.stride = torch.as_tensor([float(have[k]) for k in keep])
+    head.nl = len(keep)
+    head.shape = None  # anchors are remade for the kept scales at the next forward
+    need = {j for j in head.f if j != -1}
+    if -1 in head.f:
+        need.add(head.i - 1)
+    for i in range(head.i - 1, -1, -1):  # walk back: a needed block needs what it reads
+        if i in need:
+            m = det.model[i]
+            for j in [m.f] if isinstance(m.f, int) else m.f:
+                need.add(i - 1 if j == -1 else j)
+    removed = []
+    for i in range(head.i):
+        if i not in need:
+            removed.append(f"model.model.{i}")
+            det.model[i] = _Skipped(det.model[i])
+    return removed

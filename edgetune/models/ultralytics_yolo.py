@@ -31,7 +31,8 @@ from edgetune.models._registry import LoadedModel, ModelSource, register_source
 from edgetune.models.heads import END2END_LAYOUT, DetectHead
 from edgetune.models.tasks import DetectAdapter
 
-__all__ = ["UltralyticsSource", "build_from_yaml", "import_ultralytics", "is_end2end", "loaded_model",
+__all__ = ["UltralyticsSource", "build_from_yaml", "import_ultralytics", "is_end2end", "keep_output_scales",
+           "loaded_model", "output_strides",
            "wrap_detection_model"]
 
 _INSTALL = ('the ultralytics source needs the `yolo` extra: pip install "edgetune[yolo]" torch==<your torch '
@@ -284,3 +285,17 @@ def wrap_detection_model(model):
     from edgetune.models._yolo_module import YoloDetector
 
     return YoloDetector(model)
+
+
+def output_strides(module) -> tuple[int, ...] | None:
+    """The strides of a detector's output scales when it is a wrapped Ultralytics one (else None)."""
+    from edgetune.models._yolo_module import output_strides as strides
+
+    return strides(module)
+
+
+def keep_output_scales(module, strides) -> list[str]:
+    """Keep only the output scales of ``strides`` (see ``_yolo_module.keep_output_scales``)."""
+    from edgetune.models._yolo_module import keep_output_scales as keep
+
+    return keep(module, strides)

@@ -164,14 +164,16 @@ def search_cmd(
     workdir: Path = typer.Option(Path(".edgetune"), help="Artifacts cache and sweep scratch space."),
     local: bool = typer.Option(False, "--local", help="Start a local-cpu agent (pinned to one core) for each "
                                "entry of `devices:` and measure there (the demo; no board needed)."),
+    force_resume: bool = typer.Option(False, "--force-resume", help="Resume the study even though its config "
+                                      "(space, objectives, constraints, model, data) changed since it started."),
 ) -> None:
     """Run (or resume) a sweep: compress candidates, measure them on the devices, log to MLflow."""
     from edgetune.cli import sweep_file
 
-    run_search(sweep_file(config_arg, config), trials=trials, workdir=workdir, local=local)
+    run_search(sweep_file(config_arg, config), trials=trials, workdir=workdir, local=local, force_resume=force_resume)
 
 
-def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool) -> None:
+def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool, force_resume: bool = False) -> None:
     import contextlib
 
     from edgetune.cli import console
@@ -189,10 +191,10 @@ def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool) 
             agents = stack.enter_context(start_local_agents(n, threads=1, runtime=",".join(cfg.space.runtime) or "ort"))
         console.print("local agent(s): " + ", ".join(f"{a.name} {a.url} (cpus {a.cpus})" for a in agents.agents))
     with stack:
-        _search(config, trials=trials, workdir=workdir, agents=agents)
+        _search(config, trials=trials, workdir=workdir, agents=agents, force_resume=force_resume)
 
 
-def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
+def _search(config: Path, *, trials: int | None, workdir: Path, agents, force_resume: bool = False) -> None:
     from rich.markup import escape
     from rich.progress import (
         BarColumn,
@@ -207,7 +209,7 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents) -> None:
     from edgetune.search.wiring import prepare_sweep
 
     with console.status("preparing: config, data, model, search space, devices ..."):
-        sweep, space, cfg = prepare_sweep(config, workdir=workdir, local_agents=agents)
+        sweep, space, cfg = prepare_sweep(config, workdir=workdir, local_agents=agents, force_resume=force_resume)
     total = trials or cfg.search.trials
     console.print(f"sweep {cfg.name}: {len(space.dimensions)} search dimensions "
                   f"(10^{space.size_log10:.1f} points), {total} trials, sampler {cfg.search.sampler}, "

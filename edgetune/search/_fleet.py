@@ -1,27 +1,47 @@
 """The sweep's view of the fleet: health before any work, device kinds and runtimes, the dataset bundles
-(one per input size the space offers) uploaded once per device, and leased measurements (one at a time
-per device) on the runtime each trial names."""
+(one per input size the space offers) uploaded once per device, leased measurements (one at a time
+per device) on the runtime each trial names, and outages: :meth:`SweepFleet.recover` waits (bounded)
+for a device that stopped answering and puts back the bundles a restarted agent lost."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from edgetune._logging import get_logger
-from edgetune.errors import AgentUnavailable, ConfigError
+from edgetune.errors import AgentError, AgentUnavailable, ConfigError
 
 log = get_logger(__name__)
 
-__all__ = ["SweepFleet"]
+__all__ = ["SweepFleet", "bundle_dir"]
+
+
+def bundle_dir(workdir: Path) -> Path:
+    """Where a sweep keeps its validation bundles (under its workdir, which Ray workers share)."""
+    return Path(workdir) / "bundles"
+
+
+OutageListener = Callable[[str, "float | None"], None]  # (device, down since (epoch s) | None: back)
 
 
 class SweepFleet:
-    def __init__(self, specs, *, tokens: dict[str, str] | None = None):
+    """``bundle_dir``: where the validation bundles are kept, so that an agent restarted without them gets
+    them again (a folder the Ray workers share, e.g. the sweep's workdir; None: kept in memory)."""
+
+    def __init__(self, specs, *, tokens: dict[str, str] | None = None, bundle_dir: Path | None = None):
         from edgetune.device_agents.fleet import Fleet
 
         self.specs = list(specs)
         self.fleet = Fleet(self.specs, tokens=tokens)
         self.dataset_hashes: dict[int, str] = {}  # input size -> sha256 of the bundle letterboxed to it
         self.head = None
+        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
+        self._bundles: dict[str, bytes] = {}  # sha256 -> bundle bytes (when there is no bundle_dir)
+        self._down: dict[str, float] = {}  # device -> when it was first seen down (epoch s)
+        self._outage_lock = threading.Lock()
+        self._listeners: list[OutageListener] = []
 
     @classmethod
     def from_specs(cls, specs, **kw) -> SweepFleet:
@@ -66,12 +86,108 @@ class SweepFleet:
 
         for size in dict.fromkeys(int(s) for s in input_sizes):
             bundle = make_bundle(dataset, head, size=size)
+            self._keep(bundle)
             for name in self.fleet.names:
                 self.dataset_hashes[size] = self.fleet.client(name).upload_dataset(bundle)
             log.info("validation bundle %s (%d images at %d px) on %d device(s)", self.dataset_hashes[size][:12],
                      len(dataset), size, len(self.fleet))
         self.head = head
         return dict(self.dataset_hashes)
+
+    def _keep(self, bundle) -> None:
+        if self.bundle_dir is None:
+            self._bundles[bundle.sha256] = bundle.data
+        elif not (path := self.bundle_dir / f"{bundle.sha256}.npz").is_file():
+            self.bundle_dir.mkdir(parents=True, exist_ok=True)
+            bundle.save(path)
+
+    def _bundle(self, sha: str) -> bytes | Path | None:
+        if sha in self._bundles:
+            return self._bundles[sha]
+        path = self.bundle_dir / f"{sha}.npz" if self.bundle_dir is not None else None
+        return path if path is not None and path.is_file() else None
+
+    # -- outages ---------------------------------------------------------------------------------------
+    def watch(self, listener: OutageListener) -> None:
+        """Call ``listener(device, since)`` when a device is found down (``since``: when it was first seen
+        down, epoch seconds) and ``listener(device, None)`` when it answers again."""
+        self._listeners.append(listener)
+
+    def _notify(self, device: str, since: float | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(device, since)
+            except Exception:  # a display problem must not fail a trial
+                log.exception("outage listener failed")
+
+    def _answers(self, device: str) -> bool:
+        try:
+            self.fleet.client(device).health(timeout=5.0)
+        except AgentError as exc:  # down, or a proxy in front of it answering 5xx while it restarts
+            if isinstance(exc, AgentUnavailable) or getattr(exc, "status_code", 0) >= 500:
+                return False
+            raise
+        return True
+
+    def recover(self, device: str, error: Exception, *, wait_s: float, first_delay: float = 1.0,
+                max_delay: float = 30.0) -> float:
+        """After ``error`` (the device did not answer, or lost what was uploaded to it): wait until ``device``
+        answers ``/health`` again, polling with exponential backoff (``first_delay`` doubled up to
+        ``max_delay``), then upload again the validation bundles a restarted agent no longer has. The wait is
+        bounded by ``wait_s`` counted from when the device was first seen down, shared by every trial that
+        needs it (a device given up on fails the next trials at once, until it answers again). Returns the
+        seconds waited; raises AgentUnavailable (the device, since when, the setting to raise) past the bound."""
+        t0 = time.monotonic()
+        while True:
+            self._wait_until_up(device, error, wait_s=wait_s, first_delay=first_delay, max_delay=max_delay)
+            try:
+                self._restore(device)
+            except AgentUnavailable as exc:  # down again while the bundles were checked: wait again
+                error = exc
+                continue
+            return time.monotonic() - t0
+
+    def _wait_until_up(self, device: str, error: Exception, *, wait_s: float, first_delay: float,
+                       max_delay: float) -> None:
+        if not self._answers(device):
+            with self._outage_lock:
+                since = self._down.setdefault(device, time.time())
+            url = self.fleet[device].spec.url
+            log.warning("waiting for device %s (%s), down since %s, for up to %.0f s: %s", device, url,
+                        time.strftime("%H:%M:%S", time.localtime(since)), max(0.0, since + wait_s - time.time()), error)
+            self._notify(device, since)
+            delay = first_delay
+            while True:
+                left = since + wait_s - time.time()
+                if left <= 0:
+                    raise AgentUnavailable(
+                        f"device '{device}' ({url}) has not answered since "
+                        f"{time.strftime('%H:%M:%S', time.localtime(since))} ({time.time() - since:.0f} s; the sweep "
+                        f"waits up to `search.outage_wait_s` = {wait_s:g} s): {error}. Restart its agent (`edgetune agent "
+                        "serve ...`) and rerun the sweep: it resumes and measures the failed trials again.") from error
+                time.sleep(min(delay, left, max_delay))
+                delay *= 2
+                if self._answers(device):
+                    break
+        with self._outage_lock:
+            since = self._down.pop(device, None)
+        if since is not None:
+            log.warning("device %s answers again (down for %.0f s); its trials go on", device, time.time() - since)
+            self._notify(device, None)
+
+    def _restore(self, device: str) -> None:
+        """Upload again each validation bundle the agent lost (an agent restarted on a fresh workdir)."""
+        client = self.fleet.client(device)
+        for size, sha in self.dataset_hashes.items():
+            if client.has_dataset(sha):
+                continue
+            source = self._bundle(sha)
+            if source is None:
+                raise AgentError(f"device '{device}' no longer has the validation bundle {sha[:12]} ({size} px) and "
+                                 "this process keeps no copy of it (it was uploaded by the sweep's driver); rerun the "
+                                 "sweep: it resumes and uploads it again.")
+            log.warning("device %s lost the validation bundle %s (%d px): uploading it again", device, sha[:12], size)
+            client.upload_dataset(source)
 
     def dataset_for(self, artifact) -> str | None:
         """The bundle letterboxed to the artifact's input size (None: none uploaded for it)."""

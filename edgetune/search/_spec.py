@@ -59,6 +59,13 @@ class SearchSpec(Strict):
     latency_runs: int = Field(default=100, ge=5)
     latency_warmup: int = Field(default=10, ge=0)
     measure_timeout_s: float = Field(default=600, gt=0)
+    outage_wait_s: float = Field(
+        default=600, ge=0, description="how long trials wait for a device that stopped answering (polled with "
+        "exponential backoff, counted from when it went down) before they fail; a measurement cut by an agent restart "
+        "is measured again once")
+    retry_failed: bool = Field(
+        default=True, description="on resume, measure each failed trial's point again, once (as a new trial, not "
+        "counted in `trials`)")
     side_by_side_runs: int = Field(
         default=300, ge=0, le=100000, description="when the sweep ends, time fp32 and every front member again, "
         "side by side and interleaved, this many runs each per latency device; speed-ups are reported from those "

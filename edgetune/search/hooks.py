@@ -74,6 +74,15 @@ class LocalHooks(SweepHooks):
     def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
         return self.fleet.measure(device, artifact, runtime=runtime, **self._measure_kwargs())
 
+    def recover_device(self, device: str, error: Exception) -> float:
+        if self.fleet is None:
+            raise error
+        return self.fleet.recover(device, error, wait_s=self.cfg.search.outage_wait_s)
+
+    def watch_devices(self, listener) -> None:
+        if self.fleet is not None:
+            self.fleet.watch(listener)
+
     def compare_latency(self, entries: list[tuple[str, str | None]], device: str) -> dict[tuple, dict]:
         s = self.cfg.search
         return self.fleet.compare(device, entries, runs=s.side_by_side_runs, warmup=s.latency_warmup,

@@ -48,6 +48,13 @@ class MlflowMirror:
                 log.info("logging trial %d to MLflow (finished before the sweep was interrupted)", t.number)
                 self.log_trial(t)
 
+    def adopt(self, trials) -> None:
+        """Take the run ids of finished trials another controller of the study logged (for the front's tags)."""
+        missing = {t.number for t in trials if t.state.is_finished() and t.number not in self.run_ids}
+        if missing:
+            self.run_ids.update({n: r.info.run_id for n, r in self.tracker.child_runs().items()
+                                 if n in missing and r.info.status != "RUNNING"})
+
     def refresh_front(self, trials, *, step: int, baseline: dict[str, float] | None) -> dict:
         """Re-tag ``pareto`` / ``pareto_rank`` where they changed; log hypervolume, feasible count and each
         objective's best feasible value (with the trial it came from) on the parent run. Returns the metrics."""

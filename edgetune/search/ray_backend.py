@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from edgetune._imports import require
 from edgetune._logging import get_logger
+from edgetune.search._fleet import bundle_dir
 from edgetune.search.backends import Backend, OnResult, Plans, register_backend
 from edgetune.search.records import TrialRecord
 from edgetune.search.runner import RemoteContext, SweepHooks, TrialPlan, TrialResult, run_one
@@ -59,18 +60,34 @@ class _WorkerHooks(SweepHooks):
         return self.local.compress(plan)
 
     def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
-        import ray
-
         from edgetune.device_agents import Measurement
 
-        return Measurement.model_validate(ray.get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent),
-                                                                                  runtime)))
+        return Measurement.model_validate(_get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent),
+                                                                               runtime)))
+
+    def recover_device(self, device: str, error: Exception) -> float:
+        """Through the fleet actor, which keeps when each device went down for every worker."""
+        return _get(self.fleet_actor.recover.remote(device, error))
 
     def artifact_dir(self, artifact_hash: str) -> Path | None:
         return self.local.artifact_dir(artifact_hash)
 
     def remote(self) -> RemoteContext:
         return self.ctx
+
+
+def _get(ref):
+    """``ray.get``, raising an edgetune error of the actor as itself (its attributes, such as
+    ``AgentUnavailable.reached``, decide whether the runner waits or measures again)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def _worker_hooks(ctx: RemoteContext):
@@ -105,15 +122,22 @@ class _FleetActor:
         from edgetune.device_agents import DeviceSpec
         from edgetune.search._fleet import SweepFleet
 
-        self.fleet = SweepFleet([DeviceSpec.model_validate(d) for d in ctx.device_specs], tokens=ctx.tokens)
+        self.fleet = SweepFleet([DeviceSpec.model_validate(d) for d in ctx.device_specs], tokens=ctx.tokens,
+                                bundle_dir=bundle_dir(ctx.workdir))
         self.fleet.dataset_hashes = dict(ctx.dataset_hashes)
         self.kwargs = ctx.measure_kwargs
+        self.outage_wait_s = ctx.cfg.search.outage_wait_s
 
     def measure(self, device: str, artifact_dir: str, runtime: str | None = None) -> dict:
         from edgetune.compress import Artifact
 
         m = self.fleet.measure(device, Artifact.load(artifact_dir), runtime=runtime, **self.kwargs)
         return m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
+
+    def recover(self, device: str, error: Exception) -> float:
+        """Wait for ``device`` (see ``SweepFleet.recover``); the actor runs one call at a time, so every
+        trial waits while one does."""
+        return self.fleet.recover(device, error, wait_s=self.outage_wait_s)
 
 
 @register_backend("ray")

@@ -33,7 +33,9 @@ class TrialRecord(BaseModel):
 
     ``values``: every metric, ``metric`` or ``metric@device``; ``constraints``: each constraint's text ->
     its violation (<= 0 is met); ``fingerprints``: device -> what it ran on (cpu, runtime, threads, the
-    latency CI); ``config`` / ``sizes``: the artifact manifest's; ``error``: why a failed trial failed."""
+    latency CI); ``config`` / ``sizes``: the artifact manifest's; ``error``: why a failed trial failed;
+    ``outage_wait_s``: how long it waited for a device that stopped answering (None: it never had to);
+    ``measure_retries``: measurements made again because an agent restart cut them."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -53,6 +55,8 @@ class TrialRecord(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     wall_s: float | None = None
     refined_from: int | None = None
+    outage_wait_s: float | None = None  # seconds the trial waited for a device that did not answer
+    measure_retries: int = 0  # measurements made again after an agent restart cut them
 
     @classmethod
     def of(cls, trial) -> TrialRecord:
@@ -91,6 +95,10 @@ class TrialRecord(BaseModel):
             tags["baseline"] = self.baseline
         if self.error:
             tags["error"] = self.error
+        if self.outage_wait_s is not None:  # the trial waited for a device (or recovered one) before measuring
+            tags["outage_wait_s"] = f"{self.outage_wait_s:.1f}"
+        if self.measure_retries:
+            tags["measure_retries"] = str(self.measure_retries)
         for device, fp in self.fingerprints.items():
             tags[f"device.{device}"] = json.dumps(fp, default=str)
         artifacts = {"config.json": {"config": self.config, "params": self.params, "sizes": self.sizes,
@@ -99,8 +107,9 @@ class TrialRecord(BaseModel):
 
 
 def config_summary(manifest: dict, *, runtime: str | None = None) -> dict[str, float | int | str]:
-    """A few scalars that describe a config (for MLflow params, tables and plots). ``input_size`` is there
-    when the config chose one; ``runtime`` when the trial named one (``space.runtime``)."""
+    """A few scalars that describe a config (for MLflow params, tables and plots). ``input_size`` and
+    ``scales`` (the output strides kept, ``8+16``) are there when the config chose them; ``runtime`` when the
+    trial named one (``space.runtime``)."""
     resolved = manifest.get("resolved") or {}
     precision: dict = resolved.get("precision") or {}
     sizes = manifest.get("sizes") or {}
@@ -124,6 +133,9 @@ def config_summary(manifest: dict, *, runtime: str | None = None) -> dict[str, f
     chosen = (manifest.get("config") or {}).get("input_size")
     if chosen:
         extra["input_size"] = int(chosen)
+    scales = (manifest.get("config") or {}).get("scales")
+    if scales:
+        extra["scales"] = "+".join(map(str, scales))
     if runtime:
         extra["runtime"] = runtime
     return {
@@ -141,7 +153,7 @@ def config_summary(manifest: dict, *, runtime: str | None = None) -> dict[str, f
 
 def short_label(summary: dict, baseline: str | None, *, refined_from: int | None = None) -> str:
     """What was done, in words: ``int8 80/99 layers, 25% channels pruned in 6 groups, 40% weights zero``,
-    then ``at 224 px`` / ``on openvino`` where the trial chose them (a baseline: its name, and its runtime
+    ``outputs at stride 8 only``, then ``at 224 px`` / ``on openvino`` where the trial chose them (a baseline: its name, and its runtime
     when the sweep searches runtimes), and ``, refined from #N`` for a refined trial."""
     if refined_from is not None:
         return short_label(summary, baseline) + f", refined from #{refined_from}"
@@ -158,6 +170,8 @@ def short_label(summary: dict, baseline: str | None, *, refined_from: int | None
         parts.append(f"{1 - summary['params_kept']:.0%} params pruned")
     if summary.get("weight_sparsity", 0) > 0.01:
         parts.append(f"{summary['weight_sparsity']:.0%} weights zero")
+    if summary.get("scales"):
+        parts.append(f"outputs at stride {summary['scales'].replace('+', ', ')} only")
     at = f" at {summary['input_size']} px" if summary.get("input_size") else ""
     return (", ".join(parts) or "fp32") + at + where
 

@@ -3,6 +3,11 @@ objectives + constraints -> tell -> MLflow -> front.
 
 Failures are results: a trial whose compression raises or whose device fails is told FAIL with the
 reason, logged as a FAILED MLflow run with an ``error`` tag, and the sweep goes on.
+
+Outages are waited out (:func:`measure_through_outages`): a device that does not answer pauses the trial
+until it answers again (``SweepHooks.recover_device``, bounded by ``search.outage_wait_s``), and a
+measurement cut by an agent restart (the connection dropped mid-request, or the agent no longer has what
+was uploaded to it) is measured again, once. The record keeps the wait (``outage_wait_s``) and the retry.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgetune._logging import get_logger
-from edgetune.errors import EdgetuneError
+from edgetune.errors import AgentError, AgentUnavailable, EdgetuneError
 from edgetune.objectives import artifact_values, measurement_values
 from edgetune.search.records import RECORD_ATTR, TrialRecord, config_summary, short_label
 
@@ -27,7 +32,12 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-__all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "execute_trials", "run_one"]
+__all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "execute_trials", "run_one",
+           "measure_through_outages", "MeasureAttempts"]
+
+# agent errors that mean "restarted without what was uploaded to it": measured again once, after re-uploading
+LOST_CONTENT = ("ArtifactMissing", "DatasetMissing")
+_MAX_RECOVERIES = 20  # a device that keeps dropping between its health check and the request: give up
 
 
 @dataclass
@@ -97,6 +107,17 @@ class SweepHooks(ABC):
         """The directory of a built artifact, or None when it is not (or no longer) there."""
         return None
 
+    def recover_device(self, device: str, error: Exception) -> float:
+        """After ``error`` (``device`` did not answer, or lost what was uploaded to it): wait until it answers
+        again, bounded, and put back what a restarted agent lost; return the seconds waited, or raise
+        (AgentUnavailable) when the outage lasts too long. Hooks that cannot wait raise ``error``."""
+        raise error
+
+    def watch_devices(self, listener: Callable[[str, float | None], None]) -> None:
+        """Have ``listener(device, since)`` called when a device is found down (``since``: epoch seconds)
+        and ``listener(device, None)`` when it is back (for progress displays; hooks may ignore it)."""
+        return None
+
     def overlap_ok(self) -> bool:
         """Whether compressing one trial while another is measured leaves the timings undisturbed."""
         return False
@@ -126,19 +147,68 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
                                        "sizes": manifest.get("sizes")})
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
+    attempts = MeasureAttempts()
     for device in hooks.devices_for_objectives():
         try:
-            m = hooks.measure(artifact, device, plan.runtime)
+            m = measure_through_outages(hooks, artifact, device, plan.runtime, attempts)
         except EdgetuneError as exc:
-            return _failed(plan, record, f"measurement on '{device}' failed: {exc}", t0, artifact)
+            return _failed(plan, attempts.on(record), f"measurement on '{device}' failed: {exc}", t0, artifact)
         except Exception as exc:
             log.exception("trial %d: measuring on %s raised", plan.number, device)
-            return _failed(plan, record, f"measurement on '{device}' failed: {type(exc).__name__}: {exc}", t0, artifact)
+            return _failed(plan, attempts.on(record), f"measurement on '{device}' failed: {type(exc).__name__}: {exc}",
+                           t0, artifact)
         d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
         values.update(measurement_values(m, device))
         fingerprints[device] = device_fingerprint(d)
-    record = record.model_copy(update={"values": values, "fingerprints": fingerprints})
+    record = attempts.on(record).model_copy(update={"values": values, "fingerprints": fingerprints})
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)
+
+
+@dataclass
+class MeasureAttempts:
+    """What riding out outages cost one trial: seconds waited for devices, measurements made again (why)."""
+
+    waited_s: float = 0.0
+    recoveries: int = 0
+    retried: list[str] = field(default_factory=list)
+
+    def on(self, record: TrialRecord) -> TrialRecord:
+        """``record`` with the wait and the retries (unchanged when there were none)."""
+        if not self.recoveries:
+            return record
+        return record.model_copy(update={"outage_wait_s": round(self.waited_s, 1), "measure_retries": len(self.retried),
+                                         "warnings": [*record.warnings, *self.retried]})
+
+
+def measure_through_outages(hooks: SweepHooks, artifact: Artifact, device: str, runtime: str | None,
+                            attempts: MeasureAttempts | None = None) -> Measurement:
+    """``hooks.measure``, riding out outages: when the device does not answer, wait for it
+    (``hooks.recover_device``) and measure; when a measurement was cut (the connection dropped mid-request)
+    or the agent no longer has the uploaded artifact or dataset (it restarted), recover and measure again,
+    once. A measurement that ran past its timeout is not repeated."""
+    attempts = attempts if attempts is not None else MeasureAttempts()
+    retried = False
+    for _ in range(_MAX_RECOVERIES):
+        try:
+            return hooks.measure(artifact, device, runtime)
+        except AgentUnavailable as exc:
+            if getattr(exc, "timed_out", False) or (getattr(exc, "reached", False) and retried):
+                raise
+            if getattr(exc, "reached", False):  # cut mid-request: the agent died or restarted while measuring
+                retried = True
+                attempts.retried.append(f"measurement on '{device}' was cut ({exc}); measured again")
+            error: Exception = exc
+        except AgentError as exc:
+            if getattr(exc, "error_type", None) not in LOST_CONTENT or retried:
+                raise
+            retried = True
+            attempts.retried.append(f"agent '{device}' lost an upload ({exc}); uploaded and measured again")
+            error = exc
+        log.warning("measuring on %s: %s", device, error)
+        attempts.recoveries += 1
+        attempts.waited_s += hooks.recover_device(device, error)
+    raise AgentUnavailable(f"device '{device}' answered its health check but dropped the measurement "
+                           f"{_MAX_RECOVERIES} times in a row; check its agent's log.")
 
 
 def _failed(plan, record: TrialRecord, error: str, t0: float, artifact=None) -> TrialResult:

@@ -3,7 +3,10 @@ front in step with Optuna's storage, write the reports.
 
 Resumable: rerunning the same config continues the study. Trials a killed process left RUNNING are
 re-run under their own numbers, child runs it left RUNNING in MLflow are deleted, and finished trials
-missing from MLflow are logged from their Optuna record, so each trial ends in MLflow exactly once.
+missing from MLflow are logged from their Optuna record, so each trial ends in MLflow exactly once. A
+resume draws new points (``study.resume_seed``), retries each failed trial once (``search.retry_failed``)
+and refuses a changed config (``study.check_fingerprint``). Several controllers may run one study at
+once: they share its trials and its budget (``search._shared``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,7 @@ from edgetune._logging import get_logger
 from edgetune.errors import SweepError
 from edgetune.objectives import objective_keys
 from edgetune.objectives.constraints import parse_constraint
+from edgetune.search._shared import StudyLock, TrialOwners
 from edgetune.search.backends import get_backend
 from edgetune.search.front import front_note, front_ranks, write_reports
 from edgetune.search.mirror import MlflowMirror
@@ -28,7 +33,10 @@ from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_sid
 from edgetune.search.study import (
     BASELINE_ATTR,
     REFINE_ATTR,
+    RETRY_ATTR,
+    check_fingerprint,
     enqueue_baselines,
+    enqueue_retries,
     enqueue_start_points,
     open_study,
     stale_trials,
@@ -49,8 +57,8 @@ def all_failed_message(trials) -> str:
         reasons[err] = reasons.get(err, 0) + 1
     listed = "; ".join(f"{n}x {r}" if n > 1 else r for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
     return (f"every trial of the sweep failed ({len(trials)}), for {len(reasons)} distinct "
-            f"reason(s): {listed}. Fix the cause, then rerun under a new `name:` (failed trials count towards "
-            "`search.trials`; `edgetune front` lists each trial's error).")
+            f"reason(s): {listed}. Fix the cause, then rerun: the sweep resumes and measures each failed trial "
+            "again, once (`search.retry_failed`); `edgetune front --all` lists each trial's error.")
 
 
 @dataclass
@@ -64,7 +72,7 @@ class SweepProgress:
     n_feasible: int = 0
     best: dict[str, float] = field(default_factory=dict)
     last: str = ""
-    phase: str = ""  # what runs now, when it is not a trial (the side-by-side check)
+    phase: str = ""  # what runs now, when it is not a trial (the side-by-side check, a wait for a device)
 
 
 class Sweep:
@@ -72,26 +80,37 @@ class Sweep:
     backend named by ``search.backend`` runs the trials (``search.backends``)."""
 
     def __init__(self, cfg, *, config_text: str, hooks: SweepHooks, workdir: Path, config_path: Path | None = None,
-                 on_progress: Callable[[SweepProgress], None] | None = None):
+                 on_progress: Callable[[SweepProgress], None] | None = None, fingerprint: dict | None = None,
+                 force_resume: bool = False):
+        """``fingerprint``: the config parts the trials depend on (``study.config_fingerprint``), checked
+        against the stored study's before anything is written; ``force_resume``: continue it even so."""
         self.cfg, self.hooks, self.workdir = cfg, hooks, Path(workdir)
         self.config_path = config_path  # shown in the deploy commands of the MLflow description
         self.keys, self.goals = objective_keys(cfg)
         names = [d.name for d in cfg.devices]
         self.constraints = [parse_constraint(c, devices=names, where=f"`constraints.{i}`")
                             for i, c in enumerate(cfg.constraints)]
-        self.study = open_study(storage=cfg.search.storage, name=cfg.name, goals=self.goals,
-                                sampler=cfg.search.sampler, seed=cfg.search.seed, n_startup=cfg.search.n_startup,
-                                keys=self.keys)
-        self.tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment or cfg.name, sweep=cfg.name)
-        self.tracker.log_sweep_config(config_text, {
-            "sweep": cfg.name, "sampler": cfg.search.sampler, "trials": cfg.search.trials, "seed": cfg.search.seed,
-            "objectives": ", ".join(f"{k} ({g})" for k, g in zip(self.keys, self.goals, strict=True)),
-            "constraints": "; ".join(cfg.constraints) or "none", "devices": ", ".join(names),
-            "model": cfg.model.name or cfg.model.factory or cfg.model.path or "", "backend": cfg.search.backend})
+        self.shared = StudyLock(cfg.search.storage)  # serialises the bookkeeping of every controller of the study
+        with self.shared:
+            self.study = open_study(storage=cfg.search.storage, name=cfg.name, goals=self.goals,
+                                    sampler=cfg.search.sampler, seed=cfg.search.seed, n_startup=cfg.search.n_startup,
+                                    keys=self.keys)
+            if fingerprint is not None:
+                check_fingerprint(self.study, fingerprint, storage=cfg.search.storage, name=cfg.name,
+                                  force=force_resume)
+            self.tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment or cfg.name,
+                                   sweep=cfg.name)
+            self.tracker.log_sweep_config(config_text, {
+                "sweep": cfg.name, "sampler": cfg.search.sampler, "trials": cfg.search.trials, "seed": cfg.search.seed,
+                "objectives": ", ".join(f"{k} ({g})" for k, g in zip(self.keys, self.goals, strict=True)),
+                "constraints": "; ".join(cfg.constraints) or "none", "devices": ", ".join(names),
+                "model": cfg.model.name or cfg.model.factory or cfg.model.path or "", "backend": cfg.search.backend})
+        self.owners = TrialOwners(self.study)
         self.on_progress = on_progress
         self.progress = SweepProgress(total=cfg.search.trials)
         self._lock = threading.Lock()
         self.mirror = MlflowMirror(self.tracker, keys=self.keys, goals=self.goals, sampler=cfg.search.sampler)
+        hooks.watch_devices(self._on_outage)
 
     # -- baselines -------------------------------------------------------------------------------------
     @staticmethod
@@ -132,7 +151,9 @@ class Sweep:
         """``search.start_points: uniform``: for each offered channel ratio (0 included) and each runtime, every
         group at that ratio (or the largest lower one it offers, e.g. where ``space.sparsity.max_drop`` removed
         it; dense when none) and every layer int8 where offered
-        (``space.keep`` pins stay), at the model's own input size. Named ``int8 + 50% channels on openvino``.
+        (``space.keep`` pins stay), at the model's own input size; where ``space.scales`` is searched and a
+        sensitivity pass (``max_drop``) kept only the harmless choices, with the fewest output scales left.
+        Named ``int8 + 50% channels on openvino``.
         The 0% point matters: with one width per block, a sampled trial almost never leaves every block at
         full width, so without it the sweep may never measure int8 alone."""
         if self.cfg.search.start_points != "uniform":
@@ -141,12 +162,19 @@ class Sweep:
         ratios = ["dense"] + sorted({c for d in dims if d.kind == "sparsity" for c in d.choices
                                      if c.startswith("channel:")}, key=lambda c: float(c.split(":")[1]))
         runtimes = next((d.choices for d in dims if d.kind == "runtime"), (None,))
+        scales = next((d for d in dims if d.kind == "scales"), None)
+        fewest = None  # where a sensitivity pass kept only harmless output scale choices: the fewest scales
+        if scales is not None and self.cfg.space.sparsity.max_drop is not None:
+            fewest = min(scales.choices, key=lambda c: (c.count("+"), [int(x) for x in c.split("+")]))
         out = {}
         for ratio in ratios:
             for rt in runtimes:
                 pct = float(ratio.split(":")[1]) if ":" in ratio else 0.0
-                out[f"int8 + {pct:.0%} channels" + (f" on {rt}" if rt else "")] = self._uniform_params(
-                    space, precision="int8", sparsity=ratio, runtime=rt)
+                params = self._uniform_params(space, precision="int8", sparsity=ratio, runtime=rt)
+                if fewest is not None:
+                    params[scales.name] = fewest
+                out[f"int8 + {pct:.0%} channels" + (f", outputs {fewest}" if fewest else "")
+                    + (f" on {rt}" if rt else "")] = params
         return out
 
     def baseline_values(self) -> dict[str, float] | None:
@@ -158,35 +186,100 @@ class Sweep:
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self, space, *, trials: int | None = None) -> None:
         total = trials or self.cfg.search.trials
-        self.progress.total = total + sum(REFINE_ATTR in t.user_attrs for t in self.study.get_trials(deepcopy=False))
-        enqueue_baselines(self.study, self.baseline_params(space))
-        room = max(0, total - sum(REFINE_ATTR not in t.user_attrs for t in self.study.get_trials(deepcopy=False)))
-        dropped = enqueue_start_points(self.study, self.start_params(space), room=room)
+        if self.owners.closed:  # run again on this object (``--trials`` raised): a new claim on the study
+            self.owners = TrialOwners(self.study)
+        with self.shared:
+            enqueue_baselines(self.study, self.baseline_params(space))
+            room = max(0, total - sum(REFINE_ATTR not in t.user_attrs and RETRY_ATTR not in t.user_attrs
+                                      for t in self.study.get_trials(deepcopy=False)))  # waiting baselines count
+            dropped = enqueue_start_points(self.study, self.start_params(space), room=room)
+            retries = enqueue_retries(self.study, space) if self.cfg.search.retry_failed else []
+            self.mirror.reconcile(self.study.get_trials(deepcopy=False))
+            stale = stale_trials(self.study, self.owners)
         if dropped:
             log.warning("search.start_points: %d start point(s) do not fit in search.trials=%d beside the baselines "
                         "and were left out; raise `search.trials` to measure them all", dropped, total)
-        self.mirror.reconcile(self.study.get_trials(deepcopy=False))
-        stale = list(stale_trials(self.study))
+        if retries:
+            log.warning("resuming: measuring the point of %d failed trial(s) again (%s; `search.retry_failed`)",
+                        len(retries), ", ".join(f"#{n}" for n in retries))
         if stale:
             log.warning("resuming: re-running %d trial(s) left unfinished by an interrupted sweep", len(stale))
+        self.progress.total = total + sum(REFINE_ATTR in t.user_attrs or RETRY_ATTR in t.user_attrs
+                                          for t in self.study.get_trials(deepcopy=False))
 
         def plans() -> TrialPlan | None:
-            import optuna
-
-            if stale:  # re-run under its own number; a kill mid-suggest leaves some params unset
-                frozen = stale.pop(0)
-                trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            elif sum(t.state.name != "WAITING" and REFINE_ATTR not in t.user_attrs
-                     for t in self.study.get_trials(deepcopy=False)) >= total:
-                return None  # enqueued (WAITING) and refined trials do not count: the budget is the search's
-            else:
-                trial = self.study.ask()
-            return self._plan(trial, space, trial.user_attrs.get(BASELINE_ATTR))
+            while True:
+                with self.shared:
+                    trial = self._next_trial(total)
+                if trial is not None:
+                    return self._plan(trial, space, trial.user_attrs.get(BASELINE_ATTR))
+                if not self._wait_for_others():
+                    return None
 
         self._update_progress()
-        get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
-        self.refine(space)
-        self.finish()
+        try:
+            get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
+            self.refine(space)
+            self.finish()
+        finally:
+            self.owners.close()
+
+    @staticmethod
+    def _counted(trials) -> int:
+        """Trials that count towards ``search.trials``: neither waiting, refined nor retries."""
+        return sum(t.state.name != "WAITING" and REFINE_ATTR not in t.user_attrs and RETRY_ATTR not in t.user_attrs
+                   for t in trials)
+
+    def _next_trial(self, total: int):
+        """Under the study lock: a trial left by a controller that is gone (re-run under its own number; a
+        kill mid-suggest leaves some params unset), else the next one while the budget lasts (enqueued
+        retries run beyond it), claimed for this controller; None when there is none."""
+        import optuna
+
+        trials = self.study.get_trials(deepcopy=False)
+        stale = [t for t in trials if t.state.name == "RUNNING" and self.owners.state(t) == "stale"]
+        if stale:
+            log.info("re-running trial %d, left unfinished by a controller that is gone", stale[0].number)
+            trial = optuna.trial.Trial(self.study, stale[0]._trial_id)
+        elif self._counted(trials) < total or any(t.state.name == "WAITING" and RETRY_ATTR in t.user_attrs
+                                                  for t in trials):
+            trial = self.study.ask()
+        else:
+            return None
+        self.owners.claim(trial._trial_id)
+        return trial
+
+    def _wait_for_others(self, poll: float = 2.0) -> bool:
+        """The budget is used up here: while another controller still runs trials of the study, wait (one
+        of them may die and leave its trial to this one); False once none does."""
+        others = [t.number for t in self.study.get_trials(deepcopy=False)
+                  if t.state.name == "RUNNING" and self.owners.state(t) == "live"]
+        if not others:
+            if self.progress.phase.startswith("waiting for trial"):
+                self.progress.phase = ""
+            return False
+        phase = f"waiting for trial(s) {', '.join(map(str, others))} of another controller"
+        if self.progress.phase != phase:
+            log.info("%s", phase)
+            self.progress.phase = phase
+            if self.on_progress:
+                self.on_progress(self.progress)
+        time.sleep(poll)
+        return True
+
+    def _on_outage(self, device: str, since: float | None) -> None:
+        """A device went down (``since``) or is back (None): say so in the progress line."""
+        if since is not None:
+            self.progress.phase = (f"waiting for device {device} (down since "
+                                   f"{time.strftime('%H:%M:%S', time.localtime(since))})")
+            self.progress.last = f"device {device} does not answer: its trials wait " \
+                                 f"(up to {self.cfg.search.outage_wait_s:g} s, `search.outage_wait_s`)"
+        else:
+            self.progress.phase = ""
+            self.progress.last = f"device {device} answers again: the sweep goes on"
+        if self.on_progress:
+            self.on_progress(self.progress)
+        self.progress.last = ""
 
     def _plan(self, trial, space, baseline: str | None) -> TrialPlan:
         """The trial's plan: its values of the space's dimensions (suggested here; an enqueued trial gets the
@@ -221,7 +314,8 @@ class Sweep:
                     or rec.values.get(acc, float("-inf")) < base[acc] - spec.within):
                 continue
             config = rec.config or {}
-            structure = json.dumps([config.get("sparsity"), config.get("input_size")], sort_keys=True)
+            structure = json.dumps([config.get("sparsity"), config.get("input_size"), config.get("scales")],
+                                   sort_keys=True)
             cands.append((rec.values[lat], t.number, structure))
         out, seen = [], set()
         for _, number, structure in sorted(cands):
@@ -234,26 +328,29 @@ class Sweep:
         """Fine-tune the :meth:`refine_candidates` alone (``recovery.refined()``) and measure each as a new
         trial; a candidate refined before (a resumed sweep) is not refined again, and a sweep never holds more
         than ``refine.points`` refined trials. Refined trials do not count towards ``search.trials``."""
-        picks = self.refine_candidates()
-        trials = self.study.get_trials(deepcopy=False)
-        done = {int(t.user_attrs[REFINE_ATTR]) for t in trials if t.user_attrs.get(REFINE_ATTR) is not None}
-        new = [n for n in picks if n not in done][: max(0, self.cfg.recovery.refine.points - len(done))]
+        with self.shared:
+            picks = self.refine_candidates()
+            trials = self.study.get_trials(deepcopy=False)
+            done = {int(t.user_attrs[REFINE_ATTR]) for t in trials if t.user_attrs.get(REFINE_ATTR) is not None}
+            new = [n for n in picks if n not in done][: max(0, self.cfg.recovery.refine.points - len(done))]
+            by_number = {t.number: t for t in trials}
+            for n in new:
+                self.study.enqueue_trial(dict(by_number[n].params), user_attrs={REFINE_ATTR: n}, skip_if_exists=False)
         if not new:
             return
-        by_number = {t.number: t for t in trials}
-        for n in new:
-            self.study.enqueue_trial(dict(by_number[n].params), user_attrs={REFINE_ATTR: n}, skip_if_exists=False)
         spec = self.cfg.recovery.refine
         log.info("refining trial(s) %s: each config fine-tuned alone for %d steps", ", ".join(map(str, new)), spec.steps)
         self.progress.total += len(new)
         self.progress.phase = f"refining {len(new)} pruned point(s)"
-        left = list(new)
 
         def plans() -> TrialPlan | None:
-            if not left:
-                return None
-            left.pop(0)
-            return self._plan(self.study.ask(), space, None)  # the enqueued refined trial
+            with self.shared:  # an enqueued refined trial (another controller may have taken some)
+                if not any(t.state.name == "WAITING" and REFINE_ATTR in t.user_attrs
+                           for t in self.study.get_trials(deepcopy=False)):
+                    return None
+                trial = self.study.ask()
+                self.owners.claim(trial._trial_id)
+            return self._plan(trial, space, None)
 
         try:
             get_backend(self.cfg.search.backend, self.cfg).run(plans, self.hooks, self._on_result)
@@ -262,10 +359,18 @@ class Sweep:
 
     def _on_result(self, plan: TrialPlan, result) -> None:
         with self._lock:
-            record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
-                          baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
-            frozen = self.study._storage.get_trial(plan.trial._trial_id)
-            self.mirror.log_trial(frozen, files=self._artifact_files(result))
+            with self.shared:  # tell and log in one step: another controller never sees one without the other
+                trial_id = plan.trial._trial_id
+                self.owners.release(trial_id)
+                if self.study._storage.get_trial(trial_id).state.is_finished():
+                    log.warning("trial %d was finished by another controller meanwhile (this one's heartbeat was "
+                                "late); its result here is dropped", plan.number)
+                    return
+                record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
+                              baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
+                frozen = self.study._storage.get_trial(trial_id)
+                self.mirror.log_trial(frozen, files=self._artifact_files(result))
+            self.mirror.adopt(self.study.get_trials(deepcopy=False))  # runs other controllers logged
             self._refresh_front(step=plan.number)
             self.progress.done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
             self.progress.failed += 0 if result.ok else 1

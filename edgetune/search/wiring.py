@@ -12,7 +12,7 @@ from edgetune.search.sweep import Sweep
 
 log = get_logger(__name__)
 
-__all__ = ["prepare_sweep", "load_front", "with_devices"]
+__all__ = ["prepare_sweep", "load_front", "with_devices", "sweep_fingerprint"]
 
 
 def _load_cfg(config_path: Path):
@@ -29,11 +29,13 @@ def with_devices(cfg, specs):
     return cfg.model_copy(update={"devices": devices})
 
 
-def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | None = None, local_agents=None):
-    """Validate everything before any expensive work, then build the Sweep (study + tracker) and space."""
+def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | None = None, local_agents=None,
+                  force_resume: bool = False):
+    """Validate everything before any expensive work, then build the Sweep (study + tracker) and space.
+    A study resumed with another config is refused (``force_resume``: continued anyway)."""
     from edgetune.assembly import assemble
     from edgetune.config import check_paths
-    from edgetune.search._fleet import SweepFleet
+    from edgetune.search._fleet import SweepFleet, bundle_dir
     from edgetune.search._spec import require_objectives
 
     cfg, text = _load_cfg(config_path)
@@ -42,7 +44,7 @@ def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | 
     if local_agents is not None:  # --local: the config's devices are served by agents started here
         cfg = with_devices(cfg, local_agents.specs())
 
-    fleet = SweepFleet.from_specs(cfg.devices, tokens=tokens)
+    fleet = SweepFleet.from_specs(cfg.devices, tokens=tokens, bundle_dir=bundle_dir(workdir))
     fleet.check_health()  # unreachable agents fail here, naming the device and URL
     from edgetune.search.hooks import measured_devices
 
@@ -51,8 +53,27 @@ def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | 
     fleet.upload_dataset(parts.splits.val, head=parts.model.head,
                          input_sizes=[parts.model.input_size, *parts.space.input_size_choices])
     hooks = LocalHooks(parts, fleet=fleet, workdir=Path(workdir))
-    return (Sweep(cfg, config_text=text, hooks=hooks, workdir=Path(workdir), config_path=Path(config_path)),
+    return (Sweep(cfg, config_text=text, hooks=hooks, workdir=Path(workdir), config_path=Path(config_path),
+                  fingerprint=sweep_fingerprint(cfg, parts, fleet.dataset_hashes), force_resume=force_resume),
             parts.space, cfg)
+
+
+def sweep_fingerprint(cfg, parts, dataset_hashes: dict[int, str]) -> dict[str, dict]:
+    """The config parts a sweep's trials depend on (``search.study.config_fingerprint``): the resolved search
+    space, objectives, constraints, the model's weights (sha256) and input size, and the validation data
+    (the sha256 of its bundle at the model's size) with the calibration / fine-tuning split settings."""
+    from edgetune.search.study import config_fingerprint
+
+    keys, goals = objective_keys(cfg)
+    m, d = parts.model, cfg.data
+    model = {"weights sha256": str(m.source_hash)[:16], "input": f"{m.input_size} px", "task": m.task}
+    val = dataset_hashes.get(int(m.input_size)) or next(iter(dataset_hashes.values()), "")
+    data = {"validation sha256": str(val)[:16], "val_images": len(parts.splits.val), "calib_images": d.calib_images,
+            "train_size": d.train_size, "seed": d.seed}
+    return config_fingerprint(
+        space=parts.space, objectives=keys, goals=goals, constraints=list(cfg.constraints), model=model, data=data,
+        model_label=cfg.model.name or cfg.model.factory or cfg.model.path or cfg.model.weights or cfg.model.source,
+        data_label=f"{d.source}:{d.name or d.path or d.annotations or ''}")
 
 
 def load_front(config_path: Path):

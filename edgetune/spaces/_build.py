@@ -93,11 +93,13 @@ def _dimensions(tie_for, layers: Sequence[Layer], groups: Sequence[Group], preci
 
 def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: SpaceSpec | None = None, *,
                       targets: Sequence[str] | None = None, input_size: int = 0,
-                      uncuttable: dict[str, str] | None = None, pinned: dict[str, str] | None = None) -> SearchSpace:
+                      uncuttable: dict[str, str] | None = None, pinned: dict[str, str] | None = None,
+                      strides: tuple[int, ...] | None = None) -> SearchSpace:
     """The search space of already-discovered layers and groups (pure; see the module docstring).
 
     ``uncuttable``: group -> why discovery's test cut failed (the group stays dense, the reason is its pin);
-    ``pinned``: layer -> why it is in no group (attention), reported in the notes."""
+    ``pinned``: layer -> why it is in no group (attention), reported in the notes; ``strides``: a detector's
+    output strides (for ``spec.scales``)."""
     uncuttable = uncuttable or {}
     spec = spec or SpaceSpec()
     targets = tuple(targets or spec.targets)
@@ -142,13 +144,38 @@ def space_from_layers(layers: Sequence[Layer], groups: Sequence[Group], spec: Sp
         dims += (Dimension("input_size", "input_size", tuple(map(str, sizes)), ()),)
     if len(spec.runtime) > 1:
         dims += (Dimension("runtime", "runtime", tuple(spec.runtime), ()),)
+    scales = _scale_choices(spec.scales, strides)
+    if len(scales) > 1:
+        dims += (Dimension("scales", "scales", scales, ()),)
     return SearchSpace(layers=tuple(layers), groups=tuple(groups), precision_choices=precision_choices,
                        sparsity_choices=sparsity_choices, dimensions=dims, targets=targets,
                        quant=quant_for_kinds(targets, calibration=spec.calibration),
                        importance=spec.sparsity.importance, round_to=spec.sparsity.round_to,
                        precision_pins=precision_pins, sparsity_pins=sparsity_pins,
                        notes=tuple(notes), input_size=input_size, input_size_choices=sizes,
-                       runtime_choices=tuple(spec.runtime))
+                       runtime_choices=tuple(spec.runtime), scale_choices=scales)
+
+
+def _scale_choices(wanted, strides: tuple[int, ...] | None) -> tuple[str, ...]:
+    """``space.scales`` as choice labels (``8+16+32``, ``8``), every output scale first; () when unset."""
+    import itertools
+
+    if wanted is None:
+        return ()
+    if not strides or len(strides) < 2:
+        raise ConfigError("`space.scales` needs a detector with several output scales (an Ultralytics YOLOv8 / "
+                          f"YOLO11 / YOLO26 Detect head); this model has {'none' if not strides else list(strides)}. "
+                          "Remove `space.scales`.")
+    full = tuple(sorted(strides))
+    if wanted == "auto":
+        sets = [c for n in range(len(full), 0, -1) for c in itertools.combinations(full, n)]
+    else:
+        bad = [s for s in wanted if not set(s) <= set(full)]
+        if bad:
+            raise ConfigError(f"`space.scales` {bad[0]}: this model's output strides are {list(full)}; list subsets of "
+                              "those.")
+        sets = [full] + [tuple(s) for s in wanted if tuple(s) != full]
+    return tuple("+".join(map(str, s)) for s in sets)
 
 
 def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] | None = None,
@@ -188,8 +215,13 @@ def build_space(model, spec: SpaceSpec | None = None, *, targets: Sequence[str] 
     uncuttable: dict[str, str] = {}
     if prunes and "channel" in spec.sparsity.kinds:
         uncuttable = test_cut_groups(module, size, groups, max(spec.sparsity.ratios))
+    strides = None
+    if spec.scales is not None:
+        from edgetune.models import output_strides
+
+        strides = output_strides(module)
     return space_from_layers(layers, groups, spec, targets=targets, input_size=size, uncuttable=uncuttable,
-                             pinned=pinned)
+                             pinned=pinned, strides=strides)
 
 
 def _onnx_space(model, onnx_path, spec: SpaceSpec, *, targets, size) -> SearchSpace:
@@ -200,6 +232,9 @@ def _onnx_space(model, onnx_path, spec: SpaceSpec, *, targets, size) -> SearchSp
         raise ConfigError(f"`space.input_size` {list(spec.input_size)}: model {getattr(model, 'name', '?')!r} is an "
                           f"ONNX file exported at {size} px, which edgetune cannot re-export; remove "
                           "`space.input_size` (or use a builtin / python source).")
+    if spec.scales is not None:
+        raise ConfigError(f"`space.scales`: model {getattr(model, 'name', '?')!r} is an ONNX file, whose output "
+                          "scales edgetune cannot remove (no torch module); remove `space.scales`.")
     layers = discover_onnx_layers(read_onnx(onnx_path))
     pruning = any(r > 0 for r in spec.sparsity.ratios)
     space = space_from_layers(layers, [], spec, targets=targets, input_size=size)

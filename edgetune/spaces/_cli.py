@@ -70,6 +70,10 @@ def space_cmd(
     console.print(f"int8 recipe: {q.activation_type} activations ({'symmetric' if q.activation_symmetric else 'asymmetric'}),"
                   f" per-channel={q.per_channel}, calibration={q.calibration}, QDQ on {', '.join(q.op_types)}")
     console.print(f"channel scoring: {space.importance}; kept channels rounded to {space.round_to}")
+    for d in space.dimensions:
+        if d.kind in ("input_size", "runtime", "scales"):
+            what = {"input_size": "input size (px)", "runtime": "runtime", "scales": "output scales kept (strides)"}
+            console.print(f"{what[d.kind]}: {', '.join(d.choices)}")
     for note in space.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", markup=True)
     if sens is not None:
@@ -87,7 +91,7 @@ def _sensitivity(parts, workdir: Path, images: int):
         task = bar.add_task("sensitivity: cut, re-estimate BatchNorm, score", total=None)
 
         def on_cut(done: int, total: int, cut) -> None:
-            bar.update(task, completed=done, total=total, description=f"sensitivity: {cut.dimension} {cut.ratio:g}")
+            bar.update(task, completed=done, total=total, description=f"sensitivity: {cut.dimension} {cut.choice}")
 
         return measure_sensitivity(parts.model, parts.space, train=parts.splits.train, val=parts.splits.val,
                                    images=images, workdir=workdir, on_cut=on_cut)
@@ -95,18 +99,19 @@ def _sensitivity(parts, workdir: Path, images: int):
 
 def _print_sensitivity(sens, max_drop: float | None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from edgetune.cli import console
 
     t = Table(title=f"sensitivity: each dimension cut alone, BatchNorm re-estimated, no fine-tuning "
                     f"({sens.metric_name} on {sens.images} val images; drop from the uncut model re-estimated the same "
                     f"way, {sens.baseline:.4f}; as loaded {sens.uncut:.4f})")
-    for col in ("dimension", "ratio", "channels", "MACs cut", sens.metric_name, "drop"):
+    for col in ("dimension", "cut", "channels", "MACs cut", sens.metric_name, "drop"):
         t.add_column(col, justify="left" if col == "dimension" else "right", no_wrap=col == "dimension")
     for c in sorted(sens.cuts, key=lambda c: (c.drop / max(c.macs_removed, 1e-6), c.dimension, c.ratio)):
         over = max_drop is not None and c.drop > max_drop
-        t.add_row(c.dimension, f"{c.ratio:g}", f"{c.channels}>{c.kept}", f"{100 * c.macs_removed:.1f}%",
-                  f"{c.metric:.4f}", f"[red]{c.drop:.4f}[/]" if over else f"{c.drop:.4f}")
+        t.add_row(c.dimension, c.choice or f"{c.ratio:g}", f"{c.channels}>{c.kept}", f"{100 * c.macs_removed:.1f}%",
+                  f"{c.metric:.4f}", Text(f"{c.drop:.4f}", style="red" if over else ""))
     console.print(t)
     console.print(f"rows: cheapest first (drop per share of MACs removed); importance {sens.importance}; "
                   f"{sens.seconds:.0f} s to measure" + (f"; red: over max_drop {max_drop:g}, removed from the "

@@ -2,7 +2,8 @@
 
 A config gives each layer a precision (``default_precision`` for layers it does not list) and each
 coupling group a sparsity (kind + ratio; dense when not listed), plus how to score channels and how to
-quantize, and optionally the input resolution to export at (``input_size``; None: the model's own). Named baselines: ``fp32``, ``int8-uniform`` (every layer int8, what onnxruntime users do
+quantize, and optionally the input resolution to export at (``input_size``; None: the model's own) and
+the output scales a detector keeps (``scales``, by stride; None: all). Named baselines: ``fp32``, ``int8-uniform`` (every layer int8, what onnxruntime users do
 today), ``fp16-uniform``. Validate a config against a :class:`~edgetune.spaces.SearchSpace` with
 ``space.validate(config)``.
 """
@@ -85,6 +86,17 @@ class CompressionConfig(Strict):
     quant: QuantSettings = Field(default_factory=QuantSettings)
     input_size: int | None = Field(default=None, ge=32, le=4096,
                                    description="export at this square input size (None: the model's own)")
+    scales: tuple[int, ...] | None = Field(default=None, description="a detector's output scales kept, by "
+                                           "stride (None: all); the others and the blocks only they read are removed")
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return None
+        if not v or any(s <= 0 for s in v):
+            raise ValueError(f"scales must be one or more positive output strides (e.g. [8]), got {list(v)}")
+        return tuple(sorted(set(v)))
 
     # -- queries -----------------------------------------------------------------------------------
     def precision_of(self, layer: str) -> str:
@@ -113,6 +125,8 @@ class CompressionConfig(Strict):
         d["precision"] = dict(sorted(d["precision"].items()))
         if d.get("input_size") is None:  # the model's own size: the hash of every older point stays the same
             d.pop("input_size", None)
+        if d.get("scales") is None:  # every output scale: likewise
+            d.pop("scales", None)
         return d
 
     def hash(self) -> str:

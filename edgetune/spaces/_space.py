@@ -29,7 +29,7 @@ class Dimension:
     """One categorical search parameter; its value applies to every member (layers or groups)."""
 
     name: str
-    kind: str  # "precision" | "sparsity" | "input_size" | "runtime"
+    kind: str  # "precision" | "sparsity" | "input_size" | "runtime" | "scales"
     choices: tuple[str, ...]
     members: tuple[str, ...]
 
@@ -55,6 +55,7 @@ class SearchSpace:
     input_size: int = 0  # the model's own
     input_size_choices: tuple[int, ...] = ()  # resolutions to export at (empty: the model's own only)
     runtime_choices: tuple[str, ...] = ()  # device runtimes to measure on (empty: each device's default)
+    scale_choices: tuple[str, ...] = ()  # a detector's output scales to keep (``8+16+32``, every one first)
 
     def __post_init__(self) -> None:
         self._layer = {lay.name: lay for lay in self.layers}
@@ -85,11 +86,18 @@ class SearchSpace:
 
     # -- points --------------------------------------------------------------------------------------
     def _complete(self, precision: dict[str, str], sparsity: dict[str, Sparsity],
-                  input_size: int | None = None, runtime: str | None = None) -> CompressionConfig:
+                  input_size: int | None = None, runtime: str | None = None,
+                  scales: tuple[int, ...] | None = None) -> CompressionConfig:
         return CompressionConfig(default_precision="fp32", precision=precision,
                                  sparsity={k: v for k, v in sparsity.items() if v.active},
                                  importance=self.importance, round_to=self.round_to,
-                                 quant=self.quant.for_runtime(runtime), input_size=input_size)
+                                 quant=self.quant.for_runtime(runtime), input_size=input_size, scales=scales)
+
+    def scales_of(self, label: str) -> tuple[int, ...] | None:
+        """A ``scales`` choice as a config's ``scales``: None for every output scale (the first choice)."""
+        if not self.scale_choices or label == self.scale_choices[0]:
+            return None
+        return tuple(int(s) for s in label.split("+"))
 
     def config_from(self, params: Mapping[str, str]) -> CompressionConfig:
         """The config of one value per dimension (``{dimension.name: choice}``); pins are filled in."""
@@ -99,6 +107,7 @@ class SearchSpace:
                               f"{closest_names(unknown[0], [d.name for d in self.dimensions])}")
         precision = {n: c[0] for n, c in self.precision_choices.items() if len(c) == 1}
         size = self.input_size_choices[0] if len(self.input_size_choices) == 1 else None
+        scales = None
         # a group with one choice is no dimension, but that choice holds (``ratios: [0.25]`` prunes every trial)
         sparsity = {n: Sparsity.parse(c[0]) for n, c in self.sparsity_choices.items() if len(c) == 1}
         for d in self.dimensions:
@@ -109,13 +118,16 @@ class SearchSpace:
                 raise ConfigError(f"{value!r} is not a choice of {d.name!r}; choices: {', '.join(d.choices)}.")
             if d.kind == "input_size":
                 size = int(value)
+            if d.kind == "scales":
+                scales = self.scales_of(value)
             for m in d.members:
                 if d.kind == "precision":
                     precision[m] = value
                 else:  # a tied choice a member cannot take (2:4 on a depthwise group) leaves it dense
                     sp = Sparsity.parse(value)
                     sparsity[m] = sp if sp.kind in _kinds(self.sparsity_choices[m]) else Sparsity()
-        return self._complete(precision, sparsity, None if size == self.input_size else size, self.runtime_from(params))
+        return self._complete(precision, sparsity, None if size == self.input_size else size, self.runtime_from(params),
+                              scales)
 
     def runtime_from(self, params: Mapping[str, str]) -> str | None:
         """The runtime a point is measured on: its ``runtime`` value, the one runtime offered, or None (each
@@ -146,6 +158,10 @@ class SearchSpace:
         if config.input_size is not None and self.input_size and config.input_size not in (*sizes, self.input_size):
             raise ConfigError(f"`input_size` {config.input_size} is not offered (space.input_size: "
                               f"{', '.join(map(str, sizes))}); use one of those or add it to `space.input_size`.")
+        if config.scales is not None and "+".join(map(str, config.scales)) not in self.scale_choices[1:]:
+            offered = ", ".join(self.scale_choices) or "none: `space.scales` is unset"
+            raise ConfigError(f"`scales` {list(config.scales)} is not offered (space.scales: {offered}); use one of "
+                              "those or add it to `space.scales`.")
         if config.default_precision not in self.offered_precisions:
             raise ConfigError(
                 f"`default_precision` {config.default_precision!r} is not offered: none of the targets ({targets}) "
@@ -201,6 +217,7 @@ class SearchSpace:
             "precision_pins": dict(self.precision_pins), "sparsity_pins": dict(self.sparsity_pins),
             "notes": list(self.notes), "input_size": self.input_size,
             "input_size_choices": list(self.input_size_choices), "runtime_choices": list(self.runtime_choices),
+            "scale_choices": list(self.scale_choices),
         }
 
     @classmethod
@@ -214,4 +231,5 @@ class SearchSpace:
             targets=tuple(d["targets"]), quant=QuantSettings(**d["quant"]), importance=d["importance"],
             round_to=d["round_to"],
             precision_pins=dict(d["precision_pins"]), sparsity_pins=dict(d["sparsity_pins"]), notes=tuple(d["notes"]), input_size=d["input_size"],
-            input_size_choices=tuple(d.get("input_size_choices", ())), runtime_choices=tuple(d.get("runtime_choices", ())))
+            input_size_choices=tuple(d.get("input_size_choices", ())), runtime_choices=tuple(d.get("runtime_choices", ())),
+            scale_choices=tuple(d.get("scale_choices", ())))

@@ -20,6 +20,9 @@ space:
   runtime: [ort, openvino]                # device runtimes to search over (each device must offer them;
                                           # default: the device's own runtime). The first times the baselines.
   input_size: [256, 224, 192]             # input resolutions to export at (default: the model's own)
+  scales: auto                            # detectors (Ultralytics): the output scales to keep, by stride:
+                                          # auto (every non-empty subset) or a list ([[8, 16, 32], [8]]);
+                                          # a dropped scale's head branch and the neck only it reads go
 ```
 """
 
@@ -69,7 +72,7 @@ class SparsitySpec(Strict):
     max_drop: float | None = Field(default=None, gt=0, le=1, description="remove a dimension's channel ratio "
                                    "when cutting it alone (BatchNorm re-estimated, before recovery) costs more "
                                    "than this of the metric (mAP50-95 / top-1) on `sensitivity_images` val "
-                                   "images; null: keep every ratio")
+                                   "images (and a `space.scales` choice likewise); null: keep every ratio")
     sensitivity_images: int = Field(default=100, ge=8, description="validation images each sensitivity cut "
                                     "is scored on (the first ones of the val split)")
 
@@ -124,6 +127,21 @@ class SpaceSpec(Strict):
                                "tensorrt); every measured device must offer each; empty: the device's default")
     input_size: list[int] = Field(default_factory=list, description="square input resolutions to export at; "
                                   "empty: the model's own")
+    scales: Literal["auto"] | list[list[int]] | None = Field(
+        default=None, description="detectors: the sets of output scales (by stride) to search over; `auto`: every "
+        "non-empty subset of the head's strides; unset: all scales always kept")
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v):
+        if v is None or v == "auto":
+            return v
+        out = []
+        for s in v:
+            if not s or any(x <= 0 for x in s):
+                raise ValueError(f"each entry of `scales` is a non-empty list of output strides (e.g. [8, 16]), got {s}")
+            out.append(sorted(set(s)))
+        return list({tuple(s): s for s in out}.values())
 
     @field_validator("runtime")
     @classmethod

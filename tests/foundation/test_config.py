@@ -100,7 +100,7 @@ def test_a_misspelt_key_gets_the_closest_key_of_its_section(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_sweep_config(write(tmp_path, text))
     msg = str(err.value)
-    assert "`search.trails`: unknown key (remove it or check its spelling; did you mean trials?)" in msg
+    assert "`search.trails`: unknown key (remove it or check its spelling; did you mean trials" in msg  # closest first
     assert "`devices.0.knd`: unknown key" in msg and "did you mean kind?" in msg
     assert "`space.sparsity.ratio`: unknown key" in msg and "did you mean ratios?" in msg
 

@@ -23,7 +23,8 @@ def make_sweep():
 
 
 def write_sweep(tmp_path: Path, *, name: str, trials: int, url: str = "http://127.0.0.1:1", backend: str = "local",
-                ratios=(0.0, 0.5), extra: dict | None = None, sbs_runs: int = 0) -> Path:
+                ratios=(0.0, 0.5), extra: dict | None = None, sbs_runs: int = 0, search: dict | None = None) -> Path:
+    """``extra``: sections replaced whole; ``search``: keys set in the ``search`` section."""
     cfg = {
         "name": name,
         "model": {"source": "builtin", "name": "det-s"},
@@ -40,6 +41,7 @@ def write_sweep(tmp_path: Path, *, name: str, trials: int, url: str = "http://12
                    "side_by_side_runs": sbs_runs},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": name},
     }
+    cfg["search"].update(search or {})
     for k, v in (extra or {}).items():
         cfg[k] = v
     path = tmp_path / f"{name}.yaml"

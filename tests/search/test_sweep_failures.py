@@ -1,5 +1,6 @@
-"""Failed trials are results: a compression that raises and an agent that dies end as FAILED runs with a
-reason, and the sweep completes. Config errors fail before any work, naming the field."""
+"""Failed trials are results: a compression that raises and an agent that dies (and stays dead past
+``search.outage_wait_s``) end as FAILED runs with a reason, and the sweep completes. Config errors fail
+before any work, naming the field."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from edgetune.search.wiring import prepare_sweep
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, sweep_workdir):
     from edgetune.device_agents.local import start_local_agents
 
-    path = make_sweep(tmp_path, name="failing", trials=4, sbs_runs=20, ratios=(0.0,))
+    path = make_sweep(tmp_path, name="failing", trials=4, sbs_runs=20, ratios=(0.0,), search={"outage_wait_s": 1})
     with start_local_agents(1, threads=1) as agents:
         sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=agents)
         hooks = sweep.hooks
@@ -42,13 +43,16 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, make_sweep, sweep
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     errors = [t.user_attrs["record"].get("error") for t in trials]
     assert "injected failure for trial 2" in errors[2]
-    assert "measurement on 'local' failed" in errors[3]
+    assert "measurement on 'local' failed: device 'local'" in errors[3]
+    assert "has not answered since" in errors[3] and "`search.outage_wait_s` = 1 s" in errors[3]
+    assert trials[3].user_attrs["record"]["outage_wait_s"] is not None  # it waited for the device, then gave up
     tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
     runs = tracker.child_runs()
     assert sorted(runs) == [0, 1, 2, 3]
     for n in (2, 3):
         assert runs[n].info.status == "FAILED"
         assert runs[n].data.tags["error"] == errors[n]
+    assert "outage_wait_s" in runs[3].data.tags and "outage_wait_s" not in runs[2].data.tags
     assert runs[0].info.status == "FINISHED"
     # the side-by-side check at the end found the agent dead: no check recorded, the reports are still there
     assert sweep.study.user_attrs.get("side_by_side") is None

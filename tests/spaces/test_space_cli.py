@@ -58,7 +58,7 @@ def test_space_sensitivity_reports_each_cut_and_max_drop_shapes_the_space(tmp_pa
     out = result.output
     assert "sensitivity: each dimension cut alone" in out and "on 16 val images" in out
     row = next(line for line in out.splitlines() if "sparsity/model:all" in line and "│" in line)
-    assert " 0.5 " in row and "%" in row
+    assert " channel:0.5 " in row and "%" in row and "[red]" not in row
     assert "sparsity/model:all: channel:0.5 removed (sensitivity: channel 0.5 alone costs" in out
     assert "max_drop 0.001" in out and len(list((wd / "sensitivity").glob("*.json"))) == 1
     assert "dense, channel:0.5" not in out  # no group offers the cut any more
