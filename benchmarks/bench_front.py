@@ -28,6 +28,7 @@ the sweep's validation images, letterboxed to each model's input size, through t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -106,10 +107,14 @@ def _is_ultralytics(spec) -> bool:
 def ultralytics_exports(spec, calib, size: int, out_dir: Path) -> dict[str, Path]:
     """What a YOLO user runs today, made by Ultralytics' own exporter from the same weights: its ONNX export
     (run by onnxruntime) and ``export(format="openvino", int8=True)`` (NNCF underneath) calibrated on the same
-    calibration images (written as a YOLO-format dataset). Offline: nothing is downloaded."""
+    calibration images (written as a YOLO-format dataset). Offline: nothing is downloaded.
+
+    An NMS-free model (YOLO26) is exported as it is deployed NMS-free: ``nms=False`` (Ultralytics' default,
+    ``nms=None``, exports the one-to-many branch for an external NMS), its outputs the top ``max_det``
+    detections ``(x1, y1, x2, y2, score, class)``; the returned ``layout`` says so (else None)."""
     import shutil
 
-    from edgetune.models.ultralytics_yolo import build_from_yaml, import_ultralytics
+    from edgetune.models.ultralytics_yolo import build_from_yaml, import_ultralytics, is_end2end
 
     import_ultralytics()
     from ultralytics import YOLO
@@ -141,16 +146,21 @@ def ultralytics_exports(spec, calib, size: int, out_dir: Path) -> dict[str, Path
             (root / "labels" / split / f"{Path(rec.file).stem}.txt").write_text("\n".join(lines) + "\n")
     names = "\n".join(f"  {k}: {n}" for k, n in enumerate(calib.class_names))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    end2end = is_end2end(yolo.model)
+    kw = {"nms": False} if end2end else {}
     cwd = os.getcwd()
     os.chdir(out_dir)  # the exporter writes beside the weights / in the working directory
     try:
-        onnx_path = Path(yolo.export(format="onnx", imgsz=size, dynamic=False, simplify=_has("onnxslim"), batch=1))
-        ov_dir = Path(yolo.export(format="openvino", imgsz=size, int8=True, data=str(root / "data.yaml"), batch=1))
+        onnx_path = Path(yolo.export(format="onnx", imgsz=size, dynamic=False, simplify=_has("onnxslim"), batch=1,
+                                     **kw))
+        ov_dir = Path(yolo.export(format="openvino", imgsz=size, int8=True, data=str(root / "data.yaml"), batch=1,
+                                  **kw))
     finally:
         os.chdir(cwd)
     onnx_path = onnx_path if onnx_path.is_absolute() else out_dir / onnx_path
     ov_dir = ov_dir if ov_dir.is_absolute() else out_dir / ov_dir
-    return {"onnx": onnx_path, "openvino-int8": next(ov_dir.glob("*.xml"))}
+    return {"onnx": onnx_path, "openvino-int8": next(ov_dir.glob("*.xml")),
+            "layout": "xyxy_score_class" if end2end else None}
 
 
 ULTRA_INT8 = "Ultralytics int8 export (OpenVINO)"
@@ -218,6 +228,7 @@ def main() -> None:
     if "int8-uniform" in base:  # int8 placed for OpenVINO when the sweep measured that baseline
         ov8 = artifact(base["int8-uniform@openvino"]) if "int8-uniform@openvino" in base else int8
         models.append(("OpenVINO int8-uniform", str(ov8), "openvino", own))
+    heads = {}  # model -> its own DetectHead where it differs from the sweep's
     tmp = Path(tempfile.mkdtemp(prefix="bench-front-"))
     print(f"quantizing the fp32 model with NNCF on {len(splits.calib)} calibration images ...", flush=True)
     models.append(("NNCF int8 (OpenVINO)", str(nncf_int8(fp32, splits.calib, own, tmp)), "openvino", own))
@@ -227,6 +238,9 @@ def main() -> None:
         ux = ultralytics_exports(cfg.model, splits.calib, own, tmp)
         models.append(("Ultralytics ONNX export (ORT)", str(ux["onnx"]), "ort", own))
         models.append((ULTRA_INT8, str(ux["openvino-int8"]), "openvino", own))
+        if ux["layout"]:  # NMS-free export: Ultralytics' own output layout
+            heads.update(dict.fromkeys(("Ultralytics ONNX export (ORT)", ULTRA_INT8),
+                                       dataclasses.replace(head, layout=ux["layout"])))
     seen = set()
     for s in suggestions(df, keys, goals):
         row = done[done["trial"] == s["trial"]].iloc[0]
@@ -252,7 +266,7 @@ def main() -> None:
     print(machine())
     print(f"sweep '{cfg.name}': {len(done)} complete trials; {len(splits.val)} val images; {args.rounds} rounds x "
           f"{args.runs} runs per model, fresh process each, cpu {args.cpu}", flush=True)
-    maps = {name: accuracy(path, rt, splits.val, head, size) for name, path, rt, size in models}
+    maps = {name: accuracy(path, rt, splits.val, heads.get(name, head), size) for name, path, rt, size in models}
     lat = rotated_p50({name: (path, rt) for name, path, rt, _ in models}, args.cpu, args.rounds, args.runs,
                       on_round=lambda r: print(f"round {r + 1}/{args.rounds} done", flush=True))
     refs = [k for k in ("ORT fp32", "ORT int8-uniform", "NNCF int8 (OpenVINO)", ULTRA_INT8) if k in lat]

@@ -110,8 +110,16 @@ def test_every_offered_group_cuts_at_30_percent_and_the_onnx_matches_the_pruned_
     assert graph.output[0].name and len(graph.node) > 100
 
 
-def test_a_sweep_on_a_yolo_dataset_completes_pruned_trials_on_loopback_only(tmp_path, shapes_val, make_sweep,
-                                                                            local_agent, monkeypatch):
+def test_the_yolo_walkthrough_from_a_checkpoint_runs_on_loopback_only(tmp_path, shapes_val, make_sweep,
+                                                                       local_agent, monkeypatch):
+    """docs/yolo.md steps 2-5 on a YOLO-format dataset and an Ultralytics training checkpoint (`best.pt`, the
+    pickled model as Ultralytics saves it): `eval` scores it, `space --sensitivity` cuts it, a short sweep
+    completes pruned trials, and nothing opens a socket outside 127.0.0.1."""
+    import torch
+    from typer.testing import CliRunner
+
+    from edgetune.cli import app
+    from edgetune.models.ultralytics_yolo import build_from_yaml
     from edgetune.search.records import RECORD_ATTR
     from edgetune.search.wiring import prepare_sweep
 
@@ -120,6 +128,12 @@ def test_a_sweep_on_a_yolo_dataset_completes_pruned_trials_on_loopback_only(tmp_
     export_yolo(shapes_val, root, "train", range(24, 72))
     data_yaml = write_yaml(root / "data.yaml", {"path": ".", "train": "images/train", "val": "images/val",
                                                 "names": dict(enumerate(shapes_val.class_names))})
+    best = tmp_path / "runs" / "detect" / "train" / "weights" / "best.pt"
+    best.parent.mkdir(parents=True)
+    net = build_from_yaml("yolo11n.yaml", len(shapes_val.class_names)).half()
+    for p in net.parameters():
+        p.requires_grad_(False)  # as Ultralytics saves it
+    torch.save({"model": None, "ema": net, "epoch": -1}, best)
     remote: list[str] = []
     connect = socket.socket.connect
 
@@ -131,11 +145,22 @@ def test_a_sweep_on_a_yolo_dataset_completes_pruned_trials_on_loopback_only(tmp_
         return connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    r = CliRunner().invoke(app, ["eval", "--model", f"ultralytics:{best}", "--data", f"yolo:{data_yaml}",
+                                 "--input-size", "128", "--val-images", "24", "--runs", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output[r.output.index("{"):])
+    assert row["val_images"] == 24 and 0.0 <= row["map50_95"] <= 1.0 and 2.5e6 < row["params"] < 2.7e6
     path = make_sweep(tmp_path, name="yolo11n-sweep", trials=4, ratios=(0.0, 0.3), extra={
-        "model": {"source": "ultralytics", "name": "yolo11n.yaml", "input_size": 128},
+        "model": {"source": "ultralytics", "weights": str(best), "input_size": 128},
         "data": {"source": "yolo", "path": str(data_yaml), "val_images": 24, "calib_images": 8, "train_size": 48},
         "recovery": {"steps": 4, "batch": 4, "train_images": 48},
     })
+    cfg_text = path.read_text().replace("ratios:\n", "sensitivity_images: 8\n    ratios:\n")
+    path.write_text(cfg_text)
+    r = CliRunner().invoke(app, ["space", str(path), "--sensitivity", "--workdir", str(tmp_path / "work")],
+                           terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "sensitivity: each dimension cut alone" in r.output and "sparsity/stage:model.model.23" in r.output
     sweep, space, cfg = prepare_sweep(path, workdir=tmp_path / "work", local_agents=local_agent)
     sweep.run(space)
     trials = sweep.study.get_trials()
