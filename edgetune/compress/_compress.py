@@ -245,9 +245,9 @@ def _from_elastic(student, teacher, dg, groups, config, plan, importance, size, 
         accumulate_gradients(student, (adapter.sample(arrays, rng, TAYLOR_BATCH, None) for _ in range(TAYLOR_BATCHES)),
                              lambda m, *batch: adapter.loss(adapter.forward(m, batch[0]), batch))
 
-    orders = ensure_elastic(student, teacher, dg, choices=choices, sizes=sizes, importance=importance,
-                            imp=make_importance(importance), train=train, recovery=recovery, adapter=adapter,
-                            workdir=workdir or Path("."), key=key, timings=timings, gradients=gradients)
+    orders, trained = ensure_elastic(student, teacher, dg, choices=choices, sizes=sizes, importance=importance,
+                                     imp=make_importance(importance), train=train, recovery=recovery, adapter=adapter,
+                                     workdir=workdir or Path("."), key=key, timings=timings, gradients=gradients)
     missing = sorted(set(plan.channels) - set(orders))
     if missing:
         raise CompressionError(f"group(s) {', '.join(missing)} are pruned by the config but were not trained elastic "
@@ -255,6 +255,9 @@ def _from_elastic(student, teacher, dg, groups, config, plan, importance, size, 
     changed = cut_elastic(student, dg, orders, dict(plan.channels), adapter=adapter, train=train, size=size)
     rec = {"mode": "elastic", "elastic": key, "steps": 0, "steps_asked": 0, "stopped": "steps",
            "seconds": round(time.time() - t, 2), "loss": None}
+    if (trained or {}).get("stopped") == "budget_s":  # the shared weights were cut short: so is this config
+        rec.update(stopped="budget_s", elastic_steps=trained.get("steps"), elastic_steps_asked=trained.get("steps_asked"),
+                   budget_s=recovery.budget_s)
     return changed, rec
 
 

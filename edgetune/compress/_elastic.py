@@ -154,10 +154,12 @@ def _dir(workdir: Path, key: str) -> Path:
 
 
 def ensure_elastic(student, teacher, dg, *, choices, sizes, importance, imp, train, recovery, adapter, workdir,
-                   key: str, timings: dict, gradients=None) -> dict[str, list[int]]:
+                   key: str, timings: dict, gradients=None) -> tuple[dict[str, list[int]], dict | None]:
     """Load the elastic weights into ``student`` (the uncompressed structure) from the cache, or train them
-    (and cache them); returns the channel orders. ``gradients()`` leaves in ``.grad`` what the importance
-    criterion needs (taylor), before the channels are scored."""
+    (and cache them); returns (the channel orders, the elastic fine-tune's result: ``recover``'s dict, with
+    ``stopped: budget_s`` when ``recovery.budget_s`` cut it short; None for an entry cached without it).
+    ``gradients()`` leaves in ``.grad`` what the importance criterion needs (taylor), before the channels
+    are scored."""
     import io
 
     import torch
@@ -172,7 +174,11 @@ def ensure_elastic(student, teacher, dg, *, choices, sizes, importance, imp, tra
             student.load_state_dict(torch.load(d / "weights.pt", map_location="cpu", weights_only=True))
             timings["elastic_from_cache"] = True
             log.info("elastic weights %s served from the cache", key[:12])
-            return {k: list(v) for k, v in meta["orders"].items()}
+            rec = meta.get("recovery")
+            if (rec or {}).get("stopped") == "budget_s":  # every config cut from them inherits the cut
+                log.warning("the cached elastic weights %s were trained %d of %d steps (cut by `recovery.budget_s`)",
+                            key[:12], rec.get("steps", 0), rec.get("steps_asked", 0))
+            return {k: list(v) for k, v in meta["orders"].items()}, rec
         except Exception as exc:  # a torn entry: train again
             log.warning("elastic cache entry %s is unreadable (%s); training it again", key[:12], exc)
     t = time.time()
@@ -199,7 +205,7 @@ def ensure_elastic(student, teacher, dg, *, choices, sizes, importance, imp, tra
     timings["elastic_train"] = meta["seconds"]
     log.info("elastic fine-tune %s: %d steps over %d group(s) at %s px in %.0fs", key[:12], rec["steps"], len(choices),
              ",".join(map(str, sizes)), meta["seconds"])
-    return orders
+    return orders, rec
 
 
 def cut_elastic(student, dg, orders: dict[str, list[int]], keep: dict[str, int], *, adapter, train, size: int):

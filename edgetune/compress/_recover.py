@@ -5,7 +5,9 @@ step takes an augmented batch of the train split (``adapter.sample``), the model
 when its source provides one (``adapter.has_loss``: the builtin and Ultralytics detectors, classifiers)
 plus the distillation loss towards the teacher's outputs (``adapter.distill``); a model without a
 supervised loss (a detector by ``python`` factory with the Ultralytics layout) is distilled alone. The budget is in optimizer steps
-(reproducible); ``budget_s`` caps the wall-clock time of the steps on top when set. Pruning masks stay
+(reproducible: the same steps run however busy the machine is); ``budget_s``, when set, only guards against a
+runaway: when it ends the fine-tuning before its steps, a warning says so and the result says
+``stopped: budget_s`` (the trial record and MLflow carry it as ``recovery_cut``). Pruning masks stay
 attached, so pruned weights stay zero.
 """
 
@@ -104,7 +106,9 @@ def recover(student, teacher, train, spec: RecoverySpec, *, adapter, input_size:
     t_steps = time.time()  # the cap counts training steps, not the one-off data preparation above
     for step in range(start, stop):
         if spec.budget_s and time.time() - t_steps > spec.budget_s:
-            log.info("recovery stopped by budget_s=%.0f after %d steps", spec.budget_s, step)
+            log.warning("recovery CUT SHORT by `recovery.budget_s` = %g s: %d of %d steps ran, so this model is "
+                        "less recovered than the config asks (and than on a quieter machine). Raise or remove "
+                        "`recovery.budget_s` to run every step.", spec.budget_s, step - start, stop - start)
             stopped = "budget_s"
             break
         t = 1.0 if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, spec.steps - warmup)))

@@ -10,7 +10,8 @@ recovery:                 # fine-tuning after pruning, on by default whenever a 
   batch: 32
   train_images: 2000      # at most this many images of the train split (0: all)
   seed: 0
-  budget_s: null          # optional wall-clock cap: NOT reproducible on a shared machine
+  budget_s: null          # optional wall-clock guard, not a budget: the steps run unless it trips (then
+                          # a warning, and the trials say so: `recovery_cut`)
   mode: per_config        # per_config: fine-tune each pruned config | elastic: train once, cut many
   refine: {points: 1, steps: 2400, lr: 5.0e-4, within: 0.08}   # after the search (off by default)
 ```
@@ -71,7 +72,9 @@ class RecoverySpec(Strict):
         default="auto", description="bfloat16 autocast for the forward passes: 'auto' = on CPUs with native "
         "bf16 (AVX512-BF16 / AMX), where it makes a step ~1.3x faster")
     seed: int = 0
-    budget_s: float | None = Field(default=None, gt=0.0)
+    budget_s: float | None = Field(default=None, gt=0.0, description="a wall-clock guard on the fine-tuning "
+                                   "(seconds), not a budget: `steps` always run unless it trips; when it does, a "
+                                   "warning says so and the trials from those weights carry `recovery_cut`")
     mode: Literal["per_config", "elastic"] = Field(
         default="per_config", description="per_config: fine-tune every pruned config; elastic: train the model "
         "once at random widths (and sizes), then cut each config from it with BatchNorm re-estimation only")

@@ -96,6 +96,10 @@ def serve_cmd(
     ssl_certfile: str = typer.Option(None, help="TLS certificate (PEM) to serve https."),
     ssl_keyfile: str = typer.Option(None, help="TLS private key (PEM)."),
     ready_file: Path = typer.Option(None, help="Write {url, port, pid} as JSON here once listening."),
+    sensor_root: Path = typer.Option(None, envvar="EDGETUNE_AGENT_SENSOR_ROOT", show_envvar=True,
+                                     help="Read the volatile sensors (throttling flags, temperatures, cpufreq, "
+                                     "power) under this directory instead of / : it holds recorded sensor files "
+                                     "laid out like / (replaying a board's state; tests)."),
 ) -> None:
     """Serve a device agent: uploads, device fingerprint and measurements over HTTP (token auth)."""
     import socket
@@ -110,7 +114,7 @@ def serve_cmd(
         max_artifact_bytes=max_artifact_mb << 20, max_dataset_bytes=max_dataset_mb << 20,
         measure_timeout_s=timeout, max_memory_bytes=max_memory_mb << 20 if max_memory_mb else None,
         host_lock=None if no_host_lock else (host_lock or default_host_lock()), max_connections=max_connections,
-        header_timeout_s=header_timeout, stall_timeout_s=stall_timeout,
+        header_timeout_s=header_timeout, stall_timeout_s=stall_timeout, sensor_root=sensor_root,
     )
     serve(config, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, ready_file=ready_file)
 
@@ -331,5 +335,8 @@ def _print_measurement(m) -> None:
     if m.power:
         console.print(f"power: {m.power.total_mw:.0f} mW ({m.power.source}), "
                       f"{m.power.energy_per_inference_mj or float('nan'):.3f} mJ/inference")
-    console.print(f"peak RSS {(m.peak_rss_bytes or 0) / 2**20:.1f} MiB, wall {m.wall_s:.1f} s"
+    model_mem = "" if m.model_rss_bytes is None else (f"model {m.model_rss_bytes / 2**20:.1f} MiB loaded, "
+                                                      f"{(m.run_rss_bytes or 0) / 2**20:.1f} MiB running; ")
+    console.print(f"{model_mem}process peak RSS {(m.peak_rss_bytes or 0) / 2**20:.1f} MiB, wall {m.wall_s:.1f} s"
+                  + (f"\nTHROTTLED while measuring: {', '.join(m.throttled)}" if m.throttled else "")
                   + "".join(f"\nwarning: {w}" for w in m.warnings))

@@ -2,8 +2,11 @@
 
 One model per fresh process: it reads ``JOB_DIR/job.json`` (written by the agent, never by the
 network), pins itself to the agent's CPUs, loads the model with fixed intra-op threads, times it
-model-only (with a power monitor where the board has a sensor) and end-to-end, records peak RSS, computes
-accuracy on the dataset bundle, and writes ``JOB_DIR/result.json`` atomically. Any failure becomes
+model-only (with a power monitor where the board has a sensor) and end-to-end, records peak RSS and the
+model's own memory (the RSS the runtime session added: after load, and after the model-only loop; the
+runtime library is imported and the dataset bundle read BEFORE the session is created, so neither counts),
+reads the throttling flags after the timed loop, computes accuracy on the dataset bundle, and writes
+``JOB_DIR/result.json`` atomically. Any failure becomes
 ``{"ok": false, "error": {...}}`` with the runtime's error text; a crash or a kill leaves no result and
 the agent reports how the process ended. The process dies with its parent (``PR_SET_PDEATHSIG``).
 """
@@ -48,6 +51,19 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _rss_bytes() -> int | None:
+    """The current resident set size (``/proc/self/statm``); None where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _growth(after: int | None, before: int | None) -> int | None:
+    return None if after is None or before is None else max(0, after - before)
+
+
 def _pin(job: dict) -> None:
     """Run on the agent's CPUs (``--cpus``)."""
     cpus = job.get("cpus") or []
@@ -63,7 +79,7 @@ def run_job(job: dict) -> dict:
 
     from edgetune.device_agents._stats import latency_stats
     from edgetune.device_agents._timing import end_to_end_step, synthetic_images, time_loop
-    from edgetune.device_agents.probes import temperatures
+    from edgetune.device_agents.probes import temperatures, throttle_state
     from edgetune.device_agents.probes.power import pick_power_monitor
     from edgetune.device_agents.protocol import MeasureRequest, RuntimeUsed
     from edgetune.device_agents.runtimes import get_runtime
@@ -75,12 +91,21 @@ def run_job(job: dict) -> dict:
     threads = int(spec.threads or job["threads"])
     warnings: list[str] = []
     path = Path(job["artifact_path"])
+    sensors = job.get("sensor_root") or "/"
     runtime = get_runtime(job["runtime"])
+    runtime_info = runtime.info()  # imports the runtime's library now: its memory is not the model's
+    bundle = None
+    if job.get("dataset_path"):  # read before the session too: the bundle's memory is not the model's
+        from edgetune.device_agents.bundle import read_bundle
+
+        bundle = read_bundle(job["dataset_path"])
     baseline_rss = _peak_rss_bytes()
+    rss_before = _rss_bytes()
     t0 = time.perf_counter()
     session = _load(runtime, path, threads=threads, providers=req.providers, cache_dir=Path(job["cache_dir"]),
                     batch=spec.batch)
     load_s = time.perf_counter() - t0
+    rss_loaded = _rss_bytes()
     model_batch = session.input_shape[0] if session.input_shape and session.input_shape[0] > 0 else None
     if model_batch is not None and model_batch != spec.batch:
         raise MeasurementFailed(f"the model has a fixed batch of {model_batch} but the latency spec asks for "
@@ -88,14 +113,9 @@ def run_job(job: dict) -> dict:
     shape = session.shape_for(spec.batch)
     size = int(shape[-1])
 
-    bundle = None
-    if job.get("dataset_path"):
-        from edgetune.device_agents.bundle import read_bundle
-
-        bundle = read_bundle(job["dataset_path"])
-        if bundle.size != size:
-            raise MeasurementFailed(f"the dataset bundle was letterboxed to {bundle.size} px but the model input is "
-                                    f"{size} px; rebuild the bundle with size={size}.")
+    if bundle is not None and bundle.size != size:
+        raise MeasurementFailed(f"the dataset bundle was letterboxed to {bundle.size} px but the model input is "
+                                f"{size} px; rebuild the bundle with size={size}.")
     if bundle is not None and len(bundle.ids) >= spec.batch:
         from edgetune.data import to_input
 
@@ -109,12 +129,15 @@ def run_job(job: dict) -> dict:
     except Exception as exc:  # the runtime's error text is what the user needs
         raise MeasurementFailed(f"{runtime.name} failed to run the model: {exc}") from exc
 
-    monitor = pick_power_monitor()
+    rss_first = _rss_bytes()
+    monitor = pick_power_monitor(root=sensors, interval_ms=spec.power_sample_ms)
     if monitor is not None:
         monitor.start()
     samples = time_loop(lambda: run(x), spec)
     power = monitor.stop(runs=len(samples)) if monitor is not None else None
+    rss_run = max((r for r in (rss_first, _rss_bytes()) if r is not None), default=None)
     peak_rss = _peak_rss_bytes()
+    throttling_after = throttle_state(root=sensors, vcgencmd=True)  # vcgencmd exists on Raspberry Pi OS only
 
     head = bundle.head if bundle is not None else (head_from_dict(req.head) if req.head else None)
     e2e = None
@@ -134,7 +157,7 @@ def run_job(job: dict) -> dict:
         n_acc = len(bundle.ids)
     session.close()
     return {
-        "runtime": RuntimeUsed(name=runtime.name, version=runtime.info().version or "",
+        "runtime": RuntimeUsed(name=runtime.name, version=runtime_info.version or "",
                                providers_requested=list(req.providers or runtime.default_providers()),
                                providers_used=list(session.providers_used), detail=session.detail).model_dump(),
         "threads": threads, "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
@@ -142,8 +165,10 @@ def run_job(job: dict) -> dict:
         "latency": latency_stats(samples, keep_samples=spec.keep_samples).model_dump(),
         "end_to_end": e2e.model_dump() if e2e else None,
         "peak_rss_bytes": peak_rss, "baseline_rss_bytes": baseline_rss,
+        "model_rss_bytes": _growth(rss_loaded, rss_before), "run_rss_bytes": _growth(rss_run, rss_before),
         "power": power.model_dump() if power else None, "accuracy": accuracy, "accuracy_images": n_acc,
-        "session_load_s": load_s, "temperatures_after_c": temperatures(), "warnings": warnings,
+        "session_load_s": load_s, "temperatures_after_c": temperatures(root=sensors),
+        "throttling_after": throttling_after, "warnings": warnings,
     }
 
 

@@ -237,8 +237,10 @@ class AgentClient:
         head_dict = head.to_dict() if hasattr(head, "to_dict") else head
         req = MeasureRequest(artifact=sha, dataset=ds, latency=spec, providers=tuple(providers) if providers else None,
                              head=head_dict, accuracy=accuracy, runtime=runtime, timeout_s=timeout_s)
-        resp = self._request("POST", "/measure", idempotent=False, json=req.model_dump(mode="json"),
-                             timeout=self.measure_timeout)
+        body = req.model_dump(mode="json")
+        if spec.power_sample_ms is None:  # unset: not sent, so an agent before protocol 1.3 accepts the request
+            body["latency"].pop("power_sample_ms", None)
+        resp = self._request("POST", "/measure", idempotent=False, json=body, timeout=self.measure_timeout)
         return Measurement.model_validate(resp.json())
 
     def compare(self, artifacts, *, runs: int = 300, burst: int = 5, warmup: int = 10, threads: int | None = None,

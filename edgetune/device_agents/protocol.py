@@ -22,8 +22,10 @@ __all__ = [
     "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison", "compare_key",
 ]
 
-PROTOCOL_VERSION = "1.2"  # 1.1: POST /compare; 1.2: several runtimes per agent (DeviceInfo.runtimes,
-#                            CompareRequest.runtimes)
+PROTOCOL_VERSION = "1.3"  # 1.1: POST /compare; 1.2: several runtimes per agent (DeviceInfo.runtimes,
+#                            CompareRequest.runtimes); 1.3: the model's own memory (Measurement.model_rss_bytes,
+#                            run_rss_bytes), throttling around the timed loop (throttling_after, throttled),
+#                            LatencySpec.power_sample_ms
 PROTOCOL_HEADER = "X-Edgetune-Protocol"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -67,7 +69,10 @@ class LatencySpec(_Request):
 
     ``threads`` is the runtime's intra-op thread count (default: the agent's ``--threads``). ``batch`` is
     the batch size timed (the model must accept it). ``end_to_end`` also times letterbox + run + decode/NMS
-    on real images.
+    on real images. ``power_sample_ms``: how often the power sensor is read while the model-only loop runs
+    (None: the sensor's own default, 50 ms for the INA3221 hwmon, 100 ms for tegrastats; RAPL energy
+    counters are read at the start and the end only). A client sends it only when set, so agents before
+    protocol 1.3 still accept its requests.
     """
 
     warmup: int = Field(default=20, ge=0, le=100_000)
@@ -78,6 +83,7 @@ class LatencySpec(_Request):
     batch: int = Field(default=1, ge=1, le=1024)
     end_to_end: bool = True
     keep_samples: bool = True
+    power_sample_ms: int | None = Field(default=None, ge=1, le=60_000)
 
     @model_validator(mode="after")
     def _bounds(self) -> LatencySpec:
@@ -270,7 +276,20 @@ class DeviceInfo(_Response):
 
 class Measurement(_Response):
     """One artifact measured on one device: latency (model-only and end-to-end), memory, power,
-    accuracy from this runtime's outputs, and the provenance of every number."""
+    accuracy from this runtime's outputs, and the provenance of every number.
+
+    Memory: ``peak_rss_bytes`` is the measuring process's peak resident memory (Python, the runtime, the
+    model AND the validation bundle, so it moves with the input size and the dataset); the model's own
+    footprint is apart: ``model_rss_bytes`` is the resident memory the runtime session added from just
+    before it was created to just after it loaded (weights, graph, whatever the runtime loads for its first
+    session), ``run_rss_bytes`` the same growth measured after the model-only timed loop (plus the
+    activation arena and buffers of inference). Both are None where the current RSS cannot be read
+    (``/proc/self/statm``: Linux only).
+
+    Throttling: ``device.throttling`` is read just before the measurement, ``throttling_after`` just after
+    the model-only timed loop (both None where the board exposes no flags); ``throttled`` lists the
+    conditions active in either reading (``under_voltage``, ``freq_capped``, ``throttled``,
+    ``soft_temp_limit``): empty when none was, None when the board exposes no flags."""
 
     protocol: str = PROTOCOL_VERSION
     artifact: str
@@ -285,12 +304,16 @@ class Measurement(_Response):
     end_to_end: LatencyStats | None = None
     peak_rss_bytes: int | None = None
     baseline_rss_bytes: int | None = None
+    model_rss_bytes: int | None = None
+    run_rss_bytes: int | None = None
     power: PowerStats | None = None
     accuracy: dict[str, float] | None = None
     accuracy_images: int = 0
     session_load_s: float = 0.0
     device: DeviceInfo
     temperatures_after_c: dict[str, float] = Field(default_factory=dict)
+    throttling_after: dict[str, bool] | None = None
+    throttled: list[str] | None = None
     started_at: float
     finished_at: float
     wall_s: float

@@ -38,7 +38,12 @@ _TABLE = [
     ("latency_mean_ms", "min", True, "ms", "model-only latency, mean"),
     ("e2e_latency_p50_ms", "min", True, "ms", "end-to-end latency (letterbox + run + decode/NMS), median"),
     ("e2e_latency_p90_ms", "min", True, "ms", "end-to-end latency, 90th percentile"),
-    ("peak_mem_mb", "min", True, "MB", "peak resident memory of the measuring process"),
+    ("peak_mem_mb", "min", True, "MB", "peak resident memory of the whole measuring process (runtime, model "
+     "and the validation bundle: it moves with the input size and the dataset)"),
+    ("model_mem_mb", "min", True, "MB", "the model's own memory: resident memory its runtime session added "
+     "from before it was created to after it loaded"),
+    ("run_mem_mb", "min", True, "MB", "the model's memory while running: the session's resident memory "
+     "after the model-only timed loop (weights + activation arena)"),
     ("energy_mj", "min", True, "mJ", "energy per inference (boards with power sensors)"),
     ("power_w", "min", True, "W", "mean power while running (boards with power sensors)"),
     ("size_bytes", "min", False, "B", "ONNX file size"),

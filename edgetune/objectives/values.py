@@ -36,6 +36,9 @@ def measurement_values(m, device: str) -> dict[str, float]:
                 out[f"{name}@{device}"] = float(stats[src])
     if d.get("peak_rss_bytes"):
         out[f"peak_mem_mb@{device}"] = d["peak_rss_bytes"] / 1e6
+    for name, src in (("model_mem_mb", "model_rss_bytes"), ("run_mem_mb", "run_rss_bytes")):
+        if d.get(src) is not None:  # the model's own footprint, apart from the process's peak
+            out[f"{name}@{device}"] = d[src] / 1e6
     power = d.get("power") or {}
     if power.get("energy_per_inference_mj") is not None:
         out[f"energy_mj@{device}"] = float(power["energy_per_inference_mj"])

@@ -25,7 +25,8 @@ def _header(key: str) -> str:
     metric, _, device = key.partition("@")
     short = {"map50_95": "mAP50-95", "map50": "mAP50", "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms",
              "e2e_latency_p50_ms": "e2e p50 ms", "size_bytes": "size KB", "compressed_bytes": "zstd KB",
-             "peak_mem_mb": "mem MB", "energy_mj": "mJ/inf", "top1": "top-1", "top5": "top-5"}.get(metric, metric)
+             "peak_mem_mb": "peak MB", "model_mem_mb": "model MB", "run_mem_mb": "run MB", "energy_mj": "mJ/inf",
+             "top1": "top-1", "top5": "top-5"}.get(metric, metric)
     return f"{short}\n{device}" if device else short
 
 
@@ -35,6 +36,10 @@ def _cell(key: str, v) -> str:
     if key.startswith(("size_bytes", "compressed_bytes")):
         return f"{v / 1024:,.0f}"
     return _fmt(v, 2 if "_ms" in key or "mem" in key else 4)
+
+
+def _present(v) -> bool:
+    return v is not None and v == v and v != ""  # not None / NaN (pandas) / empty
 
 
 def _speedup(r, base_row, key: str) -> str:
@@ -48,8 +53,11 @@ def _speedup(r, base_row, key: str) -> str:
 def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front: bool = True):
     """A rich table of the front (or all trials): the objectives, speed-up and size against fp32, the
     members each is tied with (within noise) and the three suggestions. Fits 80 columns: labels wrap,
-    numbers never do."""
+    numbers never do. A trial measured while its device was throttled, or whose recovery ``budget_s`` cut
+    short, says so after its label. With every trial (``only_front=False``), the model's own memory on each
+    device (``model_mem_mb``, the runtime session after load) is a column too."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from edgetune.search.front import fp32_row, noise_ties, suggestions
@@ -76,6 +84,9 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
         table.add_column(_header(k), justify="right", no_wrap=True)
     for k in lat_keys:
         table.add_column(f"speed-up\n{k.split('@')[1]}", justify="right", no_wrap=True)
+    mem_keys = [] if only_front else [c for c in df.columns if str(c).startswith("model_mem_mb@") and c not in keys]
+    for k in mem_keys:
+        table.add_column(_header(k), justify="right", no_wrap=True)
     table.add_column("size\n/fp32", justify="right", no_wrap=True)
     table.add_column("ties", overflow="fold", max_width=8)
     table.add_column("pick", no_wrap=True)
@@ -83,9 +94,15 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
         table.add_column("state", no_wrap=True)
     for _, r in rows.sort_values(keys[0], ascending=goals[0] == "min").iterrows():
         n = int(r["trial"])
-        cells = [str(n), str(r.get("label") or ("fp32" if r.get("baseline") == "fp32" else ""))]
+        label = str(r.get("label") or ("fp32" if r.get("baseline") == "fp32" else ""))
+        if _present(r.get("throttled")):
+            label += f" [THROTTLED {r['throttled']}]"
+        if _present(r.get("recovery_cut")):
+            label += f" [recovery cut by budget_s: {r['recovery_cut']}]"
+        cells = [str(n), escape(label)]  # "[...]" is text, not rich markup
         cells += [_cell(k, r.get(k)) for k in keys]
         cells += [_speedup(r, base_row, k) for k in lat_keys]
+        cells += [_cell(k, r.get(k)) for k in mem_keys]
         ok = base_row is not None and r.get("size_bytes") and base_row.get("size_bytes")
         cells.append(f"{r['size_bytes'] / base_row['size_bytes']:.2f}x" if ok else "-")
         tied = ties.get(n, [])

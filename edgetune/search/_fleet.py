@@ -195,10 +195,12 @@ class SweepFleet:
         return self.dataset_hashes.get(int(shape[-1])) if shape else None
 
     def measure(self, device: str, artifact, *, latency_runs: int, warmup: int, timeout_s: float,
-                runtime: str | None = None):
+                runtime: str | None = None, power_sample_ms: int | None = None):
+        latency = {"warmup": warmup, "min_runs": latency_runs}
+        if power_sample_ms is not None:
+            latency["power_sample_ms"] = power_sample_ms
         with self.fleet.lease(device) as client:
-            return client.measure(artifact.onnx_path, dataset=self.dataset_for(artifact),
-                                  latency={"warmup": warmup, "min_runs": latency_runs},
+            return client.measure(artifact.onnx_path, dataset=self.dataset_for(artifact), latency=latency,
                                   runtime=runtime, timeout_s=timeout_s)
 
     def compare(self, device: str, entries: list[tuple[str, str | None]], *, runs: int, warmup: int,

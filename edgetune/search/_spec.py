@@ -63,6 +63,18 @@ class SearchSpec(Strict):
         default=600, ge=0, description="how long trials wait for a device that stopped answering (polled with "
         "exponential backoff, counted from when it went down) before they fail; a measurement cut by an agent restart "
         "is measured again once")
+    throttle_retry: bool = Field(
+        default=True, description="a measurement during which the device reported throttling or under-voltage "
+        "(Raspberry Pi firmware flags) is taken again once after `throttle_cooldown_s`; if the device is still "
+        "throttled, the second one is kept with the flag (`throttled` in the trial record, MLflow and `edgetune "
+        "front`). false: the first one is kept with the flag")
+    throttle_cooldown_s: float = Field(
+        default=60.0, ge=0, le=3600, description="seconds to let a throttled device cool down (and its supply "
+        "recover) before the measurement is taken again")
+    energy_sample_ms: int | None = Field(
+        default=None, ge=1, le=60_000, description="how often the device's power sensor is read while the model-only "
+        "loop runs (energy_mj, power_w); null: the sensor's own default (50 ms INA3221 hwmon, 100 ms tegrastats; "
+        "RAPL integrates, read at start and end)")
     retry_failed: bool = Field(
         default=True, description="on resume, measure each failed trial's point again, once (as a new trial, not "
         "counted in `trials`)")

@@ -69,10 +69,15 @@ class LocalHooks(SweepHooks):
 
     def _measure_kwargs(self) -> dict:
         s = self.cfg.search
-        return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "timeout_s": s.measure_timeout_s}
+        return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "timeout_s": s.measure_timeout_s,
+                "power_sample_ms": s.energy_sample_ms}
 
     def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
         return self.fleet.measure(device, artifact, runtime=runtime, **self._measure_kwargs())
+
+    def throttle_policy(self) -> tuple[bool, float]:
+        s = self.cfg.search
+        return s.throttle_retry, s.throttle_cooldown_s
 
     def recover_device(self, device: str, error: Exception) -> float:
         if self.fleet is None:

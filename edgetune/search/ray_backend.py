@@ -65,6 +65,10 @@ class _WorkerHooks(SweepHooks):
         return Measurement.model_validate(_get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent),
                                                                                runtime)))
 
+    def throttle_policy(self) -> tuple[bool, float]:
+        s = self.ctx.cfg.search
+        return s.throttle_retry, s.throttle_cooldown_s
+
     def recover_device(self, device: str, error: Exception) -> float:
         """Through the fleet actor, which keeps when each device went down for every worker."""
         return _get(self.fleet_actor.recover.remote(device, error))

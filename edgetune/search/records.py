@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["config_summary", "short_label", "RECORD_ATTR", "TrialRecord", "trials_frame", "latency_ci_columns",
-           "mlflow_key"]
+           "mlflow_key", "fingerprint_tags"]
 
 RECORD_ATTR = "record"
 BASELINE_ATTR = "baseline"  # the Optuna user attr naming an enqueued baseline (set before the trial runs)
@@ -35,7 +35,15 @@ class TrialRecord(BaseModel):
     its violation (<= 0 is met); ``fingerprints``: device -> what it ran on (cpu, runtime, threads, the
     latency CI); ``config`` / ``sizes``: the artifact manifest's; ``error``: why a failed trial failed;
     ``outage_wait_s``: how long it waited for a device that stopped answering (None: it never had to);
-    ``measure_retries``: measurements made again because an agent restart cut them."""
+    ``measure_retries``: measurements made again because an agent restart cut them;
+    ``throttled``: device -> the throttling / under-voltage conditions that held during the measurement
+    kept (only devices that were throttled; see ``runner.measure_unthrottled``), ``throttle_retries``:
+    throttled measurements taken again; ``recovery_cut``: set when ``recovery.budget_s`` ended the
+    fine-tuning of this trial's weights before its steps ({steps, steps_asked, budget_s, message}).
+
+    Memory values per device: ``peak_mem_mb@dev`` (the measuring process's peak, validation bundle
+    included), ``model_mem_mb@dev`` (the runtime session's own footprint after load) and
+    ``run_mem_mb@dev`` (the same after the model-only timed loop)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -57,6 +65,9 @@ class TrialRecord(BaseModel):
     refined_from: int | None = None
     outage_wait_s: float | None = None  # seconds the trial waited for a device that did not answer
     measure_retries: int = 0  # measurements made again after an agent restart cut them
+    throttled: dict[str, list[str]] = Field(default_factory=dict)  # device -> conditions held while measuring
+    throttle_retries: int = 0  # throttled measurements taken again after a cool-down
+    recovery_cut: dict[str, Any] | None = None  # recovery.budget_s ended the fine-tuning early
 
     @classmethod
     def of(cls, trial) -> TrialRecord:
@@ -99,11 +110,50 @@ class TrialRecord(BaseModel):
             tags["outage_wait_s"] = f"{self.outage_wait_s:.1f}"
         if self.measure_retries:
             tags["measure_retries"] = str(self.measure_retries)
+        if self.fingerprints:  # true: a device flagged the measurement kept; unknown: none exposes the flags
+            exposed = any(fp.get("throttled") is not None for fp in self.fingerprints.values())
+            tags["throttled"] = "true" if self.throttled else ("false" if exposed else "unknown")
+        for device, conditions in self.throttled.items():
+            tags[f"throttled.{device}"] = ",".join(conditions)
+        if self.throttle_retries:
+            tags["throttle_retries"] = str(self.throttle_retries)
+        if self.recovery_cut:
+            tags["recovery_cut"] = self.recovery_cut.get("message") or "true"
         for device, fp in self.fingerprints.items():
             tags[f"device.{device}"] = json.dumps(fp, default=str)
+            tags.update(fingerprint_tags(device, fp))
         artifacts = {"config.json": {"config": self.config, "params": self.params, "sizes": self.sizes,
                                      "constraints": self.constraints or None}}
+        if self.fingerprints:
+            artifacts["fingerprints.json"] = self.fingerprints
         return params, metrics, tags, artifacts
+
+
+FINGERPRINT_TAGS = ("kind", "board", "runtime", "power_mode", "clocks_locked", "governor", "throttled",
+                    "throttling", "throttling_after")
+
+
+def fingerprint_tags(device: str, fp: dict) -> dict[str, str]:
+    """``fingerprint.<device>.<key>`` MLflow tags of the fingerprint's scalar state (searchable in the UI:
+    ``tags.`fingerprint.pi5.clocks_locked` = 'true'``) and ``max_temp_c`` (the hottest zone, before or after);
+    the whole fingerprint is the ``device.<device>`` tag (JSON) and the ``fingerprints.json`` artifact.
+    A key the device did not report is left out."""
+    out = {}
+    for key in FINGERPRINT_TAGS:
+        v = fp.get(key)
+        if v is None:
+            continue
+        if isinstance(v, dict):  # raw flags: the ones set
+            v = ",".join(k for k, on in v.items() if on) or "none"
+        elif isinstance(v, list):
+            v = ",".join(map(str, v)) or "none"
+        elif isinstance(v, bool):
+            v = str(v).lower()
+        out[f"fingerprint.{device}.{key}"] = str(v)
+    temps = [t for zone in ("temperatures_c", "temperatures_after_c") for t in (fp.get(zone) or {}).values()]
+    if temps:
+        out[f"fingerprint.{device}.max_temp_c"] = f"{max(temps):.1f}"
+    return out
 
 
 def config_summary(manifest: dict, *, runtime: str | None = None) -> dict[str, float | int | str]:
@@ -207,7 +257,10 @@ def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict
                "label": label, "feasible": rec.feasible, "refined_from": rec.refined_from,
                "pareto": ranks.get(t.number) == 0, "pareto_rank": ranks.get(t.number),
                "mlflow_run_id": run_ids.get(t.number), "artifact": rec.artifact_hash,
-               "error": rec.error}
+               "error": rec.error,
+               "throttled": ";".join(f"{d}: {','.join(c)}" for d, c in rec.throttled.items()) or None,
+               "recovery_cut": (f"{rec.recovery_cut.get('steps')}/{rec.recovery_cut.get('steps_asked')} steps"
+                                if rec.recovery_cut else None)}
         row.update(rec.summary)
         values = rec.values
         for k in objective_keys:

@@ -8,6 +8,11 @@ Outages are waited out (:func:`measure_through_outages`): a device that does not
 until it answers again (``SweepHooks.recover_device``, bounded by ``search.outage_wait_s``), and a
 measurement cut by an agent restart (the connection dropped mid-request, or the agent no longer has what
 was uploaded to it) is measured again, once. The record keeps the wait (``outage_wait_s``) and the retry.
+
+Throttling (:func:`measure_unthrottled`): a measurement during which the device reported throttling or
+under-voltage (``Measurement.throttled``) is taken again once, after ``search.throttle_cooldown_s``, when
+``search.throttle_retry`` is on; a device still throttled then has its second measurement kept, flagged
+(``TrialRecord.throttled``: device -> the conditions). The record counts the retakes (``throttle_retries``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 __all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "execute_trials", "run_one",
-           "measure_through_outages", "MeasureAttempts"]
+           "measure_through_outages", "measure_unthrottled", "MeasureAttempts", "recovery_cut", "device_fingerprint"]
 
 # agent errors that mean "restarted without what was uploaded to it": measured again once, after re-uploading
 LOST_CONTENT = ("ArtifactMissing", "DatasetMissing")
@@ -113,6 +118,11 @@ class SweepHooks(ABC):
         (AgentUnavailable) when the outage lasts too long. Hooks that cannot wait raise ``error``."""
         raise error
 
+    def throttle_policy(self) -> tuple[bool, float]:
+        """(retake a throttled measurement once?, seconds to wait before it): ``search.throttle_retry`` and
+        ``search.throttle_cooldown_s``; hooks without a config keep the first measurement, flagged."""
+        return False, 0.0
+
     def watch_devices(self, listener: Callable[[str, float | None], None]) -> None:
         """Have ``listener(device, since)`` called when a device is found down (``since``: epoch seconds)
         and ``listener(device, None)`` when it is back (for progress displays; hooks may ignore it)."""
@@ -141,16 +151,20 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         return _failed(plan, record, f"compression failed: {type(exc).__name__}: {exc}", t0)
     manifest = artifact.manifest
     summary = config_summary(manifest, runtime=plan.runtime)
+    cut = recovery_cut(manifest)
     record = record.model_copy(update={"artifact_hash": artifact.hash, "summary": summary,
                                        "label": short_label(summary, plan.baseline, refined_from=plan.refined_from),
                                        "config": manifest.get("config"),
-                                       "sizes": manifest.get("sizes")})
+                                       "sizes": manifest.get("sizes"), "recovery_cut": cut})
+    if cut is not None:
+        log.warning("trial %d: %s", plan.number, cut["message"])
+        record = record.model_copy(update={"warnings": [*record.warnings, cut["message"]]})
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
     attempts = MeasureAttempts()
     for device in hooks.devices_for_objectives():
         try:
-            m = measure_through_outages(hooks, artifact, device, plan.runtime, attempts)
+            m = measure_unthrottled(hooks, artifact, device, plan.runtime, attempts)
         except EdgetuneError as exc:
             return _failed(plan, attempts.on(record), f"measurement on '{device}' failed: {exc}", t0, artifact)
         except Exception as exc:
@@ -164,20 +178,74 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)
 
 
+def recovery_cut(manifest: dict) -> dict | None:
+    """When ``recovery.budget_s`` ended the fine-tuning this artifact's weights come from before its steps
+    (per config, or the sweep's one elastic fine-tune): {steps, steps_asked, budget_s, message}; else None."""
+    rec = manifest.get("recovery") or {}
+    result = rec.get("result") or {}
+    if result.get("stopped") != "budget_s":
+        return None
+    elastic = result.get("mode") == "elastic"
+    steps = result.get("elastic_steps" if elastic else "steps")
+    asked = result.get("elastic_steps_asked" if elastic else "steps_asked")
+    budget = result.get("budget_s", rec.get("budget_s"))
+    what = "the elastic fine-tune these weights are cut from" if elastic else "recovery"
+    return {"steps": steps, "steps_asked": asked, "budget_s": budget,
+            "message": f"{what} was cut short by `recovery.budget_s` = {budget} s after {steps} of {asked} steps: "
+                       "this trial's accuracy depends on how busy the machine was; raise or remove `recovery.budget_s`"}
+
+
 @dataclass
 class MeasureAttempts:
-    """What riding out outages cost one trial: seconds waited for devices, measurements made again (why)."""
+    """What riding out outages and throttling cost one trial: seconds waited for devices, measurements made
+    again (why), throttled measurements taken again, the devices still throttled in the kept ones."""
 
     waited_s: float = 0.0
     recoveries: int = 0
     retried: list[str] = field(default_factory=list)
+    throttle_retries: int = 0
+    throttled: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def on(self, record: TrialRecord) -> TrialRecord:
-        """``record`` with the wait and the retries (unchanged when there were none)."""
-        if not self.recoveries:
+        """``record`` with the wait, the retries and the throttling (unchanged when there were none)."""
+        update: dict = {}
+        if self.recoveries:
+            update.update(outage_wait_s=round(self.waited_s, 1), measure_retries=len(self.retried))
+        if self.throttle_retries or self.throttled:
+            update.update(throttle_retries=self.throttle_retries, throttled=dict(self.throttled))
+        if not update:
             return record
-        return record.model_copy(update={"outage_wait_s": round(self.waited_s, 1), "measure_retries": len(self.retried),
-                                         "warnings": [*record.warnings, *self.retried]})
+        return record.model_copy(update={**update, "warnings": [*record.warnings, *self.retried, *self.notes]})
+
+
+def measure_unthrottled(hooks: SweepHooks, artifact: Artifact, device: str, runtime: str | None,
+                        attempts: MeasureAttempts | None = None, *, sleep: Callable[[float], None] = time.sleep
+                        ) -> Measurement:
+    """:func:`measure_through_outages`, and the throttling rule: a measurement the device flags as taken
+    while throttled or under-voltage (``Measurement.throttled`` non-empty) is taken again once after the
+    hooks' cool-down (``throttle_policy``); the measurement kept is the last, and when it is still flagged,
+    ``attempts.throttled[device]`` says with which conditions. A device that exposes no flags
+    (``throttled`` None) is never retaken."""
+    attempts = attempts if attempts is not None else MeasureAttempts()
+    m = measure_through_outages(hooks, artifact, device, runtime, attempts)
+    retry, cooldown = hooks.throttle_policy()
+    if m.throttled and retry:
+        log.warning("device %s was throttled while measuring (%s): measuring again after a %.0f s cool-down",
+                    device, ", ".join(m.throttled), cooldown)
+        first = ", ".join(m.throttled)
+        sleep(cooldown)
+        attempts.throttle_retries += 1
+        m = measure_through_outages(hooks, artifact, device, runtime, attempts)
+        attempts.notes.append(f"device '{device}' was throttled while measuring ({first}); measured again after "
+                              f"{cooldown:g} s" + (", still throttled: kept with the flag" if m.throttled else ""))
+    if m.throttled:
+        attempts.throttled[device] = list(m.throttled)
+        if not retry:
+            attempts.notes.append(f"device '{device}' was throttled while measuring ({', '.join(m.throttled)}); "
+                                  "kept with the flag (`search.throttle_retry` is off)")
+        log.warning("device %s measured while throttled (%s): the trial keeps the flag", device, ", ".join(m.throttled))
+    return m
 
 
 def measure_through_outages(hooks: SweepHooks, artifact: Artifact, device: str, runtime: str | None,
@@ -218,16 +286,33 @@ def _failed(plan, record: TrialRecord, error: str, t0: float, artifact=None) -> 
 
 
 def device_fingerprint(d: dict) -> dict:
+    """What a measurement ran on, in full (a Measurement's dict): the board, SoC, CPU (model, arch,
+    governor, the int8-relevant features), OS / kernel / L4T, memory, the runtime and its settings, threads
+    and CPUs, and the volatile state around the measurement: power mode, clocks locked, power sensors,
+    temperatures before and after, the throttling / under-voltage flags before (``throttling``) and after
+    (``throttling_after``) and the conditions that held (``throttled``; None: the board exposes no flags)."""
     dev = d.get("device") or {}
     rt = d.get("runtime") or {}
+    board, cpu, os_ = dev.get("board") or {}, dev.get("cpu") or {}, dev.get("os") or {}
+    lat = d.get("latency") or {}
     return {
-        "name": dev.get("name"), "kind": dev.get("kind"), "board": (dev.get("board") or {}).get("model"),
-        "cpu": (dev.get("cpu") or {}).get("model"), "os": (dev.get("os") or {}).get("name"),
+        "name": dev.get("name"), "kind": dev.get("kind"), "detected_kind": dev.get("detected_kind"),
+        "board": board.get("model"), "vendor": board.get("vendor"), "soc": board.get("soc"),
+        "cpu": cpu.get("model"), "arch": cpu.get("arch"), "governor": cpu.get("governor"),
+        "cpu_features": ",".join(cpu.get("features") or []),
+        "os": os_.get("name"), "kernel": os_.get("kernel"), "l4t": os_.get("l4t"), "python": os_.get("python"),
+        "memory_bytes": dev.get("memory_bytes"), "edgetune_version": dev.get("edgetune_version"),
         "runtime": f"{rt.get('name')} {rt.get('version')}", "providers": ",".join(rt.get("providers_used") or []),
+        "runtime_detail": rt.get("detail") or {},
         "threads": d.get("threads"), "cpus": ",".join(str(c) for c in d.get("cpus") or []),
-        "power_mode": dev.get("power_mode"), "temperatures_c": dev.get("temperatures_c"),
-        "latency_n": (d.get("latency") or {}).get("n"),
-        "latency_ci95_ms": [(d.get("latency") or {}).get("ci95_low_ms"), (d.get("latency") or {}).get("ci95_high_ms")],
+        "power_mode": dev.get("power_mode"), "clocks_locked": dev.get("clocks_locked"),
+        "power_sensors": ",".join(dev.get("power_sensors") or []),
+        "power_source": (d.get("power") or {}).get("source"),
+        "temperatures_c": dev.get("temperatures_c"), "temperatures_after_c": d.get("temperatures_after_c") or {},
+        "throttling": dev.get("throttling"), "throttling_after": d.get("throttling_after"),
+        "throttled": d.get("throttled"),
+        "latency_n": lat.get("n"),
+        "latency_ci95_ms": [lat.get("ci95_low_ms"), lat.get("ci95_high_ms")],
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import zipfile
 from fractions import Fraction
 
@@ -13,6 +14,7 @@ import pytest
 from edgetune.device_agents import LatencySpec, MeasureRequest, check_protocol, make_bundle, read_bundle
 from edgetune.device_agents._onnx_check import not_onnx_reason, scan_onnx
 from edgetune.device_agents._stats import latency_stats, median_ci
+from edgetune.device_agents.protocol import PROTOCOL_VERSION
 from edgetune.errors import DataError, ProtocolMismatch
 
 
@@ -60,7 +62,7 @@ def test_latency_stats_fields():
 def test_protocol_versions_and_strict_requests():
     check_protocol("1.0", where="x")
     check_protocol("1.7", where="x")  # minor versions only add fields
-    with pytest.raises(ProtocolMismatch, match="speaks edgetune protocol 2.0.*1.2"):
+    with pytest.raises(ProtocolMismatch, match=rf"speaks edgetune protocol 2.0.*{re.escape(PROTOCOL_VERSION)}"):
         check_protocol("2.0", where="the agent at http://pi:8765")
     with pytest.raises(ProtocolMismatch, match="not an edgetune agent"):
         check_protocol(None, where="x")

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 def _timing(key: str) -> bool:
-    return "latency" in key or key.startswith(("peak_mem", "energy", "power"))
+    """Values that vary from one run to the next: latencies, memory (the process's and the model's), power."""
+    return "latency" in key or key.startswith(("peak_mem", "model_mem", "run_mem", "energy", "power"))
 
 
 def run_backend(backend: str, tmp_path, make_sweep, local_agent, workdir, monkeypatch) -> dict:

@@ -2,6 +2,14 @@
 
 Board-specific readers live in :mod:`.board`, :mod:`.jetson`, :mod:`.rpi` and :mod:`.power`; each
 takes a ``root`` so it is tested on recorded files. :func:`fingerprint` assembles the ``/info`` answer.
+
+The volatile sensors (throttling / under-voltage flags, temperatures, cpufreq limits, power sensors) are
+read under a *sensor root*, ``/`` unless the agent was started with ``--sensor-root DIR`` (or
+``EDGETUNE_AGENT_SENSOR_ROOT``): a directory laid out like ``/`` that holds recorded sensor files
+(``sys/class/thermal/...``, ``sys/devices/platform/soc/soc:firmware/get_throttled``, ...). It replays a
+board's state on a machine that has no such sensors (the tests do, with values recorded on real boards),
+through the same parsing code; it never changes the board, CPU or OS the agent reports. Commands
+(``vcgencmd``, ``nvpmodel``, ``tegrastats``) are only run on the live system, never under a sensor root.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from edgetune.device_agents.probes.board import (
 )
 from edgetune.device_agents.probes.jetson import clocks_locked, parse_nvpmodel
 from edgetune.device_agents.probes.power import available_power_sensors
-from edgetune.device_agents.probes.rpi import read_throttled
+from edgetune.device_agents.probes.rpi import active_conditions, throttle_state
 from edgetune.device_agents.protocol import AgentSettings, Board, CPUInfo, DeviceInfo, OSInfo, RuntimeInfo
 
-__all__ = ["fingerprint", "detected_kind", "temperatures", "power_mode"]
+__all__ = ["fingerprint", "detected_kind", "temperatures", "power_mode", "throttle_state", "active_conditions"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,15 +76,19 @@ def power_mode(*, timeout: float = 3.0) -> str | None:
 
 
 def fingerprint(*, name: str, kind: str | None, runtime: RuntimeInfo, agent: AgentSettings,
-                root: str | Path = "/", runtimes: list[RuntimeInfo] | None = None) -> DeviceInfo:
-    """The ``/info`` answer; static facts are cached, volatile ones (thermals, modes) read each call."""
+                root: str | Path = "/", runtimes: list[RuntimeInfo] | None = None,
+                sensors: str | Path | None = None) -> DeviceInfo:
+    """The ``/info`` answer; static facts (under ``root``) are cached, volatile ones (thermals, modes,
+    throttling; under ``sensors``, default ``root``) read each call."""
     board, os_, cpu, mem = _static(str(root))
     detected = detected_kind(root=root)
+    sensors = root if sensors is None else sensors
+    live = str(sensors) == "/"
     return DeviceInfo(
         name=name, kind=kind or detected, detected_kind=detected, edgetune_version=__version__, board=board,
         os=os_, cpu=cpu, memory_bytes=mem, runtime=runtime, runtimes=list(runtimes or [runtime]), agent=agent,
-        power_mode=power_mode() if board.vendor == "jetson" else None,
-        clocks_locked=clocks_locked(root=root), power_sensors=available_power_sensors(root=root),
-        temperatures_c=temperatures(root=root),
-        throttling=read_throttled() if board.vendor == "raspberry-pi" else None,
+        power_mode=power_mode() if board.vendor == "jetson" and live else None,
+        clocks_locked=clocks_locked(root=sensors), power_sensors=available_power_sensors(root=sensors),
+        temperatures_c=temperatures(root=sensors),
+        throttling=throttle_state(root=sensors, vcgencmd=board.vendor == "raspberry-pi"),
     )

@@ -3,7 +3,9 @@
 
 ``pick_power_monitor()`` returns the best one the device has, or None. Energy per inference is the
 mean power over the loop times its duration divided by the runs: it needs long, steady loops (tegrastats
-samples every 100 ms at best). Not run on a Jetson by us (no board here); RAPL is not readable on the
+samples every 100 ms by default). The sampling interval is the request's ``latency.power_sample_ms`` (the
+sweep's ``search.energy_sample_ms``); unset, the INA3221 hwmon is read every 50 ms and tegrastats asked
+for a line every 100 ms. RAPL is read at the start and the end of the loop only (its counters integrate). Not run on a Jetson by us (no board here); RAPL is not readable on the
 development machine either, so the monitors are exercised in tests on recorded sysfs trees.
 """
 
@@ -178,12 +180,13 @@ def available_power_sensors(*, root: str | Path = "/") -> list[str]:
     return found
 
 
-def pick_power_monitor(*, root: str | Path = "/") -> PowerMonitor | None:
-    """The finest power monitor available here, or None (no sensor)."""
+def pick_power_monitor(*, root: str | Path = "/", interval_ms: int | None = None) -> PowerMonitor | None:
+    """The finest power monitor available here, or None (no sensor); ``interval_ms``: how often a sampling
+    monitor reads its sensor (None: its default)."""
     if read_ina3221(root=root):
-        return HwmonMonitor(root=root)
+        return HwmonMonitor(root=root) if interval_ms is None else HwmonMonitor(root=root, interval=interval_ms / 1e3)
     exe = shutil.which("tegrastats") if str(root) == "/" else None
     if exe:
-        return TegrastatsMonitor(exe=exe)
+        return TegrastatsMonitor(exe=exe) if interval_ms is None else TegrastatsMonitor(exe=exe, interval_ms=interval_ms)
     zones = RaplMonitor.find(root=root)
     return RaplMonitor(zones) if zones else None

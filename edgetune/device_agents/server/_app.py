@@ -162,7 +162,8 @@ class AgentState:
                                  max_artifact_bytes=cfg.max_artifact_bytes, max_dataset_bytes=cfg.max_dataset_bytes,
                                  measure_timeout_s=cfg.measure_timeout_s)
         infos = [get_runtime(r).info() for r in cfg.offered_runtimes]
-        return fingerprint(name=cfg.name, kind=cfg.kind, runtime=infos[0], runtimes=infos, agent=settings)
+        return fingerprint(name=cfg.name, kind=cfg.kind, runtime=infos[0], runtimes=infos, agent=settings,
+                           sensors=cfg.sensor_root)
 
 
 def create_app(config: AgentConfig) -> FastAPI:

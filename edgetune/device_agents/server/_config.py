@@ -26,7 +26,10 @@ class AgentConfig:
     lock file shared by the agents of one host (None: no cross-agent lock). ``runtime`` is the default
     runtime (requests that name none get it); ``runtimes`` the others the agent also offers (a request may
     name any of :attr:`offered_runtimes`). ``header_timeout_s``, ``stall_timeout_s`` and ``max_connections``
-    bound what slow or half-open clients can hold (``server._http``; None: from the open-file limit)."""
+    bound what slow or half-open clients can hold (``server._http``; None: from the open-file limit).
+    ``sensor_root``: where the volatile sensors (throttling flags, temperatures, cpufreq, power) are read,
+    a directory laid out like ``/`` holding recorded sensor files (None: the live ``/``); for replaying a
+    board's recorded state where no such sensor exists (see ``probes``)."""
 
     token: str
     workdir: Path
@@ -49,6 +52,7 @@ class AgentConfig:
     header_timeout_s: float = 10.0  # request line + headers must arrive within this
     stall_timeout_s: float = 60.0  # a request body, or a response the client reads, may pause this long
     max_connections: int | None = None
+    sensor_root: Path | None = None
 
     @property
     def offered_runtimes(self) -> tuple[str, ...]:
@@ -68,6 +72,9 @@ class AgentConfig:
         for flag, value in (("--header-timeout", self.header_timeout_s), ("--stall-timeout", self.stall_timeout_s)):
             if not value > 0:
                 raise ConfigError(f"{flag} must be > 0 seconds, got {value}.")
+        if self.sensor_root is not None and not Path(self.sensor_root).is_dir():
+            raise ConfigError(f"--sensor-root {self.sensor_root} is not a directory; give a directory laid out like / "
+                              "that holds recorded sensor files, or leave the option out to read this machine's.")
         if self.max_connections is not None and self.max_connections < 4:
             raise ConfigError(f"--max-connections must be >= 4 (a controller keeps a few open), got "
                               f"{self.max_connections}.")

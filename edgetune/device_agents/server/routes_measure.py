@@ -7,6 +7,7 @@ import os
 
 from fastapi import APIRouter, Request
 
+from edgetune.device_agents.probes import active_conditions
 from edgetune.device_agents.protocol import CompareRequest, Comparison, Measurement, MeasureRequest
 from edgetune.device_agents.server._errors import ERROR_RESPONSES, ApiError
 
@@ -31,7 +32,8 @@ def _check(state, runtimes, artifacts) -> None:
 
 def _job_base(cfg, runtime: str | None = None) -> dict:
     return {"runtime": runtime or cfg.runtime, "threads": cfg.threads, "cpus": list(cfg.cpus), "cache_dir": str(cfg.workdir / "cache"),
-            "max_memory_bytes": cfg.max_memory_bytes, "agent_pid": os.getpid()}
+            "max_memory_bytes": cfg.max_memory_bytes, "agent_pid": os.getpid(),
+            "sensor_root": str(cfg.sensor_root) if cfg.sensor_root is not None else None}
 
 
 @router.post("/measure", response_model=Measurement)
@@ -48,8 +50,10 @@ async def measure(req: MeasureRequest, request: Request) -> Measurement:
     }
     timeout = min(req.timeout_s or cfg.measure_timeout_s, cfg.measure_timeout_s)
     result, started, finished, device = await state.scheduler.run(job, timeout=timeout, before=state.fingerprint)
+    # flagged when a condition held just before the measurement or right after its timed loop
+    throttled = active_conditions(device.throttling, result.get("throttling_after"))
     return Measurement(artifact=req.artifact, dataset=req.dataset, device=device, started_at=started,
-                       finished_at=finished, wall_s=finished - started, **result)
+                       finished_at=finished, wall_s=finished - started, throttled=throttled, **result)
 
 
 @router.post("/compare", response_model=Comparison)
