@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FACTORY", "shape_cnn", "train_classifier"]
+__all__ = ["FACTORY", "mlp_head_cnn", "shape_cnn", "train_classifier"]
 
 FACTORY = "tiny_models:shape_cnn"
 
@@ -22,6 +22,15 @@ def shape_cnn(num_classes: int = 6):
 
     return nn.Sequential(block(3, 32, 2), block(32, 48, 2), block(48, 64, 1), block(64, 96, 2), block(96, 128, 1),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes))
+
+
+def mlp_head_cnn(num_classes: int = 6):
+    """A conv stem, global pooling and an MLP head (Linear -> ReLU -> Linear): the middle Linear is neither
+    first nor last."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, num_classes))
 
 
 def train_classifier(model, train, out: Path, *, steps: int = 600, batch: int = 64, lr: float = 3e-3,

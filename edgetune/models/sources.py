@@ -140,6 +140,31 @@ class PythonSource(ModelSource):
                            spec.input_size, digest)
 
 
+def _input_size(proto, path: Path, asked: int | None) -> int:
+    """The square input size an ONNX graph takes: its static height and width (``asked``, the config's
+    ``model.input_size``, must equal them: an ONNX file cannot be resized), or ``asked`` where they are
+    dynamic."""
+    dims = list(proto.graph.input[0].type.tensor_type.shape.dim) if proto.graph.input else []
+    hw = [d.dim_value or None for d in dims[2:]] if len(dims) == 4 else []
+    fixed = sorted({d for d in hw if d})
+    shape = "x".join(str(d.dim_value or d.dim_param or "?") for d in dims)
+    if len(fixed) > 1:
+        raise ModelError(f"'{path}' takes a {shape} input, which is not square; edgetune feeds square images "
+                         "(size x size, letterboxed). Export the model with a square or a dynamic height and width.")
+    if asked is not None and fixed and asked != fixed[0]:
+        raise ModelError(
+            f"`model.input_size` {asked} does not match '{path}', whose graph takes a fixed {shape} input "
+            f"({fixed[0]} px; edgetune cannot resize an ONNX file). Remove `model.input_size` (it is read from "
+            f"the graph) or set it to {fixed[0]}; only a graph exported with a dynamic height and width takes "
+            "any size."
+        )
+    size = asked or (fixed[0] if fixed else None)
+    if not size:
+        raise ModelError(f"cannot read the input size of '{path}' (input {shape or 'without a shape'}); set "
+                         "`model.input_size`.")
+    return size
+
+
 @register_source("onnx")
 class OnnxSource(ModelSource):
     """An ONNX file: precision search only (it cannot be pruned)."""
@@ -156,12 +181,7 @@ class OnnxSource(ModelSource):
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:
             raise ModelError(f"'{path}' is not a readable ONNX model ({exc}).") from exc
-        size = spec.input_size
-        if size is None:
-            dims = proto.graph.input[0].type.tensor_type.shape.dim
-            size = dims[-1].dim_value if len(dims) == 4 and dims[-1].dim_value else None
-        if not size:
-            raise ModelError(f"cannot read the input size of '{path}'; set `model.input_size`.")
+        size = _input_size(proto, path, spec.input_size)
         head = _head(spec.task, class_names, category_ids)
         if spec.task == "detect":  # an end-to-end (NMS-free) export outputs (N, K, 6): read it off the graph
             from dataclasses import replace

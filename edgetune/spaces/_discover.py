@@ -88,11 +88,34 @@ def _stage_depth(module) -> Callable[[str], str]:
 
 def _edges(dg, layers: dict) -> tuple[set[str], set[str]]:
     """(first, last) layers from the dependency graph: reached from the input / reaching the output
-    without crossing another layer."""
-    mods = {m: n for n, m in layers.items()}
+    without crossing another layer.
 
-    def reaches(node, attr: str) -> bool:
-        seen, stack = set(), list(getattr(node, attr))
+    A node without inputs is where the model's input enters the graph (the input itself needs no gradient,
+    so it is no node), unless it is computed from parameters alone: Torch-Pruning drops parameter leaves, so
+    a Linear's ``weight.t()`` (``TBackward0``), an unwrapped parameter or a learned embedding's ``expand``
+    is a node without inputs too, and every Linear (every layer after such an embedding) would pass for a
+    first layer. Such nodes are no way in."""
+    mods = {m: n for n, m in layers.items()}
+    params_only: dict[int, bool] = {}
+
+    def from_params(x) -> bool:
+        """``x`` is computed from parameters alone: every operand has a gradient and is a parameter leaf
+        (dropped by Torch-Pruning) or itself computed from parameters alone."""
+        if id(x) not in params_only:
+            params_only[id(x)] = False  # autograd graphs have no cycles; this only guards the recursion
+            ops = getattr(x.grad_fn, "next_functions", None) or ()
+            params_only[id(x)] = (x.module not in mods and all(f is not None for f, _ in ops)
+                                  and all(from_params(i) for i in x.inputs))
+        return params_only[id(x)]
+
+    def inputs(x) -> list:
+        return [i for i in x.inputs if not from_params(i)]
+
+    def outputs(x) -> list:
+        return x.outputs
+
+    def reaches(node, step) -> bool:
+        seen, stack = set(), list(step(node))
         if not stack:
             return True
         while stack:
@@ -102,7 +125,7 @@ def _edges(dg, layers: dict) -> tuple[set[str], set[str]]:
             seen.add(id(x))
             if x.module in mods:
                 continue
-            nxt = getattr(x, attr)
+            nxt = step(x)
             if not nxt:
                 return True
             stack.extend(nxt)
@@ -113,9 +136,9 @@ def _edges(dg, layers: dict) -> tuple[set[str], set[str]]:
         node = dg.module2node.get(m)
         if node is None:
             continue
-        if reaches(node, "inputs"):
+        if reaches(node, inputs):
             first.add(n)
-        if reaches(node, "outputs"):
+        if reaches(node, outputs):
             last.add(n)
     return first, last
 

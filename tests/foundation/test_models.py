@@ -65,3 +65,37 @@ def test_onnx_source(det_s_onnx):
     loaded = load_model(ModelSpec(source="onnx", path=str(det_s_onnx), task="detect"), class_names=CLASSES,
                         category_ids=CATS)
     assert loaded.module is None and loaded.input_size == 256 and loaded.onnx_path == det_s_onnx
+
+
+def _tiny_onnx(path, h, w):
+    """images (1, 3, h, w) -> conv -> global pooling -> flatten: a classifier graph of the given input shape."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((6, 3, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["output"])]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 6])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
+    return str(path)
+
+
+def test_onnx_input_size_must_match_a_fixed_graph(det_s_onnx, tmp_path):
+    """An ONNX file cannot be resized: a `model.input_size` other than the graph's fixed one is refused at load
+    (naming the field, both sizes and the fix), not later inside compress; a dynamic height and width take any."""
+    spec = ModelSpec(source="onnx", path=str(det_s_onnx), task="detect")
+    assert load_model(spec.model_copy(update={"input_size": 256}), class_names=CLASSES,
+                      category_ids=CATS).input_size == 256
+    with pytest.raises(ModelError, match=r"`model.input_size` 224 does not match .*det-s.onnx.*fixed 1x3x256x256 "
+                                         r"input.*Remove `model.input_size`.*or set it to 256"):
+        load_model(spec.model_copy(update={"input_size": 224}), class_names=CLASSES, category_ids=CATS)
+    dynamic = ModelSpec(source="onnx", path=_tiny_onnx(tmp_path / "dyn.onnx", "height", "width"), task="classify")
+    assert load_model(dynamic.model_copy(update={"input_size": 96}), class_names=CLASSES,
+                      category_ids=CATS).input_size == 96
+    with pytest.raises(ModelError, match=r"input size of .*dyn.onnx.*1x3xheightxwidth.*set `model.input_size`"):
+        load_model(dynamic, class_names=CLASSES, category_ids=CATS)
+    wide = ModelSpec(source="onnx", path=_tiny_onnx(tmp_path / "wide.onnx", 64, 96), task="classify")
+    with pytest.raises(ModelError, match=r"1x3x64x96 input, which is not square"):
+        load_model(wide, class_names=CLASSES, category_ids=CATS)

@@ -45,6 +45,7 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
         assert kinds.count("precision") >= 10 and kinds.count("sparsity") >= 10
         assert {"input_size", "runtime"} <= set(kinds)
         sweep.run(space)
+    assert type(sweep.study.sampler).__name__ == "TPESampler"  # the suite's TPE sweep (test_sweep_samplers: the others)
     trials = sweep.study.get_trials()
     errors = [t.user_attrs.get(RECORD_ATTR, {}).get("error") for t in trials]
     assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials) and len(trials) == 9 + 1, errors

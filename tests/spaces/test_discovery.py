@@ -70,3 +70,36 @@ def test_untraceable_model_is_a_clear_error():
 
     with pytest.raises(CompressionError, match="Torch-Pruning cannot trace Grey"):
         build_space(Grey(), SpaceSpec(), input_size=32)
+
+
+@pytest.mark.filterwarnings("ignore:Unwrapped parameters detected")  # Torch-Pruning on the embedding
+def test_only_the_layers_at_the_input_and_output_are_first_and_last():
+    """A Linear's weight enters the graph through ``weight.t()`` and a learned embedding through its own
+    ops: neither is the model's input, so the middle Linear of an MLP head (and a conv after an embedding)
+    is neither first nor last and is not pinned as such; a Linear that reads the input itself is first."""
+    import torch
+    from tiny_models import mlp_head_cnn
+    from torch import nn
+
+    from edgetune.spaces import SpaceSpec, build_space
+
+    class Embedded(nn.Module):  # stem -> + learned position embedding -> conv -> head
+        def __init__(self):
+            super().__init__()
+            self.stem, self.conv, self.head = nn.Conv2d(3, 8, 4, 4), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+            self.pos = nn.Parameter(torch.zeros(1, 8, 8, 8))
+
+        def forward(self, x):
+            return self.head(torch.relu(self.conv(self.stem(x) + self.pos.expand(x.shape[0], -1, -1, -1))))
+
+    spec = SpaceSpec(keep={"precision": {"fp32": ["first", "last"]}})
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16), nn.ReLU(), nn.Linear(16, 4))
+    for model, first, middle, last in ((mlp_head_cnn(), "0", "4", "6"), (Embedded(), "stem", "conv", "head"),
+                                       (mlp, "1", None, "3")):
+        space = build_space(model.eval(), spec, input_size=32)
+        edges = {lay.name: (lay.first, lay.last) for lay in space.layers}
+        assert edges[first] == (True, False) and edges[last] == (False, True), (type(model).__name__, edges)
+        assert space.precision_choices[first] == space.precision_choices[last] == ("fp32",)
+        if middle is not None:
+            assert edges[middle] == (False, False), (type(model).__name__, edges)
+            assert space.precision_choices[middle] == ("fp32", "int8")
