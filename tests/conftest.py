@@ -20,6 +20,15 @@ VAL_IMAGES = 120
 CALIB_IMAGES = 32
 
 
+def pytest_collection_modifyitems(items):
+    """Files with a ``slow`` test run first. ``make test`` hands whole files to its workers in collection
+    order, so a long file collected last would run alone at the end while the other workers idle; started
+    first, the long files overlap and the short ones fill the gaps. Stable: the order within each class of
+    file is the collection order (the same in every worker, as pytest-xdist requires)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def shapes_val():
     from edgetune.data.shapes import shapes_split

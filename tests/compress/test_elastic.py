@@ -35,6 +35,7 @@ def _point(space, sparsity: str, size: str):
                               for d in space.dimensions})
 
 
+@pytest.mark.slow
 def test_two_width_configs_are_cut_from_one_elastic_model_and_match_their_torch_outputs(
         det_s, elastic_space, elastic_workdir, train_split, shapes_calib):
     a = compress(det_s, _point(elastic_space, "channel:0.25", "256"), calib=shapes_calib, workdir=elastic_workdir,

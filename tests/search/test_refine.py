@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from edgetune.search.records import TrialRecord
 from edgetune.search.wiring import prepare_sweep
 
 
+@pytest.mark.slow
 def test_the_fastest_pruned_trial_is_refined_once(tmp_path, local_agent, sweep_workdir, make_sweep):
     path = make_sweep(tmp_path, name="refine", trials=3, ratios=(0.5,), extra={
         "recovery": {"mode": "elastic", "steps": 4, "batch": 4, "refine": {"points": 1, "steps": 6, "within": 1.0}},

@@ -13,6 +13,7 @@ def _onnx_model(det_s_onnx) -> dict:
     return {"source": "onnx", "path": str(det_s_onnx), "task": "detect"}
 
 
+@pytest.mark.slow
 def test_an_onnx_only_sweep_runs_four_trials(tmp_path, make_sweep, local_agent, sweep_workdir, det_s_onnx):
     from edgetune.compress import Artifact
     from edgetune.compress._onnx_map import quantized_nodes

@@ -8,6 +8,8 @@ import threading
 import time
 from urllib.parse import urlparse
 
+import pytest
+
 from edgetune.search.tracking import Tracker
 from edgetune.search.wiring import prepare_sweep
 
@@ -15,6 +17,7 @@ TRIALS = 3
 CUT = 2  # the trial whose measurement the agent dies in
 
 
+@pytest.mark.slow
 def test_an_agent_killed_mid_measurement_is_waited_for_and_the_cut_trial_measured_again(tmp_path, make_sweep,
                                                                                           sweep_workdir):
     from edgetune.device_agents.client import AgentClient

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from edgetune.search._shared import OWNER_ATTR
 from edgetune.search.tracking import SWEEP_TAG, TRIAL_TAG, Tracker
 from edgetune.search.wiring import prepare_sweep
@@ -21,6 +23,7 @@ def owner_pid(trial) -> int | None:
     return int(owner["pid"]) if isinstance(owner, dict) else None
 
 
+@pytest.mark.slow
 def test_a_second_controller_shares_the_study_without_rerunning_a_trial_in_flight(tmp_path, make_sweep, local_agent,
                                                                                   sweep_workdir):
     agent = local_agent.agents[0]

@@ -110,11 +110,12 @@ def test_every_offered_group_cuts_at_30_percent_and_the_onnx_matches_the_pruned_
     assert graph.output[0].name and len(graph.node) > 100
 
 
+@pytest.mark.slow
 def test_the_yolo_walkthrough_from_a_checkpoint_runs_on_loopback_only(tmp_path, shapes_val, make_sweep,
                                                                        local_agent, monkeypatch):
-    """docs/yolo.md steps 2-5 on a YOLO-format dataset and an Ultralytics training checkpoint (`best.pt`, the
-    pickled model as Ultralytics saves it): `eval` scores it, `space --sensitivity` cuts it, a short sweep
-    completes pruned trials, and nothing opens a socket outside 127.0.0.1."""
+    """docs/yolo.md's steps on a YOLO-format dataset and an Ultralytics training checkpoint (`best.pt`, the
+    pickled model as Ultralytics saves it): `eval` scores it, a short sweep completes pruned trials, and
+    nothing opens a socket outside 127.0.0.1. (`space --sensitivity` on a YOLO model: test_output_scales.)"""
     import torch
     from typer.testing import CliRunner
 
@@ -150,22 +151,16 @@ def test_the_yolo_walkthrough_from_a_checkpoint_runs_on_loopback_only(tmp_path, 
     assert r.exit_code == 0, r.output
     row = json.loads(r.output[r.output.index("{"):])
     assert row["val_images"] == 24 and 0.0 <= row["map50_95"] <= 1.0 and 2.5e6 < row["params"] < 2.7e6
-    path = make_sweep(tmp_path, name="yolo11n-sweep", trials=4, ratios=(0.0, 0.3), extra={
+    path = make_sweep(tmp_path, name="yolo11n-sweep", trials=3, ratios=(0.0, 0.3), extra={
         "model": {"source": "ultralytics", "weights": str(best), "input_size": 128},
         "data": {"source": "yolo", "path": str(data_yaml), "val_images": 24, "calib_images": 8, "train_size": 48},
         "recovery": {"steps": 4, "batch": 4, "train_images": 48},
     })
-    cfg_text = path.read_text().replace("ratios:\n", "sensitivity_images: 8\n    ratios:\n")
-    path.write_text(cfg_text)
-    r = CliRunner().invoke(app, ["space", str(path), "--sensitivity", "--workdir", str(tmp_path / "work")],
-                           terminal_width=200)
-    assert r.exit_code == 0, r.output
-    assert "sensitivity: each dimension cut alone" in r.output and "sparsity/stage:model.model.23" in r.output
     sweep, space, cfg = prepare_sweep(path, workdir=tmp_path / "work", local_agents=local_agent)
     sweep.run(space)
     trials = sweep.study.get_trials()
     errors = [t.user_attrs.get(RECORD_ATTR, {}).get("error") for t in trials]
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 4, errors
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3, errors
     pruned = [t.user_attrs[RECORD_ATTR] for t in trials if t.user_attrs[RECORD_ATTR]["summary"]["params_kept"] < 0.95]
     assert pruned, "the sweep sampled no pruned trial"
     assert remote == []
