@@ -8,7 +8,8 @@ TORCH_SPEC ?= torch==2.13.0
 # make test runs the suite in this many processes, whole test files per process so that module fixtures are
 # built once; torch gets one thread in each. Three on the 2-core reference box: the sweep tests spend much of
 # their time waiting on the agent process over HTTP, and a third worker fills those waits (pytest 566 s with
-# 2 workers, 395 s with 3, same VM, 2026-12-03).
+# 2 workers, 395 s with 3, same VM, 2026-12-03; with today's larger suite 599 s with 3, 626 s with 4, on the
+# AVX-512 EPYC VM, 2026-12-07: the box is CPU-bound by then).
 TEST_WORKERS ?= 3
 
 .PHONY: venv install install-dev demo test lint clean browser
