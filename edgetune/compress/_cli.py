@@ -55,7 +55,7 @@ def compress_cmd(
     shutil.copyfile(art.onnx_path.with_name("manifest.json"), out / "manifest.json")
     s = art.sizes
     table = Table(title=f"artifact {art.hash[:16]} ({'from cache' if art.from_cache else 'built'})")
-    for col in ("ONNX KB", "zstd KB", "params", "non-zero", "MMACs", "GBOPs"):
+    for col in ("ONNX KiB", "zstd KiB", "params", "non-zero", "MMACs", "GBOPs"):
         table.add_column(col, justify="right")
     table.add_row(f"{s['bytes'] / 1024:.0f}", f"{s['zstd_bytes'] / 1024:.0f}", f"{s['params']:,}",
                   f"{s['nonzero_params']:,}", f"{s['macs'] / 1e6:.1f}", f"{s['bitops'] / 1e9:.1f}")

@@ -24,7 +24,7 @@ def _header(key: str) -> str:
     """The display name (an accepted alias) over the device: two short lines, so 80 columns fit."""
     metric, _, device = key.partition("@")
     short = {"map50_95": "mAP50-95", "map50": "mAP50", "latency_p50_ms": "p50 ms", "latency_p90_ms": "p90 ms",
-             "e2e_latency_p50_ms": "e2e p50 ms", "size_bytes": "size KB", "compressed_bytes": "zstd KB",
+             "e2e_latency_p50_ms": "e2e p50 ms", "size_bytes": "size KiB", "compressed_bytes": "zstd KiB",
              "peak_mem_mb": "peak MB", "model_mem_mb": "model MB", "run_mem_mb": "run MB", "energy_mj": "mJ/inf",
              "top1": "top-1", "top5": "top-5"}.get(metric, metric)
     return f"{short}\n{device}" if device else short
