@@ -50,6 +50,32 @@ def _speedup(r, base_row, key: str) -> str:
     return "-" if x is None else f"{x:.2f}x" + ("=" if sbs else "")
 
 
+def with_table_columns(df, keys: list[str], goals: list[str]):
+    """``df`` with the table's derived columns, for ``--csv`` / ``--json``: ``speedup@<device>`` (against fp32
+    on that device) and ``speedup_side_by_side@<device>`` (True when both were timed side by side at the end),
+    ``size_vs_fp32``, ``ties`` (the trials tied within noise, e.g. ``"4 37"``) and ``pick`` (``fastest``,
+    ``knee``, ``smallest``: the names ``deploy --pick`` takes)."""
+    from edgetune.search.front import fp32_row, noise_ties, speedup_vs_fp32, suggestions
+
+    out = df.copy()
+    base_row = fp32_row(df)
+    for k in [k for k in keys if str(k).startswith("latency_p50_ms@")]:
+        dev = k.split("@")[1]
+        pairs = [speedup_vs_fp32(r, base_row, k) for _, r in df.iterrows()]
+        out[f"speedup@{dev}"] = [None if x is None else round(x, 4) for x, _ in pairs]
+        out[f"speedup_side_by_side@{dev}"] = [bool(sbs) for _, sbs in pairs]
+    base_size = base_row.get("size_bytes") if base_row is not None else None
+    out["size_vs_fp32"] = [round(r["size_bytes"] / base_size, 4) if base_size and r.get("size_bytes") else None
+                           for _, r in df.iterrows()]
+    ties = noise_ties(df, keys)
+    out["ties"] = [" ".join(str(t) for t in ties.get(int(n), [])) for n in df["trial"]]
+    picks: dict[int, list[str]] = {}
+    for p in suggestions(df, keys, goals):
+        picks.setdefault(p["trial"], []).append(p["kind"])
+    out["pick"] = [" ".join(picks.get(int(n), [])) for n in df["trial"]]
+    return out
+
+
 def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front: bool = True):
     """A rich table of the front (or all trials): the objectives, speed-up and size against fp32, the
     members each is tied with (within noise) and the three suggestions. Fits 80 columns: labels wrap,
@@ -270,11 +296,13 @@ def front_cmd(
 
     config = sweep_file(config_arg, config)
     df, keys, goals, cfg = load_front(config)
+    if csv or as_json:
+        full = with_table_columns(df, keys, goals)  # every column of the table, as numbers
     if csv:
-        df.sort_values(["pareto", "trial"], ascending=[False, True]).to_csv(csv, index=False)
+        full.sort_values(["pareto", "trial"], ascending=[False, True]).to_csv(csv, index=False)
         console.print(f"wrote {len(df)} trials to {csv}")
     if as_json:
-        console.print_json(df[df["pareto"] | all_trials].to_json(orient="records"))
+        console.print_json(full[full["pareto"] | all_trials].to_json(orient="records"))
         return
     console.print(front_table(df, keys, goals, title=f"{'Trials' if all_trials else 'Pareto front'} of '{cfg.name}'",
                               only_front=not all_trials))

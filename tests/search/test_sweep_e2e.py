@@ -143,6 +143,13 @@ def test_front_cli_reprints_and_writes_csv(finished_sweep, tmp_path):
     df = pd.read_csv(out)
     assert len(df) == TRIALS and df["pareto"].iloc[0]
     assert df.loc[df["pareto"], "sbs_latency_p50_ms@local"].notna().all()
+    # every column of the table, as numbers: speed-up and size against fp32, ties, the pick names
+    fp32 = df[df["baseline"] == "fp32"].iloc[0]
+    assert fp32["speedup@local"] == 1.0 and fp32["size_vs_fp32"] == 1.0
+    front = df[df["pareto"]]
+    assert front["speedup_side_by_side@local"].all() and front["speedup@local"].gt(0).all()
+    assert {"fastest", "knee", "smallest"} >= set(" ".join(df["pick"].fillna("")).split()) != set()
+    assert "ties" in df.columns
 
 
 def _chromium() -> str | None:
