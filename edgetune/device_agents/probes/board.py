@@ -42,6 +42,14 @@ def read_text(path: str, *, root: str | Path = "/") -> str | None:
         return None
 
 
+def hwmon_devices(name: str, *, root: str | Path = "/") -> list[Path]:
+    """The ``sys/class/hwmon`` device folders under ``root`` whose ``name`` file says ``name`` (sorted)."""
+    base = Path(root) / "sys/class/hwmon"
+    if not base.is_dir():
+        return []
+    return [dev for dev in sorted(base.iterdir()) if (read_text(str(dev / "name"), root="/") or "").strip() == name]
+
+
 def parse_dt_string(raw: str | None) -> str | None:
     """A device-tree string property: NUL-terminated, sometimes with trailing whitespace."""
     if raw is None:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetune.device_agents.probes.board import read_text
+from edgetune.device_agents.probes.board import hwmon_devices, read_text
 
 __all__ = ["TegrastatsSample", "parse_tegrastats_line", "input_rail", "total_power_mw", "parse_nvpmodel",
            "read_ina3221", "clocks_locked"]
@@ -94,12 +94,7 @@ def parse_nvpmodel(text: str | None) -> str | None:
 def read_ina3221(*, root: str | Path = "/") -> dict[str, float]:
     """Rail power (mW) from every ``ina3221`` hwmon device under ``root``; empty when there is none."""
     rails: dict[str, float] = {}
-    base = Path(root) / "sys/class/hwmon"
-    if not base.is_dir():
-        return rails
-    for dev in sorted(base.iterdir()):
-        if (read_text(str(dev / "name"), root="/") or "").strip() != "ina3221":
-            continue
+    for dev in hwmon_devices("ina3221", root=root):
         for label_file in sorted(dev.glob("in*_label")):
             idx = label_file.name[2:].split("_", 1)[0]
             label = (read_text(str(label_file), root="/") or "").strip()

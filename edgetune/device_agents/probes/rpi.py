@@ -25,7 +25,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgetune.device_agents.probes.board import read_text
+from edgetune.device_agents.probes.board import hwmon_devices, read_text
 
 __all__ = ["THROTTLE_BITS", "ACTIVE_CONDITIONS", "SYSFS_THROTTLED", "parse_throttled", "read_throttled",
            "read_throttled_sysfs", "read_under_voltage_hwmon", "throttle_state", "active_conditions"]
@@ -79,12 +79,7 @@ def read_throttled_sysfs(*, root: str | Path = "/") -> dict[str, bool] | None:
 
 def read_under_voltage_hwmon(*, root: str | Path = "/") -> bool | None:
     """Under-voltage from the ``rpi_volt`` hwmon device (``in0_lcrit_alarm``); None where there is none."""
-    base = Path(root) / "sys/class/hwmon"
-    if not base.is_dir():
-        return None
-    for dev in sorted(base.iterdir()):
-        if (read_text(str(dev / "name"), root="/") or "").strip() != "rpi_volt":
-            continue
+    for dev in hwmon_devices("rpi_volt", root=root):
         raw = (read_text(str(dev / "in0_lcrit_alarm"), root="/") or "").strip()
         if raw in ("0", "1"):
             return raw == "1"
