@@ -21,6 +21,7 @@ import numpy as np
 from edgetune._logging import get_logger
 from edgetune.compress._artifact import MANIFEST_VERSION, Artifact, load_cached, onnx_sizes, store, zstd_size
 from edgetune.compress._compact import compact
+from edgetune.compress._pruned_cache import load_pruned, pruned_dir, store_pruned
 from edgetune.compress._spec import RecoverySpec
 from edgetune.errors import CompressionError, ConfigError, closest_names
 from edgetune.spaces import BITS, CompressionConfig
@@ -272,48 +273,6 @@ def pruned_key(*, source_hash: str, input_size: int, config: CompressionConfig, 
     return _sha(ident)
 
 
-def _pruned_dir(workdir: Path, key: str) -> Path:
-    return workdir / "pruned" / key
-
-
-def _store_pruned(workdir: Path, key: str, student, pruned: dict) -> None:
-    """Keep the pruned + recovered weights so other precisions of the same sparsity skip the fine-tuning."""
-    import io
-
-    import torch
-
-    from edgetune._paths import atomic_write_bytes
-
-    d = _pruned_dir(workdir, key)
-    d.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(student.state_dict(), buf)
-    atomic_write_bytes(d / "weights.pt", buf.getvalue())
-    atomic_write_bytes(d / "pruned.json", json.dumps(pruned, sort_keys=True).encode())  # last: marks it complete
-
-
-def _load_pruned(workdir: Path, key: str, student, size: int) -> dict | None:
-    """Rebuild the pruned structure from the kept channel indices and load the cached weights; None on a
-    miss or an unreadable entry (which is then recomputed and overwritten)."""
-    import torch
-
-    from edgetune.compress._prune import prune_to_kept
-    from edgetune.spaces import dependency_graph
-
-    d = _pruned_dir(workdir, key)
-    if not (d / "pruned.json").is_file():
-        return None
-    try:
-        pruned = json.loads((d / "pruned.json").read_text())
-        if pruned.get("kept"):
-            prune_to_kept(student, dependency_graph(student, size), pruned["kept"])
-        student.load_state_dict(torch.load(d / "weights.pt", map_location="cpu", weights_only=True))
-    except Exception as exc:  # a torn or foreign cache entry: recompute
-        log.warning("pruned-model cache entry %s is unreadable (%s); recomputing it", key[:12], exc)
-        return None
-    return pruned
-
-
 def _apply_precision(src: Path, src_proto, names, precision, config, calib_arr, tmp: Path, timings: dict,
                      node_map) -> Path:
     """fp32 graph -> (pre-process -> int8 QDQ -> fp16) -> compacted ``tmp/model.onnx``. ``node_map(pre_proto)``
@@ -433,7 +392,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
                       recovery=rec_spec, train_id=train_id, adapter=adapter)
     if config.prunes or (_elastic(rec_spec) and config.input_size is not None):
         t = time.time()
-        pruned = _load_pruned(workdir, pkey, student, size) if use_cache else None
+        pruned = load_pruned(workdir, pkey, student, size) if use_cache else None
         if pruned is not None:
             timings["pruned_from_cache"] = round(time.time() - t, 2)
             log.info("pruned model %s served from the cache (no fine-tuning)", pkey[:12])
@@ -441,9 +400,9 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
             student = copy.deepcopy(module).eval()
             pruned = _prune_and_recover(student, module, config, importance, size, train, rec_spec, timings,
                                         model.adapter, space=space, workdir=workdir, source_hash=model.source_hash)
-            for old in _pruned_dir(workdir, pkey).glob("export*.onnx"):  # made from other weights
+            for old in pruned_dir(workdir, pkey).glob("export*.onnx"):  # made from other weights
                 old.unlink(missing_ok=True)
-            _store_pruned(workdir, pkey, student, pruned)
+            store_pruned(workdir, pkey, student, pruned)
         pruned = {k: v for k, v in pruned.items() if k != "kept"}
     export_name = "export.onnx"
     if config.scales is not None:
@@ -452,7 +411,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     tmp = workdir / ".work" / key
     shutil.rmtree(tmp, ignore_errors=True)
     final, params, nonzero, diff = _build_onnx(student, names, precision, config, calib_arr, tmp, size, timings,
-                                               export_cache=_pruned_dir(workdir, pkey) / export_name
+                                               export_cache=pruned_dir(workdir, pkey) / export_name
                                                if use_cache else None)
     macs, _ = measure_macs(student, size)
     layer_params = {n: int(m.weight.numel()) for n, m in layer_modules(student).items()}
