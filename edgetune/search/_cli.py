@@ -50,12 +50,22 @@ def _speedup(r, base_row, key: str) -> str:
     return "-" if x is None else f"{x:.2f}x" + ("=" if sbs else "")
 
 
+def _picks(df, keys: list[str], goals: list[str]) -> dict[int, list[str]]:
+    """trial -> the suggestions it is (``fastest``, ``knee``, ``smallest``)."""
+    from edgetune.search.front import suggestions
+
+    picks: dict[int, list[str]] = {}
+    for p in suggestions(df, keys, goals):
+        picks.setdefault(p["trial"], []).append(p["kind"])
+    return picks
+
+
 def with_table_columns(df, keys: list[str], goals: list[str]):
     """``df`` with the table's derived columns, for ``--csv`` / ``--json``: ``speedup@<device>`` (against fp32
     on that device) and ``speedup_side_by_side@<device>`` (True when both were timed side by side at the end),
     ``size_vs_fp32``, ``ties`` (the trials tied within noise, e.g. ``"4 37"``) and ``pick`` (``fastest``,
     ``knee``, ``smallest``: the names ``deploy --pick`` takes)."""
-    from edgetune.search.front import fp32_row, noise_ties, speedup_vs_fp32, suggestions
+    from edgetune.search.front import fp32_row, noise_ties, speedup_vs_fp32
 
     out = df.copy()
     base_row = fp32_row(df)
@@ -69,9 +79,7 @@ def with_table_columns(df, keys: list[str], goals: list[str]):
                            for _, r in df.iterrows()]
     ties = noise_ties(df, keys)
     out["ties"] = [" ".join(str(t) for t in ties.get(int(n), [])) for n in df["trial"]]
-    picks: dict[int, list[str]] = {}
-    for p in suggestions(df, keys, goals):
-        picks.setdefault(p["trial"], []).append(p["kind"])
+    picks = _picks(df, keys, goals)
     out["pick"] = [" ".join(picks.get(int(n), [])) for n in df["trial"]]
     return out
 
@@ -86,16 +94,14 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     from rich.markup import escape
     from rich.table import Table
 
-    from edgetune.search.front import fp32_row, noise_ties, suggestions
+    from edgetune.search.front import fp32_row, noise_ties
 
     base_row = fp32_row(df)
     rows = df[df["pareto"]] if only_front else df
     lat_keys = [k for k in keys if str(k).startswith("latency_p50_ms@")]
     sbs = any(f"sbs_{k}" in df.columns for k in lat_keys)
     ties = noise_ties(df, keys)
-    picks: dict[int, list[str]] = {}
-    for p in suggestions(df, keys, goals):
-        picks.setdefault(p["trial"], []).append(p["kind"])
+    picks = _picks(df, keys, goals)
     notes = []  # short lines: a caption is cut, not wrapped, at the console's width
     if sbs:
         notes += ["x= : timed side by side with fp32 at the end of the sweep", "     (plain x: each trial's own timing)"]
