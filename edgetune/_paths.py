@@ -45,3 +45,33 @@ def missing_sqlite_file(uri: str) -> Path | None:
         return None
     path = Path(uri[len(prefix):])
     return None if path.exists() else path
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``path`` (created with its folder), held from ``acquire`` to ``release``; a
+    no-op for ``path`` None or where ``fcntl`` does not exist (not POSIX). Closing the descriptor releases it."""
+
+    def __init__(self, path: Path | None, mode: int = 0o600):
+        self.path, self.mode = path, mode
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.path is None:
+            return
+        try:
+            import fcntl
+        except ImportError:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, self.mode)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

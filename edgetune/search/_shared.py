@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from edgetune._logging import get_logger
+from edgetune._paths import FileLock
 
 log = get_logger(__name__)
 
@@ -47,36 +48,25 @@ class StudyLock:
 
     def __init__(self, url: str):
         db = sqlite_path(url)
-        self.path = db.with_name(db.name + ".lock") if db is not None else None
+        self._file = FileLock(db.with_name(db.name + ".lock") if db is not None else None, mode=0o644)
         self._local = threading.RLock()
         self._depth = 0
-        self._fd: int | None = None
 
     def __enter__(self) -> StudyLock:
         self._local.acquire()
-        if self._depth == 0 and self.path is not None:
+        if self._depth == 0:
             try:
-                import fcntl
-            except ImportError:  # not POSIX: one controller per study
-                pass
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except BaseException:
-                    os.close(fd)
-                    self._local.release()
-                    raise
-                self._fd = fd
+                self._file.acquire()
+            except BaseException:
+                self._local.release()
+                raise
         self._depth += 1
         return self
 
     def __exit__(self, *exc) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
+        if self._depth == 0:
+            self._file.release()
         self._local.release()
 
 

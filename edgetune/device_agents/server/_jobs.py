@@ -22,42 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from edgetune._logging import get_logger
+from edgetune._paths import FileLock
 from edgetune.device_agents.protocol import QueueStatus
 from edgetune.device_agents.server._config import AgentConfig
 from edgetune.device_agents.server._errors import ApiError
 from edgetune.errors import MeasurementFailed
 
-__all__ = ["HostLock", "MeasureScheduler"]
+__all__ = ["MeasureScheduler"]
 
 log = get_logger(__name__)
-
-
-class HostLock:
-    """An exclusive ``flock`` on a file (POSIX); a no-op where ``fcntl`` does not exist."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        if self.path is None:
-            return
-        try:
-            import fcntl
-        except ImportError:
-            return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        import fcntl
-
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
 
 
 class MeasureScheduler:
@@ -87,7 +60,7 @@ class MeasureScheduler:
             await self._lock.acquire()
         finally:
             self._waiting -= 1
-        host_lock = HostLock(self.config.host_lock)
+        host_lock = FileLock(self.config.host_lock)  # one measurement per host across agents
         try:
             await asyncio.to_thread(host_lock.acquire)
             try:
