@@ -90,6 +90,7 @@ def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, to
         if metric.startswith(_ACCURACY) and not metric.endswith(SE_SUFFIX):
             v.accuracy[key] = {"sweep": want, "device": got, "diff": got - want}
         elif "latency" in metric and "_ms" in metric:
+            want = sweep_values.get(f"own_{key}", want)  # a paired trial: its own timing, as measured here
             v.latency[key] = {"sweep": want, "device": got, "diff_ms": got - want, "ratio": got / want if want else 0.0}
     if not v.accuracy:
         v.warnings.append("no accuracy value to compare (the sweep or the device measured none)")

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgetune.device_agents.protocol import LatencyStats
 
-__all__ = ["median_ci", "latency_stats"]
+__all__ = ["median_ci", "latency_stats", "ratio_ci"]
 
 
 def _binom_half_pmf_terms(n: int):
@@ -64,3 +64,30 @@ def latency_stats(samples_ms: Sequence[float], *, keep_samples: bool = True) -> 
         ci95_low_ms=lo, ci95_high_ms=hi, ci_coverage=cov, total_s=float(xs.sum() / 1e3),
         samples_ms=[round(float(v), 6) for v in xs] if keep_samples else None,
     )
+
+
+def ratio_ci(model_ms: Sequence[float], reference_ms: Sequence[float], *, burst: int, level: float = 0.95,
+             resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A CI of median(model) / median(reference) for samples taken in turns (``time_interleaved``: sample
+    ``i`` of each belongs to turn ``i // burst``): a bootstrap that resamples whole turns, so samples a
+    drift moved together stay together. Seeded: the same samples give the same interval."""
+    m = np.asarray(model_ms, dtype=np.float64)
+    r = np.asarray(reference_ms, dtype=np.float64)
+    turns = max(1, -(-min(m.size, r.size) // burst))
+    if turns < 2:
+        ratio = float(np.median(m) / np.median(r))
+        return ratio, ratio
+
+    def by_turn(x: np.ndarray) -> np.ndarray:  # (turns, burst), a short last turn padded with NaN
+        padded = np.full(turns * burst, np.nan)
+        n = min(x.size, turns * burst)
+        padded[:n] = x[:n]
+        return padded.reshape(turns, burst)
+
+    mt, rt = by_turn(m), by_turn(r)
+    pick = np.random.default_rng(seed).integers(0, turns, size=(resamples, turns))
+    ratios = (np.nanmedian(mt[pick].reshape(resamples, -1), axis=1)
+              / np.nanmedian(rt[pick].reshape(resamples, -1), axis=1))
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(low), float(high)

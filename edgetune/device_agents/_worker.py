@@ -2,7 +2,8 @@
 
 One model per fresh process: it reads ``JOB_DIR/job.json`` (written by the agent, never by the
 network), pins itself to the agent's CPUs, loads the model with fixed intra-op threads, times it
-model-only (with a power monitor where the board has a sensor) and end-to-end, records peak RSS and the
+model-only (with a power monitor where the board has a sensor), paired with a reference when the request
+names one (the two in turns, ``_paired``), and end-to-end, records peak RSS and the
 model's own memory (the RSS the runtime session added: after load, and after the model-only loop; the
 runtime library is imported and the dataset bundle read BEFORE the session is created, so neither counts),
 reads the throttling flags after the timed loop, computes accuracy on the dataset bundle, and writes
@@ -138,6 +139,7 @@ def run_job(job: dict) -> dict:
     rss_run = max((r for r in (rss_first, _rss_bytes()) if r is not None), default=None)
     peak_rss = _peak_rss_bytes()
     throttling_after = throttle_state(root=sensors, vcgencmd=True)  # vcgencmd exists on Raspberry Pi OS only
+    paired = _paired(run, x, req, job, threads=threads, warnings=warnings) if req.reference else None
 
     head = bundle.head if bundle is not None else (head_from_dict(req.head) if req.head else None)
     e2e = None
@@ -163,13 +165,62 @@ def run_job(job: dict) -> dict:
         "threads": threads, "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
         "batch": spec.batch, "input_shape": list(shape), "output_shape": list(np.shape(out)),
         "latency": latency_stats(samples, keep_samples=spec.keep_samples).model_dump(),
-        "end_to_end": e2e.model_dump() if e2e else None,
+        "end_to_end": e2e.model_dump() if e2e else None, "paired": paired,
         "peak_rss_bytes": peak_rss, "baseline_rss_bytes": baseline_rss,
         "model_rss_bytes": _growth(rss_loaded, rss_before), "run_rss_bytes": _growth(rss_run, rss_before),
         "power": power.model_dump() if power else None, "accuracy": accuracy, "accuracy_images": n_acc,
         "session_load_s": load_s, "temperatures_after_c": temperatures(root=sensors),
         "throttling_after": throttling_after, "warnings": warnings,
     }
+
+
+PAIRED_BURST = 5  # timed runs per turn in a paired loop (as POST /compare's default)
+
+
+def _paired(run, x, req, job: dict, *, threads: int, warnings: list[str]) -> dict | None:
+    """The model (``run`` on ``x``, already warm) and the request's reference, loaded now, timed in turns
+    (``time_interleaved``); a reference that cannot take the model's batch is skipped with a warning."""
+    import numpy as np
+
+    from edgetune.device_agents._stats import latency_stats, ratio_ci
+    from edgetune.device_agents._timing import time_interleaved
+    from edgetune.device_agents.protocol import PairedLatency
+    from edgetune.device_agents.runtimes import get_runtime
+    from edgetune.errors import MeasurementFailed
+
+    name = req.reference_runtime or job["runtime"]
+    runtime = get_runtime(name)
+    batch = int(x.shape[0])
+    ref = _load(runtime, Path(job["reference_path"]), threads=threads,
+                providers=req.providers if name == job["runtime"] else None, cache_dir=Path(job["cache_dir"]),
+                batch=batch)
+    try:
+        ref_batch = ref.input_shape[0] if ref.input_shape and ref.input_shape[0] > 0 else None
+        if ref_batch is not None and ref_batch != batch:
+            warnings.append(f"paired timing skipped: the reference has a fixed batch of {ref_batch}, the model is "
+                            f"timed at batch {batch}")
+            return None
+        shape = tuple(ref.shape_for(batch))
+        y = x if tuple(x.shape) == shape else np.random.default_rng(0).random(shape, dtype=np.float32)
+        y = np.ascontiguousarray(y.astype(ref.input_dtype, copy=False))
+        try:
+            ref.run(y)
+        except Exception as exc:
+            raise MeasurementFailed(f"{runtime.name} failed to run the reference {req.reference[:12]}: {exc}") from exc
+        for _ in range(req.latency.warmup):
+            ref.run(y)
+        samples = time_interleaved({"model": lambda: run(x), "reference": lambda: ref.run(y)},
+                                   runs=req.paired_runs, burst=PAIRED_BURST)
+    finally:
+        ref.close()
+    m, r = samples["model"], samples["reference"]
+    low, high = ratio_ci(m, r, burst=PAIRED_BURST)
+    return PairedLatency(
+        reference=req.reference, reference_runtime=runtime.name, runs=req.paired_runs, burst=PAIRED_BURST,
+        model=latency_stats(m, keep_samples=False), reference_latency=latency_stats(r, keep_samples=False),
+        ratio_p50=float(np.median(m) / np.median(r)),
+        ratio_p90=float(np.percentile(m, 90) / np.percentile(r, 90)), ratio_ci95_low=low, ratio_ci95_high=high,
+    ).model_dump()
 
 
 def _load(runtime, path: Path, **kw):

@@ -223,23 +223,33 @@ class AgentClient:
     def measure(self, artifact: str | Path | bytes, *, dataset: DatasetBundle | str | Path | bytes | None = None,
                 latency: LatencySpec | dict | None = None, providers: list[str] | None = None,
                 head: Any = None, accuracy: bool = True, runtime: str | None = None,
-                timeout_s: float | None = None) -> Measurement:
+                timeout_s: float | None = None, reference: str | Path | bytes | None = None,
+                reference_runtime: str | None = None, paired_runs: int = 100) -> Measurement:
         """Measure ``artifact`` (an ONNX path/bytes, uploaded if needed, or the sha256 of one already there).
 
         ``dataset``: a bundle (or its sha256) for accuracy and end-to-end timing on real images;
-        ``head``: a DetectHead / ClassifyHead / dict for end-to-end timing without a dataset.
+        ``head``: a DetectHead / ClassifyHead / dict for end-to-end timing without a dataset;
+        ``reference``: another model (path/bytes/sha256) timed in turns with this one in the same process
+        (``paired_runs`` runs each, on ``reference_runtime``): ``Measurement.paired`` (protocol 1.4).
         """
         sha = artifact if isinstance(artifact, str) and _SHA.match(artifact) else self.upload_artifact(artifact)
+        ref = None
+        if reference is not None:
+            ref = reference if isinstance(reference, str) and _SHA.match(reference) else self.upload_artifact(reference)
         ds = None
         if dataset is not None:
             ds = dataset if isinstance(dataset, str) and _SHA.match(dataset) else self.upload_dataset(dataset)
         spec = latency if isinstance(latency, LatencySpec) else LatencySpec(**(latency or {}))
         head_dict = head.to_dict() if hasattr(head, "to_dict") else head
         req = MeasureRequest(artifact=sha, dataset=ds, latency=spec, providers=tuple(providers) if providers else None,
-                             head=head_dict, accuracy=accuracy, runtime=runtime, timeout_s=timeout_s)
+                             head=head_dict, accuracy=accuracy, runtime=runtime, timeout_s=timeout_s,
+                             reference=ref, reference_runtime=reference_runtime, paired_runs=paired_runs)
         body = req.model_dump(mode="json")
         if spec.power_sample_ms is None:  # unset: not sent, so an agent before protocol 1.3 accepts the request
             body["latency"].pop("power_sample_ms", None)
+        if ref is None:  # the same for the paired timing of protocol 1.4
+            for key in ("reference", "reference_runtime", "paired_runs"):
+                body.pop(key, None)
         resp = self._request("POST", "/measure", idempotent=False, json=body, timeout=self.measure_timeout)
         return Measurement.model_validate(resp.json())
 

@@ -19,13 +19,14 @@ __all__ = [
     "PROTOCOL_VERSION", "PROTOCOL_HEADER", "SHA256_PATTERN", "check_protocol",
     "LatencySpec", "MeasureRequest", "LatencyStats", "PowerStats", "RuntimeUsed", "Board", "CPUInfo",
     "OSInfo", "RuntimeInfo", "AgentSettings", "DeviceInfo", "Measurement", "Health", "UploadResult",
-    "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison", "compare_key",
+    "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison", "compare_key", "PairedLatency",
 ]
 
-PROTOCOL_VERSION = "1.3"  # 1.1: POST /compare; 1.2: several runtimes per agent (DeviceInfo.runtimes,
+PROTOCOL_VERSION = "1.4"  # 1.1: POST /compare; 1.2: several runtimes per agent (DeviceInfo.runtimes,
 #                            CompareRequest.runtimes); 1.3: the model's own memory (Measurement.model_rss_bytes,
 #                            run_rss_bytes), throttling around the timed loop (throttling_after, throttled),
-#                            LatencySpec.power_sample_ms
+#                            LatencySpec.power_sample_ms; 1.4: paired timing with a reference in the same
+#                            request (MeasureRequest.reference, Measurement.paired)
 PROTOCOL_HEADER = "X-Edgetune-Protocol"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -99,6 +100,12 @@ class MeasureRequest(_Request):
     ``providers`` names the runtime's execution providers (onnxruntime) or devices (OpenVINO) in order of
     preference (default: the runtime's default); a provider that is requested but not used is an error,
     never a silent fallback. ``head`` is the task-head spec used for end-to-end timing when no dataset is given.
+
+    ``reference`` (protocol 1.4): the sha256 of another uploaded artifact (a sweep's fp32 model) timed
+    against this one in the same process right after the model-only loop, interleaved in bursts as
+    ``POST /compare`` does (``paired_runs`` runs each), on ``reference_runtime`` (default: ``runtime``); the
+    answer's ``paired`` carries both timings and their ratio with a CI, which drift and load between
+    requests do not move. A client sends these fields only when set, so older agents accept the request.
     """
 
     artifact: str = Field(pattern=SHA256_PATTERN)
@@ -109,6 +116,9 @@ class MeasureRequest(_Request):
     head: dict[str, Any] | None = None
     accuracy: bool = True
     timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+    reference: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    reference_runtime: str | None = None
+    paired_runs: int = Field(default=100, ge=5, le=1_000_000)
 
 
 class CompareRequest(_Request):
@@ -178,6 +188,24 @@ class LatencyStats(_Response):
     ci_coverage: float
     total_s: float
     samples_ms: list[float] | None = None
+
+
+class PairedLatency(_Response):
+    """The model and a reference timed in turns in one process (``MeasureRequest.reference``): each turn
+    gives each one untimed call and ``burst`` timed ones, the order rotating. ``ratio_p50`` / ``ratio_p90``:
+    the model's p50 / p90 over the reference's; ``ratio_ci95_*``: a 95% CI of ``ratio_p50`` from a
+    bootstrap over whole turns (seeded; the turns, not single runs, are what drift moves together)."""
+
+    reference: str
+    reference_runtime: str
+    runs: int
+    burst: int
+    model: LatencyStats
+    reference_latency: LatencyStats
+    ratio_p50: float
+    ratio_p90: float
+    ratio_ci95_low: float
+    ratio_ci95_high: float
 
 
 class PowerStats(_Response):
@@ -302,6 +330,7 @@ class Measurement(_Response):
     output_shape: list[int] = Field(default_factory=list)
     latency: LatencyStats
     end_to_end: LatencyStats | None = None
+    paired: PairedLatency | None = None
     peak_rss_bytes: int | None = None
     baseline_rss_bytes: int | None = None
     model_rss_bytes: int | None = None

@@ -36,6 +36,15 @@ _TABLE = [
     ("latency_p90_ms", "min", True, "ms", "model-only latency, 90th percentile"),
     ("latency_p99_ms", "min", True, "ms", "model-only latency, 99th percentile"),
     ("latency_mean_ms", "min", True, "ms", "model-only latency, mean"),
+    ("latency_ratio", "min", True, "", "model-only median latency over the fp32 reference's, the two timed in turns "
+     "in the same request (paired, `search.paired_timing`): 1 / the speed-up"),
+    ("latency_ratio_p90", "min", True, "", "the same ratio of the 90th percentiles"),
+    ("ref_latency_p50_ms", "min", True, "ms", "the fp32 reference's median in the trial's paired timing: how fast "
+     "the device was when the trial was measured"),
+    ("ref_latency_p90_ms", "min", True, "ms", "the fp32 reference's 90th percentile in the trial's paired timing"),
+    ("own_latency_p50_ms", "min", True, "ms", "model-only median as the trial's own timing loop measured it, before "
+     "the paired rescaling of latency_p50_ms (moves with the device's drift and load)"),
+    ("own_latency_p90_ms", "min", True, "ms", "the same for the 90th percentile"),
     ("e2e_latency_p50_ms", "min", True, "ms", "end-to-end latency (letterbox + run + decode/NMS), median"),
     ("e2e_latency_p90_ms", "min", True, "ms", "end-to-end latency, 90th percentile"),
     ("peak_mem_mb", "min", True, "MB", "peak resident memory of the whole measuring process (runtime, model "

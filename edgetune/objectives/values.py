@@ -34,6 +34,12 @@ def measurement_values(m, device: str) -> dict[str, float]:
         for name, src in table.items():
             if stats.get(src) is not None:
                 out[f"{name}@{device}"] = float(stats[src])
+    paired = d.get("paired") or {}
+    if paired:  # timed in turns with the fp32 reference in the same request (``search.paired``)
+        out[f"latency_ratio@{device}"] = float(paired["ratio_p50"])
+        out[f"latency_ratio_p90@{device}"] = float(paired["ratio_p90"])
+        out[f"ref_latency_p50_ms@{device}"] = float(paired["reference_latency"]["p50_ms"])
+        out[f"ref_latency_p90_ms@{device}"] = float(paired["reference_latency"]["p90_ms"])
     if d.get("peak_rss_bytes"):
         out[f"peak_mem_mb@{device}"] = d["peak_rss_bytes"] / 1e6
     for name, src in (("model_mem_mb", "model_rss_bytes"), ("run_mem_mb", "run_rss_bytes")):

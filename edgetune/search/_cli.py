@@ -63,9 +63,10 @@ def _picks(df, keys: list[str], goals: list[str]) -> dict[int, list[str]]:
 def with_table_columns(df, keys: list[str], goals: list[str]):
     """``df`` with the table's derived columns, for ``--csv`` / ``--json``: ``speedup@<device>`` (against fp32
     on that device) and ``speedup_side_by_side@<device>`` (True when both were timed side by side at the end),
+    ``speedup_paired@<device>`` (True when both were timed paired with fp32, ``search.paired_timing``),
     ``size_vs_fp32``, ``ties`` (the trials tied within noise, e.g. ``"4 37"``) and ``pick`` (``fastest``,
     ``knee``, ``smallest``: the names ``deploy --pick`` takes)."""
-    from edgetune.search.front import fp32_row, noise_ties, speedup_vs_fp32
+    from edgetune.search.front import fp32_row, noise_ties, paired, speedup_vs_fp32
 
     out = df.copy()
     base_row = fp32_row(df)
@@ -74,6 +75,8 @@ def with_table_columns(df, keys: list[str], goals: list[str]):
         pairs = [speedup_vs_fp32(r, base_row, k) for _, r in df.iterrows()]
         out[f"speedup@{dev}"] = [None if x is None else round(x, 4) for x, _ in pairs]
         out[f"speedup_side_by_side@{dev}"] = [bool(sbs) for _, sbs in pairs]
+        out[f"speedup_paired@{dev}"] = [x is not None and base_row is not None and paired(r, k) and paired(base_row, k)
+                                        for (x, _), (_, r) in zip(pairs, df.iterrows(), strict=True)]
     base_size = base_row.get("size_bytes") if base_row is not None else None
     out["size_vs_fp32"] = [round(r["size_bytes"] / base_size, 4) if base_size and r.get("size_bytes") else None
                            for _, r in df.iterrows()]
@@ -94,16 +97,20 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     from rich.markup import escape
     from rich.table import Table
 
-    from edgetune.search.front import fp32_row, noise_ties
+    from edgetune.search.front import fp32_row, noise_ties, paired
 
     base_row = fp32_row(df)
     rows = df[df["pareto"]] if only_front else df
     lat_keys = [k for k in keys if str(k).startswith("latency_p50_ms@")]
     sbs = any(f"sbs_{k}" in df.columns for k in lat_keys)
+    pair = base_row is not None and any(paired(base_row, k) for k in lat_keys)
     ties = noise_ties(df, keys)
     picks = _picks(df, keys, goals)
     notes = []  # short lines: a caption is cut, not wrapped, at the console's width
-    if sbs:
+    if pair:
+        notes += ["p50, x: each trial timed in turns with fp32 in its own", "     request: p50 = that ratio x fp32's "
+                  "p50 (own", "     timing: own_latency_p50_ms in --csv)"]
+    elif sbs:
         notes += ["x= : timed side by side with fp32 at the end of the sweep", "     (plain x: each trial's own timing)"]
     notes += ["ties: same accuracy and p50 within noise (1 SE of the mAP", "      difference, overlapping 95% CIs): "
               "prefer the smaller", "pick: fastest within 1 point of fp32 / knee of the accuracy-", "      latency "
@@ -144,6 +151,66 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
             cells.append(("front " if r["pareto"] else "") + str(r["state"]).lower())
         table.add_row(*cells)
     return table
+
+
+def progress_columns() -> list:
+    """The sweep's progress line: the count, a short bar, elapsed and ETA first (they fit 80 columns), then
+    what runs now or the last result, cut with an ellipsis where the terminal ends."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Column
+
+    def fixed(width: int) -> Column:
+        return Column(min_width=width, no_wrap=True)
+
+    return [TextColumn("[bold]trials", table_column=fixed(6)), MofNCompleteColumn(table_column=fixed(7)),
+            BarColumn(bar_width=6), TimeElapsedColumn(table_column=fixed(7)), TextColumn("ETA", table_column=fixed(3)),
+            TimeRemainingColumn(table_column=fixed(7)), TextColumn("{task.fields[status]}", markup=False)]
+
+
+STATUS_AT = 44  # the columns before the status take this much of the line
+
+
+def fit_status(text: str, width: int) -> str:
+    """``text`` cut to what is left of a ``width``-column line after the count, bar, elapsed and ETA."""
+    room = max(12, width - STATUS_AT)
+    return text if len(text) <= room else text[: room - 1] + "…"
+
+
+def measured_line(values: dict[str, float], keys: list[str], *, compact: bool = False) -> str:
+    """A trial's objectives in a few words: ``mAP50-95 0.7413, p50 2.20 ms, 713 KiB``; ``compact`` (the
+    progress line): ``mAP50-95 0.741, 2.20 ms, 713 KiB``."""
+    parts = []
+    for k in keys:
+        if values.get(k) is None:
+            continue
+        name, _, unit = _header(k).split("\n")[0].rpartition(" ")
+        if unit not in ("ms", "KiB", "MB", "mJ/inf"):
+            name, unit = f"{name} {unit}".strip(), ""
+        value = _cell(k, values[k])
+        if compact and unit:
+            name = ""
+        elif compact and isinstance(values[k], float) and abs(values[k]) < 10:
+            value = f"{values[k]:.3f}"
+        parts.append(" ".join(p for p in ("" if name == "size" else name, value, unit) if p))
+    return ", ".join(parts)
+
+
+def print_timing_lines(console, cfg, df, keys: list[str]) -> None:
+    from rich.markup import escape
+
+    from edgetune.search.paired import timing_lines
+
+    warnings, notes = timing_lines(df, keys, max_spread=cfg.search.max_paired_spread)
+    for line in notes:
+        console.print(escape(line), soft_wrap=True)
+    for line in warnings:
+        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
 
 def venv_command(name: str) -> str:
@@ -193,16 +260,23 @@ def _short_path(path: Path) -> str:
 
 
 def _open_hint(cfg, url: str | None = None) -> str:
+    """Where to review the sweep: the ``mlflow ui`` command that serves the store at the link's address (none
+    when the store is a tracking server: it serves its UI), then the link (:meth:`Tracker.review_url`)."""
+    from edgetune.search.tracking import UI_ENV, ui_base, ui_serve_args
+
     uri = cfg.tracking.uri
     exp = cfg.tracking.experiment or cfg.name
+    base = url.split("/#/")[0] if url else ui_base(uri)
+    args = ui_serve_args(uri, base)
+    serve = (f"Review it in MLflow: serve the store with\n  {venv_command('mlflow')} {args}\nthen open" if args
+             else f"Review it in MLflow (the tracking server {base} serves it):")
+    where = f"(another address: set {UI_ENV}=http://HOST:PORT)"
     if url:
-        return (f"Review it in MLflow:  {venv_command('mlflow')} ui --backend-store-uri {uri}   then open\n  {url}\n"
-                f"(the runs of the front, experiment '{exp}'; the parent run 'sweep-{cfg.name}' holds the front table, "
-                "the deploy commands, pareto.html / pareto.csv / pareto.png).")
-    return (f"Review it in MLflow:  {venv_command('mlflow')} ui --backend-store-uri {uri}   then open "
-            "http://127.0.0.1:5000, "
-            f"experiment '{exp}', filter  tags.pareto = 'true'  (the parent run 'sweep-{cfg.name}' holds "
-            "pareto.html / pareto.csv / pareto.png).")
+        return (f"{serve}\n  {url}\n(the front as a table with its objectives as columns; the links above it open "
+                "all trials as a scatter, the front in red, and the parent run "
+                f"'sweep-{cfg.name}': the front table, the deploy commands, pareto.png, pareto.html) {where}")
+    return (f"{serve}\n  {base}\nexperiment '{exp}', filter  tags.pareto = 'true'  (the parent run 'sweep-{cfg.name}' "
+            f"holds pareto.html / pareto.csv / pareto.png) {where}")
 
 
 def search_cmd(
@@ -245,14 +319,7 @@ def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool, 
 
 def _search(config: Path, *, trials: int | None, workdir: Path, agents, force_resume: bool = False) -> None:
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
     from edgetune.cli import console
     from edgetune.search.wiring import prepare_sweep
@@ -263,23 +330,23 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents, force_re
     console.print(f"sweep {cfg.name}: {len(space.dimensions)} search dimensions "
                   f"(10^{space.size_log10:.1f} points), {total} trials, sampler {cfg.search.sampler}, "
                   f"devices {', '.join(d.name for d in cfg.devices)}")
-    columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("hv {task.fields[hv]:.4f}"),
-               TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[phase]}")]
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("sweep", total=total, hv=0.0, best="", phase="")
+    with Progress(*progress_columns(), console=console, transient=False) as progress:
+        task = progress.add_task("sweep", total=total, status="")
 
         def update(p) -> None:
-            best = "  ".join(f"{k.removeprefix('best_')}={_fmt(v, 3)}" for k, v in list(p.best.items())[:3])
-            progress.update(task, completed=p.done, hv=p.hypervolume, best=best, phase=p.phase)
+            measured = measured_line(p.values, sweep.keys)
+            status = p.phase or measured_line(p.values, sweep.keys, compact=True)
+            progress.update(task, completed=p.done, status=fit_status(status, progress.console.width))
             if p.last:
-                progress.console.print(f"  {p.last}")
+                line = p.last + (f": {measured}" if measured else "") + (" (on the front)" if p.on_front else "")
+                progress.console.print(f"  {escape(line)}", soft_wrap=True)
 
         sweep.on_progress = update
         progress.update(task, completed=sweep.progress.done)
         sweep.run(space, trials=total)
     df = sweep.frame()
     console.print(front_table(df, sweep.keys, sweep.goals, title=f"Pareto front of '{cfg.name}'"))
+    print_timing_lines(console, cfg, df, sweep.keys)
     failed = df[df["state"] == "FAIL"]
     if len(failed):
         console.print(f"[yellow]{len(failed)} trial(s) failed[/]: " + escape("; ".join(
@@ -312,6 +379,7 @@ def front_cmd(
         return
     console.print(front_table(df, keys, goals, title=f"{'Trials' if all_trials else 'Pareto front'} of '{cfg.name}'",
                               only_front=not all_trials))
+    print_timing_lines(console, cfg, df, keys)
     console.print(_open_hint(cfg, df.attrs.get("review_url")), soft_wrap=True)
     if hint := _deploy_hint(cfg, df, keys, goals, config=config, local=False):
         console.print(hint, soft_wrap=True)

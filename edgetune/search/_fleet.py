@@ -195,13 +195,18 @@ class SweepFleet:
         return self.dataset_hashes.get(int(shape[-1])) if shape else None
 
     def measure(self, device: str, artifact, *, latency_runs: int, warmup: int, timeout_s: float,
-                runtime: str | None = None, power_sample_ms: int | None = None):
+                runtime: str | None = None, power_sample_ms: int | None = None,
+                reference: tuple[Path, str | None] | None = None):
+        """Measure ``artifact`` on ``device``; ``reference`` (ONNX path, runtime): the model it is timed in
+        turns with, ``latency_runs`` runs each, in the same request (``Measurement.paired``)."""
         latency = {"warmup": warmup, "min_runs": latency_runs}
         if power_sample_ms is not None:
             latency["power_sample_ms"] = power_sample_ms
+        ref, ref_runtime = reference if reference is not None else (None, None)
         with self.fleet.lease(device) as client:
             return client.measure(artifact.onnx_path, dataset=self.dataset_for(artifact), latency=latency,
-                                  runtime=runtime, timeout_s=timeout_s)
+                                  runtime=runtime, timeout_s=timeout_s, reference=ref,
+                                  reference_runtime=ref_runtime, paired_runs=latency_runs)
 
     def compare(self, device: str, entries: list[tuple[str, str | None]], *, runs: int, warmup: int,
                 timeout_s: float) -> dict:

@@ -78,6 +78,15 @@ class SearchSpec(Strict):
     retry_failed: bool = Field(
         default=True, description="on resume, measure each failed trial's point again, once (as a new trial, not "
         "counted in `trials`)")
+    paired_timing: bool = Field(
+        default=True, description="time every trial in turns with the fp32 baseline (on the baseline runtime) in the "
+        "same request, `latency_runs` runs each: its latency objectives become its paired ratio times the fp32 "
+        "reference's time in the first paired measurement (the anchor), so a device's drift and load between "
+        "trials leave the front's order alone; the trial's own timing is kept as own_latency_p50_ms. false: each "
+        "trial's own timing")
+    max_paired_spread: float = Field(
+        default=0.10, gt=0, le=10, description="warn that a device is too noisy to rank trials when the median "
+        "relative width of its trials' paired-ratio 95% CIs is above this (0.10: +-5%)")
     side_by_side_runs: int = Field(
         default=300, ge=0, le=100000, description="when the sweep ends, time fp32 and every front member again, "
         "side by side and interleaved, this many runs each per latency device; speed-ups are reported from those "

@@ -12,7 +12,7 @@ from edgetune.search.records import TrialRecord
 
 __all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "fastest_close_to_fp32", "fp32_row",
            "speedup_vs_fp32", "noise_ties", "knee_point", "smallest_member", "suggestions", "accuracy_key",
-           "latency_key", "pareto_figure", "within_noise"]
+           "latency_key", "pareto_figure", "within_noise", "paired"]
 
 def _is_accuracy(metric: str) -> bool:
     """An accuracy metric: one the objectives table says is maximised and measured on a device."""
@@ -215,12 +215,22 @@ def _positive(v) -> bool:
     return v is not None and v == v and v > 0
 
 
+def paired(r, key: str) -> bool:
+    """Whether row ``r``'s latency ``key`` comes from a paired timing (``search.paired``: the trial timed
+    in turns with fp32 in its own request; ``latency_ratio@dev`` is set)."""
+    return _positive(r.get("latency_ratio@" + key.partition("@")[2]))
+
+
 def speedup_vs_fp32(r, base, key: str) -> tuple[float | None, bool]:
     """(speed-up of row ``r`` over the fp32 row ``base`` on latency ``key``, whether it comes from the
-    side-by-side timings): those when both were timed so, else each trial's own timing; None: not timed."""
+    side-by-side timings). Paired trials (:func:`paired`): from their paired values, the numbers the front
+    was chosen on (the side-by-side timing is then a check, :func:`side_by_side.order_check`); else from
+    the side-by-side timings when both were timed so, else from each trial's own timing; None: not timed."""
     if base is None:
         return None, False
     sbs = "sbs_" + key
+    if paired(r, key) and paired(base, key) and _positive(r.get(key)) and _positive(base.get(key)):
+        return float(base[key]) / float(r[key]), False
     if _positive(r.get(sbs)) and _positive(base.get(sbs)):
         return float(base[sbs]) / float(r[sbs]), True
     if _positive(r.get(key)) and _positive(base.get(key)):
@@ -229,10 +239,11 @@ def speedup_vs_fp32(r, base, key: str) -> tuple[float | None, bool]:
 
 
 def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, device: str | None,
-               goals: Sequence[str] | None = None) -> str:
+               goals: Sequence[str] | None = None, timing: Sequence[str] = ()) -> str:
     """The sweep parent run's description (markdown): where to look, the suggestions, the front (numbers
-    rounded; the speed-up over fp32, ``=`` where timed side by side; ties within noise) and the command
-    that deploys each member."""
+    rounded; the speed-up over fp32, ``=`` where timed side by side; ties within noise), the ``timing``
+    lines (paired timing, the side-by-side check: ``paired.timing_lines``) and the command that deploys
+    each member."""
     goals = list(goals) if goals is not None else ["max" if _is_accuracy(k.split("@")[0]) else "min" for k in keys]
     front = df[df["pareto"]].sort_values(keys[0], ascending=False) if len(df) else df
     base = fp32_row(df)
@@ -240,8 +251,8 @@ def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, de
     ties = noise_ties(df, keys) if len(df) else {}
     head = ["trial", "label", *keys] + ([f"speed-up vs fp32 ({lat.split('@')[1]})"] if lat else []) + ["ties"]
     lines = [f"**edgetune sweep `{sweep}`**: {len(df)} trials, {len(front)} on the Pareto front.", "",
-             f"[Open the front as a table of runs]({url}) (filter `tags.pareto = 'true'`); `pareto.html` in this "
-             "run's artifacts is the interactive plot.", ""]
+             f"[Open the front as a table of runs]({_in_ui(url)}) (its Chart view plots the objectives); "
+             "`pareto.png` / `pareto.html` in this run's artifacts plot every trial, the front in colour.", ""]
     picks = suggestions(df, keys, goals) if len(df) else []
     if picks:
         lines.append("Suggestions:")
@@ -258,6 +269,8 @@ def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, de
             cells.append(f"{x:.2f}x" + ("=" if sbs else "") if x else "")
         cells.append(", ".join(f"#{t}" for t in ties.get(int(r["trial"]), [])))
         lines.append("| " + " | ".join(cells) + " |")
+    if timing:
+        lines += [""] + [f"- {t}" for t in timing]
     lines += ["", "ties: members that differ from this one by no more than the noise on every measured objective "
               "(accuracy: one standard error of the difference over images; p50: overlapping 95% CIs)."]
     if device and len(front):
@@ -265,6 +278,11 @@ def front_note(df, keys: Sequence[str], *, sweep: str, url: str, config: str, de
         lines += [f"edgetune deploy {config} --trial {r['trial']} --device {device}" for _, r in front.iterrows()]
         lines.append("```")
     return "\n".join(lines)
+
+
+def _in_ui(url: str) -> str:
+    """An MLflow UI address as a link inside the UI (``#/experiments/...``): it works from any host."""
+    return url[url.index("#/"):] if "#/" in url else url
 
 
 def fastest_close_to_fp32(df, keys: Sequence[str], *, within: float = 0.01) -> dict | None:
@@ -282,7 +300,8 @@ def fastest_close_to_fp32(df, keys: Sequence[str], *, within: float = 0.01) -> d
             continue
         if best is None or speedup > best["speedup"]:
             best = {"trial": int(r["trial"]), "label": r.get("label") or "", "speedup": speedup,
-                    "accuracy": float(r[acc]), "fp32_accuracy": float(base[acc]), "metric": acc, "side_by_side": sbs}
+                    "accuracy": float(r[acc]), "fp32_accuracy": float(base[acc]), "metric": acc, "side_by_side": sbs,
+                    "paired": paired(r, lat)}
     return best
 
 
@@ -319,7 +338,8 @@ def within_noise(a, b, key: str) -> bool:
             return False
         return abs(float(a[key]) - float(b[key])) <= float(np.hypot(sa, sb))
     if metric == "latency_p50_ms":
-        both_sbs = _ci(a, key, sbs=True) is not None and _ci(b, key, sbs=True) is not None
+        both_sbs = (_ci(a, key, sbs=True) is not None and _ci(b, key, sbs=True) is not None
+                    and not (paired(a, key) and paired(b, key)))
         ca, cb = _ci(a, key, sbs=both_sbs), _ci(b, key, sbs=both_sbs)
         return ca is not None and cb is not None and ca[0] <= cb[1] and cb[0] <= ca[1]
     return False
@@ -358,7 +378,7 @@ def knee_point(df, keys: Sequence[str], goals: Sequence[str]) -> dict | None:
     if acc is None or lat is None:
         return None
     rows = [r for _, r in df[df["pareto"]].iterrows() if r.get(acc) is not None]
-    use_sbs = bool(rows) and all(_positive(r.get("sbs_" + lat)) for r in rows)
+    use_sbs = bool(rows) and all(_positive(r.get("sbs_" + lat)) and not paired(r, lat) for r in rows)
     pts = [(r, _latency_of(r, lat, use_sbs), float(r[acc])) for r in rows]
     pts = [p for p in pts if p[1] is not None]
     if len(pts) < 3:
@@ -401,7 +421,8 @@ def suggestions(df, keys: Sequence[str], goals: Sequence[str]) -> list[dict]:
     be more than one)."""
     out = []
     if (f := fastest_close_to_fp32(df, keys)) is not None:
-        how = "timed side by side" if f["side_by_side"] else "from its trial's timing"
+        how = "timed side by side" if f["side_by_side"] else (
+            "paired with fp32 in its own measurement" if f["paired"] else "from its trial's timing")
         out.append({**f, "kind": "fastest", "why": f"{f['speedup']:.2f}x faster than fp32 ({how}) at {f['metric']} "
                                                     f"{f['accuracy']:.4f} vs {f['fp32_accuracy']:.4f}"})
     if (k := knee_point(df, keys, goals)) is not None:

@@ -5,6 +5,7 @@ at a time). Remote workers build the same hooks from a :class:`~edgetune.search.
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -52,6 +53,8 @@ class LocalHooks(SweepHooks):
         self.artifacts = self.workdir / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self._devices = measured_devices(self.cfg)
+        self._reference: tuple[Path, str | None, str] | None = None
+        self._reference_lock = threading.Lock()
 
     def devices_for_objectives(self) -> list[str]:
         return self._devices
@@ -72,8 +75,30 @@ class LocalHooks(SweepHooks):
         return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "timeout_s": s.measure_timeout_s,
                 "power_sample_ms": s.energy_sample_ms}
 
+    def reference(self) -> tuple[Path, str | None, str] | None:
+        """(ONNX path, runtime, artifact hash) of the model every trial is timed in turns with
+        (``search.paired_timing``): the fp32 baseline on the baseline runtime, built once (a cache hit after
+        the fp32 baseline trial); None when paired timing is off."""
+        if not self.cfg.search.paired_timing:
+            return None
+        with self._reference_lock:
+            if self._reference is None:
+                space = self.parts.space
+                runtime = space.baseline_runtime
+                art = self.compress(TrialPlan(-1, None, space.baseline("fp32", runtime), "fp32", {}, runtime))
+                self._reference = (art.onnx_path, runtime, art.hash)
+        return self._reference
+
+    def paired_with(self, artifact: Artifact, runtime: str | None) -> tuple[Path, str | None] | None:
+        """The reference to time ``artifact`` against: None when off, or when it is the reference itself."""
+        ref = self.reference()
+        if ref is None or (ref[2] == artifact.hash and runtime == ref[1]):
+            return None
+        return ref[0], ref[1]
+
     def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
-        return self.fleet.measure(device, artifact, runtime=runtime, **self._measure_kwargs())
+        return self.fleet.measure(device, artifact, runtime=runtime, reference=self.paired_with(artifact, runtime),
+                                  **self._measure_kwargs())
 
     def throttle_policy(self) -> tuple[bool, float]:
         s = self.cfg.search

@@ -62,8 +62,10 @@ class _WorkerHooks(SweepHooks):
     def measure(self, artifact: Artifact, device: str, runtime: str | None = None) -> Measurement:
         from edgetune.device_agents import Measurement
 
+        pair = self.local.paired_with(artifact, runtime)
+        ref = (str(pair[0]), pair[1]) if pair is not None else None
         return Measurement.model_validate(_get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent),
-                                                                               runtime)))
+                                                                               runtime, ref)))
 
     def throttle_policy(self) -> tuple[bool, float]:
         s = self.ctx.cfg.search
@@ -132,10 +134,12 @@ class _FleetActor:
         self.kwargs = ctx.measure_kwargs
         self.outage_wait_s = ctx.cfg.search.outage_wait_s
 
-    def measure(self, device: str, artifact_dir: str, runtime: str | None = None) -> dict:
+    def measure(self, device: str, artifact_dir: str, runtime: str | None = None,
+                reference: tuple[str, str | None] | None = None) -> dict:
         from edgetune.compress import Artifact
 
-        m = self.fleet.measure(device, Artifact.load(artifact_dir), runtime=runtime, **self.kwargs)
+        ref = (Path(reference[0]), reference[1]) if reference is not None else None
+        m = self.fleet.measure(device, Artifact.load(artifact_dir), runtime=runtime, reference=ref, **self.kwargs)
         return m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
 
     def recover(self, device: str, error: Exception) -> float:

@@ -228,12 +228,17 @@ def short_label(summary: dict, baseline: str | None, *, refined_from: int | None
 
 def latency_ci_columns(record: TrialRecord) -> dict[str, float]:
     """``ci95_low_latency_p50_ms@dev`` / ``ci95_high_...``: the 95% CI of each device's median latency, as
-    the trial measured it (from the record's fingerprints)."""
+    the trial measured it (from the record's fingerprints): of a paired trial (``search.paired``), the CI
+    of its paired ratio on the same scale as its ``latency_p50_ms`` (x the anchor)."""
     from edgetune.search.side_by_side import CI_HIGH, CI_LOW
 
     out = {}
     for device, fp in record.fingerprints.items():
         low, high = (fp.get("latency_ci95_ms") or [None, None])[:2]
+        ratio, value = record.values.get(f"latency_ratio@{device}"), record.values.get(f"latency_p50_ms@{device}")
+        ratio_ci = fp.get("paired_ratio_ci95") or [None, None]
+        if ratio and value and None not in ratio_ci[:2]:
+            low, high = (float(c) * value / ratio for c in ratio_ci[:2])
         if low is not None and high is not None:
             out[f"{CI_LOW}latency_p50_ms@{device}"], out[f"{CI_HIGH}latency_p50_ms@{device}"] = low, high
     return out

@@ -290,11 +290,14 @@ def device_fingerprint(d: dict) -> dict:
     governor, the int8-relevant features), OS / kernel / L4T, memory, the runtime and its settings, threads
     and CPUs, and the volatile state around the measurement: power mode, clocks locked, power sensors,
     temperatures before and after, the throttling / under-voltage flags before (``throttling``) and after
-    (``throttling_after``) and the conditions that held (``throttled``; None: the board exposes no flags)."""
+    (``throttling_after``) and the conditions that held (``throttled``; None: the board exposes no flags);
+    with a paired timing, the reference (``paired_reference``, its runtime, the runs) and the 95% CI of the
+    paired ratio (``paired_ratio_ci95``)."""
     dev = d.get("device") or {}
     rt = d.get("runtime") or {}
     board, cpu, os_ = dev.get("board") or {}, dev.get("cpu") or {}, dev.get("os") or {}
     lat = d.get("latency") or {}
+    paired = d.get("paired") or {}
     return {
         "name": dev.get("name"), "kind": dev.get("kind"), "detected_kind": dev.get("detected_kind"),
         "board": board.get("model"), "vendor": board.get("vendor"), "soc": board.get("soc"),
@@ -313,6 +316,9 @@ def device_fingerprint(d: dict) -> dict:
         "throttled": d.get("throttled"),
         "latency_n": lat.get("n"),
         "latency_ci95_ms": [lat.get("ci95_low_ms"), lat.get("ci95_high_ms")],
+        **({"paired_reference": str(paired.get("reference", ""))[:12], "paired_runtime": paired.get("reference_runtime"),
+            "paired_runs": paired.get("runs"),
+            "paired_ratio_ci95": [paired.get("ratio_ci95_low"), paired.get("ratio_ci95_high")]} if paired else {}),
     }
 
 

@@ -6,8 +6,10 @@ one model's p50 over 100-run windows moved between 5.9 and 7.7 ms within a minut
 from the fp32 baseline timed at minute 0 and a candidate timed at minute 40 carries that drift. So when
 the sweep ends, the fp32 baseline and every front member are timed again on each latency device, all
 in one process on the device (``POST /compare``), taking turns in short bursts, so every model sees the
-same device state. The speed-ups the CLI, ``pareto.csv`` and MLflow report come from these timings when
-they exist; the objectives stay what each trial measured.
+same device state. With paired trials (``search.paired``, the default) the front and its speed-ups come from
+the trials' paired timings and this is a check of them (:func:`order_check`: does the order of the front
+hold side by side?); without, the speed-ups the CLI, ``pareto.csv`` and MLflow report come from these
+timings when they exist, and the objectives stay what each trial measured.
 
 The result is kept in the study's user attrs (``side_by_side``), so ``edgetune front`` shows it without
 devices; MLflow gets ``sbs_<metric>.<device>`` and ``sbs_speedup.<device>`` on each member's child run.
@@ -20,7 +22,8 @@ from collections.abc import Callable, Sequence
 
 from edgetune.objectives import LATENCY_STATS
 
-__all__ = ["SBS_ATTR", "PREFIX", "CI_LOW", "CI_HIGH", "latency_keys", "run_side_by_side", "sbs_columns"]
+__all__ = ["SBS_ATTR", "PREFIX", "CI_LOW", "CI_HIGH", "latency_keys", "run_side_by_side", "sbs_columns",
+           "order_check", "order_check_lines"]
 
 SBS_ATTR = "side_by_side"
 PREFIX = "sbs_"
@@ -72,3 +75,63 @@ def sbs_columns(sbs: dict | None, trial: int) -> dict[str, float]:
         out[f"{PREFIX}{CI_LOW}latency_p50_ms@{device}"] = low
         out[f"{PREFIX}{CI_HIGH}latency_p50_ms@{device}"] = high
     return out
+
+
+def _separated(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    return a is not None and b is not None and (a[1] < b[0] or b[1] < a[0])
+
+
+def order_check(df, keys: Sequence[str]) -> list[dict]:
+    """Per latency device: does the side-by-side timing at the end order the fp32 baseline and the front
+    members as the values the front was chosen on do? ``{"device", "n", "tau", "contradictions"}``:
+    ``tau`` is Kendall's tau between the two orders (1: the same order), ``contradictions`` the pairs
+    ``(a, b)`` that the two orders put the other way round with both differences beyond noise (95% CIs
+    apart in both timings). Empty when there was no side-by-side timing."""
+    import math
+
+    out = []
+    for device in latency_keys(keys):
+        key, sbs = f"latency_p50_ms@{device}", f"{PREFIX}latency_p50_ms@{device}"
+        if sbs not in df.columns or key not in df.columns:
+            continue
+        rows = [r for _, r in df.iterrows() if _num(r.get(sbs)) and _num(r.get(key))]
+        concordant = discordant = 0
+        contradictions = []
+        for i, a in enumerate(rows):
+            for b in rows[i + 1:]:
+                d1 = math.copysign(1, a[key] - b[key]) if a[key] != b[key] else 0
+                d2 = math.copysign(1, a[sbs] - b[sbs]) if a[sbs] != b[sbs] else 0
+                if d1 * d2 > 0:
+                    concordant += 1
+                elif d1 * d2 < 0:
+                    discordant += 1
+                    if _separated(_ci_of(a, key, ""), _ci_of(b, key, "")) and \
+                            _separated(_ci_of(a, key, PREFIX), _ci_of(b, key, PREFIX)):
+                        contradictions.append((int(a["trial"]), int(b["trial"])))
+        pairs = concordant + discordant
+        if len(rows) >= 2:
+            out.append({"device": device, "n": len(rows), "tau": (concordant - discordant) / pairs if pairs else 1.0,
+                        "contradictions": contradictions})
+    return out
+
+
+def order_check_lines(df, keys: Sequence[str]) -> list[str]:
+    """:func:`order_check` in words, one line per device (for the table's caption and the MLflow note)."""
+    lines = []
+    for c in order_check(df, keys):
+        head = f"side by side at the end ({c['device']}, {c['n']} points): "
+        if c["contradictions"]:
+            pairs = ", ".join(f"#{a}/#{b}" for a, b in c["contradictions"][:4])
+            lines.append(head + f"order DIFFERS beyond noise for {pairs} (Kendall tau {c['tau']:.2f})")
+        else:
+            lines.append(head + f"same order within noise (Kendall tau {c['tau']:.2f})")
+    return lines
+
+
+def _num(v) -> bool:
+    return v is not None and v == v and v > 0
+
+
+def _ci_of(r, key: str, prefix: str) -> tuple[float, float] | None:
+    low, high = r.get(f"{prefix}{CI_LOW}{key}"), r.get(f"{prefix}{CI_HIGH}{key}")
+    return (float(low), float(high)) if _num(low) and _num(high) else None

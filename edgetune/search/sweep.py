@@ -27,6 +27,7 @@ from edgetune.search._shared import StudyLock, TrialOwners
 from edgetune.search.backends import get_backend
 from edgetune.search.front import front_note, front_ranks, write_reports
 from edgetune.search.mirror import MlflowMirror
+from edgetune.search.paired import ANCHOR_ATTR, anchor_values, timing_lines
 from edgetune.search.records import TrialRecord, mlflow_key, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, tell
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
@@ -73,6 +74,8 @@ class SweepProgress:
     best: dict[str, float] = field(default_factory=dict)
     last: str = ""
     phase: str = ""  # what runs now, when it is not a trial (the side-by-side check, a wait for a device)
+    values: dict[str, float] = field(default_factory=dict)  # the objectives the trial in ``last`` measured
+    on_front: bool = False  # whether that trial is on the front (as of now)
 
 
 class Sweep:
@@ -366,6 +369,8 @@ class Sweep:
                     log.warning("trial %d was finished by another controller meanwhile (this one's heartbeat was "
                                 "late); its result here is dropped", plan.number)
                     return
+                if result.ok and self.cfg.search.paired_timing:
+                    self._anchor(plan, result)
                 record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
                               baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
                 frozen = self.study._storage.get_trial(trial_id)
@@ -376,8 +381,24 @@ class Sweep:
             self.progress.failed += 0 if result.ok else 1
             self.progress.last = f"trial {plan.number}: " + (record.label or "") + (
                 f" FAILED ({result.error})" if not result.ok else "")
+            self.progress.values = {k: result.values[k] for k in self.keys if k in result.values} if result.ok else {}
+            self.progress.on_front = result.ok and front_ranks(
+                self.study.get_trials(deepcopy=False), self.keys, self.goals).get(plan.number) == 0
             if self.on_progress:
                 self.on_progress(self.progress)
+            self.progress.values = {}
+
+    def _anchor(self, plan: TrialPlan, result) -> None:
+        """The trial's latency objectives on each device's anchor scale (``search.paired``); the first paired
+        measurement of a device sets its anchor (a study user attr, so a resume keeps it)."""
+        anchors = dict(self.study.user_attrs.get(ANCHOR_ATTR) or {})
+        known = set(anchors)
+        values = anchor_values(result.values, self.hooks.devices_for_objectives(), anchors,
+                               is_reference=plan.baseline == "fp32", trial=plan.number)
+        if set(anchors) != known:
+            self.study.set_user_attr(ANCHOR_ATTR, anchors)
+        result.values = values
+        result.record = result.record.model_copy(update={"values": values})
 
     def _artifact_files(self, result) -> dict[str, Path]:
         if result.artifact is None or self.cfg.search.keep_artifacts != "all":
@@ -458,6 +479,9 @@ class Sweep:
     def finish(self) -> None:
         self.side_by_side()
         df = self.frame()
+        warnings, notes = timing_lines(df, self.keys, max_spread=self.cfg.search.max_paired_spread)
+        for warning in warnings:
+            log.warning("%s", warning)
         with tempfile.TemporaryDirectory() as d:
             paths = write_reports(df, self.keys, self.goals, Path(d), title=f"edgetune sweep '{self.cfg.name}'")
             for p in paths.values():
@@ -476,7 +500,8 @@ class Sweep:
         devices = self.hooks.devices_for_objectives()
         self.tracker.set_note(front_note(df, self.keys, sweep=self.cfg.name, url=self.tracker.review_url(),
                                          config=str(self.config_path or "SWEEP.yaml"),
-                                         device=devices[0] if devices else None, goals=self.goals))
+                                         device=devices[0] if devices else None, goals=self.goals,
+                                         timing=[f"**warning**: {w}" for w in warnings] + notes))
         trials = self.study.get_trials(deepcopy=False)
         if trials and not any(t.state.name == "COMPLETE" for t in trials):
             self.tracker.finish("FAILED")

@@ -4,24 +4,40 @@ One parent run per sweep (tag ``edgetune.sweep``), one child run per trial (tag 
 A child run is written in one go after its trial ends and marked FINISHED / FAILED; on resume, child
 runs left RUNNING by a dead process are deleted and re-logged from the Optuna record, so no trial is
 lost or logged twice. Params are written once; per-layer maps go in a JSON artifact.
+
+The review link opens a *saved view* of MLflow's experiment page (checked on MLflow 3.17.2): the UI reads
+``?viewStateShareKey=<key>`` and loads the experiment tag ``mlflow.sharedViewState.<key>``, a JSON of its
+search facets (filter, sort) and UI state (visible columns, their order and widths, charts), which a URL
+cannot carry. :meth:`Tracker.save_review_views` writes two such views per sweep (the front as a flat table;
+all its trials with a scatter of the objectives) and a line of links in the experiment's description.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 from edgetune._logging import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["Tracker", "TRIAL_TAG", "SWEEP_TAG", "review_url"]
+__all__ = ["Tracker", "TRIAL_TAG", "SWEEP_TAG", "review_url", "ui_base", "ui_serve_args", "UI_ENV", "RUN_COLOR_TAG",
+           "FRONT_COLOR", "OTHER_COLOR"]
 
 SWEEP_TAG = "edgetune.sweep"
 TRIAL_TAG = "edgetune.trial"
+UI_ENV = "EDGETUNE_MLFLOW_UI"  # the MLflow UI the links point at, when it is not the tracking server itself
+DEFAULT_UI = "http://127.0.0.1:5000"  # what `mlflow ui` serves by default
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # experiment tag of a saved view (MLflow UI: ?viewStateShareKey=)
+NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description in the MLflow UI (markdown)
+RUN_COLOR_TAG = "mlflow.runColor"  # a run's colour in the MLflow UI's table and charts
+FRONT_COLOR, OTHER_COLOR = "#d6336c", "#9aa5b1"  # the front and the other trials (as in pareto.html / pareto.png)
+_LINE_MARK = re.compile(r"<!-- edgetune:[A-Za-z0-9_.-]+ -->\s*$")  # ends a sweep's line in the description
 
 
 def artifact_root(uri: str) -> str | None:
@@ -32,10 +48,76 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def review_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow UI runs view of an experiment filtered on ``tags.pareto = 'true'`` (the front), all dates."""
-    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-            "&searchFilter=tags.pareto%20%3D%20%27true%27&startTime=ALL")
+def ui_base(uri: str) -> str:
+    """The MLflow UI that serves the store ``uri``: ``$EDGETUNE_MLFLOW_UI`` when set, else the tracking server
+    itself when ``uri`` is http(s), else ``http://127.0.0.1:5000`` (``mlflow ui``'s default address)."""
+    if env := os.environ.get(UI_ENV, "").strip():
+        return env.rstrip("/")
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return DEFAULT_UI
+
+
+def ui_serve_args(uri: str, base: str) -> str | None:
+    """The arguments of the ``mlflow`` command that serves ``base`` for the store ``uri`` (``ui
+    --backend-store-uri sqlite:///mlflow.db --port 5001``); None when ``uri`` is a server (it serves its UI)."""
+    if uri.startswith(("http://", "https://")):
+        return None
+    parts = urlsplit(base)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    args = ["ui", "--backend-store-uri", uri]
+    if parts.hostname not in ("127.0.0.1", "localhost"):  # MLflow >= 3.5 answers other Host headers with 403
+        args += ["--host", "0.0.0.0", "--allowed-hosts", f"{parts.hostname}:{port}"]
+    if port != 5000:
+        args += ["--port", str(port)]
+    return " ".join(args)
+
+
+def view_key(sweep: str, view: str) -> str:
+    """The share key of a sweep's saved view (``edgetune-<sweep>-front`` / ``-trials``)."""
+    return f"edgetune-{sweep}-{view}"
+
+
+def review_url(experiment_id: str, *, sweep: str, base: str = DEFAULT_UI, view: str = "front") -> str:
+    """The MLflow UI address of a sweep's saved view: ``front`` (its table) or ``trials`` (the chart view)."""
+    chart = "&compareRunsMode=CHART" if view == "trials" else ""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={view_key(sweep, view)}{chart}"
+
+
+def filter_url(experiment_id: str, *, sweep: str, base: str = DEFAULT_UI) -> str:
+    """The front without a saved view (a sweep logged before edgetune wrote them): the runs filtered on the
+    sweep's ``pareto`` tag, sorted by name (any order but the default, start time, keeps the rows flat
+    instead of nested under the sweep's parent run), all dates; MLflow's default columns."""
+    flt = quote(f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.pareto = 'true'", safe="")
+    order = quote("tags.`mlflow.runName`", safe="")
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?searchFilter={flt}"
+            f"&orderByKey={order}&orderByAsc=true&startTime=ALL")
+
+
+def _canonical(kind: str, key: str) -> str:
+    """A column of the MLflow runs table: ``metrics.`map50_95.local```, ``params.`runtime```, ``tags.`label```."""
+    return f"{kind}.`{key}`"
+
+
+def _view_state(*, section_name: str, search_filter: str, order_by: str, ascending: bool, columns: list[str],
+                 charts: list[dict], section_id: str) -> dict:
+    """A saved view of MLflow's experiment page. The UI picks its search facets and UI-state fields and
+    merges them over its defaults (``useSharedExperimentViewState``); a URL cannot carry the columns."""
+    order = [_canonical("attributes", "Run Name"), "runDateAndNestInfo", *columns]  # widths apply to these only
+    widths = {c: 170 for c in columns} | {order[0]: 300, _canonical("tags", "label"): 340}
+    return {"searchFilter": search_filter, "orderByKey": order_by, "orderByAsc": ascending, "startTime": "ALL",
+            "selectedColumns": columns, "columnOrder": order, "columnWidths": widths,
+            "runsHiddenMode": "SHOW_ALL",  # charts plot every run, not the first 10
+            "compareRunCharts": charts, "isAccordionReordered": False, "hideEmptyCharts": True,
+            "compareRunSections": [{"uuid": section_id, "name": section_name, "display": True, "isReordered": False,
+                                    "deleted": False, "isGenerated": False, "columns": 2, "cardHeight": 480}]}
+
+
+def _view_tag_value(name: str, state: dict, created_ms: int) -> str:
+    """The experiment-tag value of a saved view, for both readers: the named envelope ``{name, createdAt,
+    state}`` that MLflow 3.17 reads (and lists in the page's saved-views menu), and the state's fields at the
+    top level, which earlier MLflow versions read (their share links held the bare state)."""
+    return json.dumps({**state, "name": name, "createdAt": created_ms, "state": json.dumps(state)})
 
 
 class Tracker:
@@ -91,14 +173,79 @@ class Tracker:
     def log_parent_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.parent_id, str(path), artifact_path)
 
-    def review_url(self, base: str = "http://127.0.0.1:5000") -> str:
-        """The MLflow UI view of this sweep's front: the experiment's runs table filtered on ``pareto``, all
-        dates (the address ``mlflow ui`` serves by default)."""
-        return review_url(self.experiment_id, base)
+    def review_url(self, base: str | None = None, *, view: str = "front") -> str:
+        """The MLflow UI address of this sweep's saved view (:meth:`save_review_views`): ``front``, the front
+        members as a flat table with their objectives as columns, or ``trials``, the chart view of all its
+        trials. ``base``: the UI (default :func:`ui_base`). A sweep without saved views: its front filtered."""
+        base = base or ui_base(self.uri)
+        if VIEW_TAG_PREFIX + view_key(self.sweep, view) in self.client.get_experiment(self.experiment_id).tags:
+            return review_url(self.experiment_id, sweep=self.sweep, base=base, view=view)
+        return filter_url(self.experiment_id, sweep=self.sweep, base=base)
+
+    def save_review_views(self, *, metrics: list[str], params: list[str], tags: list[str], order_by: str,
+                          ascending: bool, scatters: list[tuple[str, str]]) -> None:
+        """Write this sweep's two saved views of the MLflow experiment page and its line of links at the top
+        of the experiment's description (above any text a user wrote there, which is kept).
+
+        ``front``: the runs tagged ``pareto = true``, flat (sorted by ``order_by``, a metric key), the columns
+        ``metrics`` / ``params`` / ``tags`` (MLflow keys) in this order; ``trials``: every trial of the sweep,
+        the front first. Both: a chart section with a scatter per (x, y) metric pair of ``scatters`` where each
+        run has its colour (:data:`RUN_COLOR_TAG`: the front red, the rest grey)."""
+        columns = ([_canonical("metrics", k) for k in metrics] + [_canonical("params", k) for k in params]
+                   + [_canonical("tags", k) for k in tags])
+        section = f"edgetune-{self.sweep}-objectives"
+        charts = [{"uuid": f"edgetune-{self.sweep}-{i}", "type": "SCATTER", "metricSectionId": section,
+                   "xaxis": {"key": x, "type": "METRIC"}, "yaxis": {"key": y, "type": "METRIC"},
+                   "deleted": False, "isGenerated": False}
+                  for i, (x, y) in enumerate(scatters)]
+        common = {"section_name": f"edgetune {self.sweep}: objectives (the front red, other trials grey)",
+                  "columns": columns, "charts": charts, "section_id": section}
+        views = {  # view -> (its name in the saved-views menu, its state)
+            "front": (f"edgetune {self.sweep}: the front", _view_state(
+                search_filter=f"tags.`{SWEEP_TAG}` = '{self.sweep}' and tags.pareto = 'true'",
+                order_by=_canonical("metrics", order_by), ascending=ascending, **common)),
+            "trials": (f"edgetune {self.sweep}: all trials", _view_state(
+                search_filter=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+                order_by=_canonical("tags", "pareto"), ascending=False, **common)),  # the front in the first page
+        }
+        now = int(time.time() * 1000)
+        for i, (view, (title, state)) in enumerate(views.items()):  # newest first in the saved-views menu
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG_PREFIX + view_key(self.sweep, view),
+                                           _view_tag_value(title, state, now - i))
+        self._set_description_line(self._review_line())
+
+    def _review_line(self) -> str:
+        """This sweep's links in the experiment's description (relative: they work from any host)."""
+        exp, run = f"#/experiments/{self.experiment_id}", f"#/experiments/{self.experiment_id}/runs/{self.parent_id}"
+        links = [("the front", f"{exp}/runs?viewStateShareKey={view_key(self.sweep, 'front')}"),
+                 ("all trials as a scatter", f"{exp}/runs?viewStateShareKey={view_key(self.sweep, 'trials')}"
+                                             "&compareRunsMode=CHART"),
+                 (f"summary: run sweep-{self.sweep}", run),
+                 ("pareto.png", f"{run}/artifacts/pareto.png"), ("pareto.html", f"{run}/artifacts/pareto.html")]
+        return f"**edgetune sweep `{self.sweep}`**: " + " · ".join(f"[{t}]({u})" for t, u in links)
+
+    def _set_description_line(self, line: str) -> None:
+        """Put ``line`` first in the experiment's description, then the other sweeps' lines, then the rest."""
+        mark = f"<!-- edgetune:{self.sweep} -->"
+        old = self.client.get_experiment(self.experiment_id).tags.get(NOTE_TAG, "")
+        lines = [x for x in old.splitlines() if not x.rstrip().endswith(mark)]
+        others = [x for x in lines if _LINE_MARK.search(x)]
+        rest = "\n".join(x for x in lines if not _LINE_MARK.search(x)).strip()
+        text = "\n\n".join([f"{line} {mark}", *others, *([rest] if rest else [])])
+        if text != old:
+            self.client.set_experiment_tag(self.experiment_id, NOTE_TAG, text)
 
     def set_note(self, markdown: str) -> None:
-        """The parent run's description in the MLflow UI."""
-        self.client.set_tag(self.parent_id, "mlflow.note.content", markdown)
+        """The parent run's description in the MLflow UI; when the parent holds ``pareto.png``, the plot
+        follows it inline (the UI serves it at ``get-artifact``) with a link to ``pareto.html``."""
+        files = {f.path for f in self.client.list_artifacts(self.parent_id)}
+        if "pareto.png" in files:
+            run = f"#/experiments/{self.experiment_id}/runs/{self.parent_id}"
+            markdown += (f"\n\n![pareto.png: every trial, the front in colour](get-artifact?path=pareto.png"
+                         f"&run_uuid={self.parent_id})\n\n"
+                         + (f"[pareto.html]({run}/artifacts/pareto.html): the same, interactive."
+                            if "pareto.html" in files else ""))
+        self.client.set_tag(self.parent_id, NOTE_TAG, markdown.rstrip())
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status)

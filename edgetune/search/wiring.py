@@ -65,6 +65,9 @@ def sweep_fingerprint(cfg, parts, dataset_hashes: dict[int, str]) -> dict[str, d
     from edgetune.search.study import config_fingerprint
 
     keys, goals = objective_keys(cfg)
+    if cfg.search.paired_timing:  # paired latencies are on another scale than a trial's own timing
+        goals = [f"{g}, paired with fp32" if k.startswith(("latency_p50_ms@", "latency_p90_ms@")) else g
+                 for k, g in zip(keys, goals, strict=True)]
     m, d = parts.model, cfg.data
     model = {"weights sha256": str(m.source_hash)[:16], "input": f"{m.input_size} px", "task": m.task}
     val = dataset_hashes.get(int(m.input_size)) or next(iter(dataset_hashes.values()), "")

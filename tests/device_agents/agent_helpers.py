@@ -59,7 +59,8 @@ def start_agent(workdir: Path, *, token: str | None = None, args: tuple[str, ...
     cpus = (last_cpu(),)
     launcher = ["-m", "edgetune.device_agents"] if prelude is None else \
         ["-c", prelude + "\nfrom edgetune.device_agents.__main__ import main\nmain()"]
-    cmd = [python or sys.executable, *launcher, "serve", "--port", "0", "--token-file", str(workdir / "token"),
+    cmd = [python or sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", "0", "--token-file",
+           str(workdir / "token"),
            "--workdir", str(workdir), "--threads", "1", "--cpus", ",".join(map(str, cpus)), "--kind", "local-cpu",
            "--name", workdir.name, "--ready-file", str(ready),
            "--host-lock", str(host_lock or workdir / "host.lock"), *args]

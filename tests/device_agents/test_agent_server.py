@@ -169,6 +169,24 @@ def test_compare_times_artifacts_side_by_side_in_one_process(client, det_s_onnx,
     assert e.value.status_code == 404 and "upload it first" in str(e.value)
 
 
+def test_measure_paired_times_the_model_in_turns_with_its_reference(client, det_s_onnx, tmp_path):
+    """``reference``: det-s and a one-conv model timed in turns in the measuring process; the ratio and its
+    CI come with both timings, and a reference that is not on the agent is a 404 naming the upload."""
+    small = one_conv_onnx(tmp_path / "one-conv.onnx")
+    m = client.measure(small, latency={"min_runs": 20, "min_seconds": 0, "warmup": 2, "end_to_end": False},
+                       reference=det_s_onnx, paired_runs=20)
+    p = m.paired
+    assert p is not None and p.runs == 20 and p.model.n == 20 and p.reference_latency.n == 20
+    assert p.reference_runtime == "ort" and p.reference == client.upload_artifact(det_s_onnx)
+    assert p.ratio_p50 == pytest.approx(p.model.p50_ms / p.reference_latency.p50_ms)
+    assert p.ratio_ci95_low <= p.ratio_p50 <= p.ratio_ci95_high
+    assert p.ratio_p50 < 1  # one conv against the whole detector, same input size
+    assert client.measure(small, latency={"min_runs": 5, "min_seconds": 0, "end_to_end": False}).paired is None
+    with pytest.raises(AgentError) as e:
+        client.measure(small, reference="0" * 64, latency={"min_runs": 5, "min_seconds": 0})
+    assert e.value.status_code == 404 and "upload it first" in str(e.value)
+
+
 def test_measure_det_s_accuracy_equals_in_process_onnxruntime(agent, client, det_s, det_s_onnx, det_s_bundle, shapes_val):
     import onnxruntime as ort
 

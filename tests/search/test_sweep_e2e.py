@@ -39,6 +39,25 @@ def test_every_trial_is_in_storage_with_the_baselines(finished_sweep):
     assert fp32["map50_95@local"] > 0 and fp32["latency_p50_ms@local"] > 0
 
 
+def test_every_trial_is_timed_in_turns_with_fp32_and_ranked_on_ratio_times_anchor(finished_sweep):
+    """``search.paired_timing`` (on by default): each trial's latency objective is its paired ratio to fp32 in its
+    own request times the anchor (fp32's p50 in the first paired measurement); its own timing is kept."""
+    _, sweep, _ = finished_sweep
+    trials = sweep.study.get_trials()
+    anchor = sweep.study.user_attrs["paired_anchor"]["local"]
+    fp32 = trials[0].user_attrs[RECORD_ATTR]
+    assert anchor["trial"] == 0 and fp32["values"]["latency_ratio@local"] == 1.0
+    assert anchor["p50"] == fp32["values"]["own_latency_p50_ms@local"] == fp32["values"]["latency_p50_ms@local"]
+    for t in trials[1:]:
+        rec = t.user_attrs[RECORD_ATTR]
+        v, fp = rec["values"], rec["fingerprints"]["local"]
+        assert v["latency_p50_ms@local"] == pytest.approx(v["latency_ratio@local"] * anchor["p50"])
+        assert v["own_latency_p50_ms@local"] > 0 and v["ref_latency_p50_ms@local"] > 0
+        low, high = fp["paired_ratio_ci95"]
+        assert low <= v["latency_ratio@local"] <= high and fp["paired_runs"] == 10
+        assert t.values[1] == v["latency_p50_ms@local"]  # what Optuna ranks on
+
+
 def test_reported_front_is_non_dominated(finished_sweep):
     path, sweep, _ = finished_sweep
     df, keys, goals, _ = load_front(path)
@@ -94,13 +113,14 @@ def test_parent_run_holds_the_front_reports(finished_sweep):
         n = int(parent.tags[f"best_{k}.trial"])
         assert df.loc[df["trial"] == n, k.replace(".local", "@local")].iloc[0] == pytest.approx(parent.metrics[f"best_{k}"])
     note = parent.tags["mlflow.note.content"]  # the run's description in the UI
-    url = tracker.review_url()
-    assert url == (f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
-                   "&searchFilter=tags.pareto%20%3D%20%27true%27&startTime=ALL") and url in note
+    url = tracker.review_url("http://127.0.0.1:5000")  # the saved view of the front (the review test opens it)
+    assert url == f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs?viewStateShareKey=edgetune-e2e-front"
+    assert f"]({url.removeprefix('http://127.0.0.1:5000/')})" in note  # a link inside the UI: from any host
     for _, row in df[df["pareto"]].iterrows():
         assert f"| {row['trial']} | {row['label']} |" in note
         assert f"edgetune deploy {sweep.config_path} --trial {row['trial']} --device local" in note
     assert "Suggestions:" in note and "**smallest**: trial" in note
+    assert "- side by side at the end (local, " in note  # the check of the paired front's order
 
 
 def test_front_is_timed_again_side_by_side_with_fp32(finished_sweep):
@@ -137,7 +157,8 @@ def test_front_cli_reprints_and_writes_csv(finished_sweep, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Pareto front of 'e2e'" in r.stdout
-    assert "x=" in r.stdout  # speed-ups from the side-by-side timings
+    assert "timed in turns with fp32" in r.stdout  # speed-ups from the paired timings ...
+    assert "side by side at the end (local, " in r.stdout  # ... and the side-by-side check of their order
     import pandas as pd
 
     df = pd.read_csv(out)
@@ -147,9 +168,15 @@ def test_front_cli_reprints_and_writes_csv(finished_sweep, tmp_path):
     fp32 = df[df["baseline"] == "fp32"].iloc[0]
     assert fp32["speedup@local"] == 1.0 and fp32["size_vs_fp32"] == 1.0
     front = df[df["pareto"]]
-    assert front["speedup_side_by_side@local"].all() and front["speedup@local"].gt(0).all()
+    assert front["speedup_paired@local"].all() and front["speedup@local"].gt(0).all()
+    assert not front["speedup_side_by_side@local"].any()  # paired: the side-by-side timing is the check
     assert {"fastest", "knee", "smallest"} >= set(" ".join(df["pick"].fillna("")).split()) != set()
     assert "ties" in df.columns
+    r = subprocess.run([sys.executable, "-m", "edgetune.cli", "front", str(path), "--json", "--all"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) == TRIALS and {"speedup@local", "pick", "latency_ratio@local"} <= set(rows[0])
 
 
 def _chromium() -> str | None:
@@ -160,12 +187,17 @@ def _chromium() -> str | None:
 
 def test_the_review_link_opens_the_front_in_the_mlflow_ui(finished_sweep, tmp_path):
     """The link the sweep prints, opened in headless Chromium against a real `mlflow server`: the front
-    members' runs are there, named by what was done (`make browser` installs Chromium)."""
+    members as flat rows with their objectives, speed-up, runtime and label as columns; one click on the
+    links above them opens the chart of all trials (a point each, the front in its colour) or the parent
+    run's summary (the front table and pareto.png). `make browser` installs Chromium."""
+    import re
     import socket
     import subprocess
     import sys
     import time
     import urllib.request
+
+    from edgetune.search.tracking import FRONT_COLOR, OTHER_COLOR
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
     chromium = _chromium()
@@ -191,19 +223,48 @@ def test_the_review_link_opens_the_front_in_the_mlflow_ui(finished_sweep, tmp_pa
         else:
             pytest.fail(f"mlflow server did not answer: {(tmp_path / 'mlflow.log').read_text()[-2000:]}")
         df = sweep.frame()
-        names = [f"trial-{r['trial']} {r['label']}" for _, r in df[df["pareto"]].iterrows()]
+        front = df[df["pareto"]]
+        names = [f"trial-{r['trial']} {r['label']}" for _, r in front.iterrows()]
+        plotted = df[(df["state"] == "COMPLETE") & df["map50_95@local"].notna() & df["latency_p50_ms@local"].notna()]
+        url = sweep.tracker.review_url(base)
+        assert url == f"{base}/#/experiments/{sweep.tracker.experiment_id}/runs?viewStateShareKey=edgetune-e2e-front"
+        red, grey = ("rgb({}, {}, {})".format(*(int(c[i:i + 2], 16) for i in (1, 3, 5))) for c in (FRONT_COLOR, OTHER_COLOR))
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(sweep.tracker.review_url(base))
-            page.wait_for_selector(f"text=sweep-{cfg.name}", timeout=120_000)
-            expand = page.locator('button[data-component-id*="runnamecellrenderer"]')  # the parent's child rows
-            if expand.count():
-                expand.first.click()
-            page.wait_for_selector(f"text={names[0]}", timeout=60_000)
+            page = browser.new_page(viewport={"width": 2800, "height": 1100})  # the grid renders the columns in view
+            page.goto(url)
+            for name in names:  # flat rows: no parent row to expand
+                page.wait_for_selector(f"text={name}", timeout=120_000)
+            page.wait_for_selector(".ag-header-cell[col-id='tags.`label`']", timeout=60_000)
+            headers = {h.get_attribute("col-id") for h in page.query_selector_all(".ag-header-cell")}
             shown = page.inner_text("body")
+
+            with page.context.expect_page() as tab:  # one click: all trials, the chart view
+                page.get_by_role("link", name="all trials as a scatter").click()
+            charts = tab.value
+            charts.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=120_000)
+            first = charts.locator(".js-plotly-plot").first  # the first chart: mAP against p50
+            charts.wait_for_function("n => document.querySelector('.js-plotly-plot')"
+                                     ".querySelectorAll('.scatterlayer .point').length >= n", arg=len(plotted),
+                                     timeout=60_000)
+            fills = first.locator(".scatterlayer .point").evaluate_all("ps => ps.map(p => getComputedStyle(p).fill)")
+            axes = first.inner_text()
+
+            with page.context.expect_page() as tab:  # one click: the parent run's summary
+                page.get_by_role("link", name=f"summary: run sweep-{cfg.name}").click()
+            summary = tab.value
+            plot = summary.locator("img[src^='get-artifact?path=pareto.png']")
+            plot.wait_for(state="attached", timeout=120_000)
+            summary.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle(),
+                                      timeout=60_000)
+            note = summary.inner_text("body")
             browser.close()
-        assert all(n in shown for n in names), (names, shown[:2000])
+        assert re.search(rf"\b{len(names)} matching runs?\b", shown), shown[:3000]  # the front members, nothing else
+        assert {"metrics.`map50_95.local`", "metrics.`latency_p50_ms.local`", "metrics.`speedup.local`",
+                "metrics.`size_bytes`", "tags.`fingerprint.local.runtime`", "tags.`label`"} <= headers, headers
+        assert len(fills) == len(plotted) and fills.count(red) == len(front) and set(fills) <= {red, grey}, fills
+        assert "latency_p50_ms.local" in axes and "map50_95.local" in axes
+        assert "Pareto front" in note and all(str(r["label"]) in note for _, r in front.iterrows())
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -40,13 +40,14 @@ def _job_base(cfg, runtime: str | None = None) -> dict:
 async def measure(req: MeasureRequest, request: Request) -> Measurement:
     state = request.app.state.agent
     cfg = state.config
-    _check(state, [req.runtime], [req.artifact])
+    _check(state, [req.runtime, req.reference_runtime], [req.artifact, *([req.reference] if req.reference else [])])
     if req.dataset is not None and not state.datasets.has(req.dataset):
         raise ApiError(404, "DatasetMissing", f"dataset {req.dataset} is not on this agent; upload it first "
                        f"(PUT /datasets/{req.dataset}).")
     job = {
         "request": req.model_dump(mode="json"), "artifact_path": str(state.artifacts.path(req.artifact)),
         "dataset_path": str(state.datasets.path(req.dataset)) if req.dataset else None, **_job_base(cfg, req.runtime),
+        "reference_path": str(state.artifacts.path(req.reference)) if req.reference else None,
     }
     timeout = min(req.timeout_s or cfg.measure_timeout_s, cfg.measure_timeout_s)
     result, started, finished, device = await state.scheduler.run(job, timeout=timeout, before=state.fingerprint)
