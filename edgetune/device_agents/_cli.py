@@ -75,7 +75,7 @@ def serve_cmd(
     token: str = typer.Option(None, envvar="EDGETUNE_AGENT_TOKEN", show_envvar=True, help="Bearer token clients must send."),
     token_file: Path = typer.Option(None, help="Read the token from this file (preferred over --token)."),
     workdir: Path = typer.Option(None, help="Where uploads, engines and jobs live (default: <cache>/agent)."),
-    runtime: str = typer.Option("ort", help="ort (onnxruntime), openvino or tensorrt; several, comma-separated "
+    runtime: str = typer.Option("ort", help="ort (onnxruntime), openvino, tensorrt or ncnn; several, comma-separated "
                                 "(ort,openvino), offer each to the sweep: the first is the default."),
     threads: int = typer.Option(1, help="Intra-op threads of every measurement."),
     cpus: str = typer.Option(None, help="Pin measurements to these CPUs, e.g. '3', '2,3', '0-3'."),
