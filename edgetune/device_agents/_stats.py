@@ -15,7 +15,7 @@ import numpy as np
 
 from edgetune.device_agents.protocol import LatencyStats
 
-__all__ = ["median_ci", "latency_stats", "ratio_ci"]
+__all__ = ["median_ci", "latency_stats", "paired_ratio"]
 
 
 def _binom_half_pmf_terms(n: int):
@@ -66,28 +66,17 @@ def latency_stats(samples_ms: Sequence[float], *, keep_samples: bool = True) -> 
     )
 
 
-def ratio_ci(model_ms: Sequence[float], reference_ms: Sequence[float], *, burst: int, level: float = 0.95,
-             resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A CI of median(model) / median(reference) for samples taken in turns (``time_interleaved``: sample
-    ``i`` of each belongs to turn ``i // burst``): a bootstrap that resamples whole turns, so samples a
-    drift moved together stay together. Seeded: the same samples give the same interval."""
+def paired_ratio(model_ms: Sequence[float], reference_ms: Sequence[float], *, burst: int,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """(ratio, CI low, CI high) of a model's latency to a reference's from samples taken in turns
+    (``time_interleaved``: sample ``i`` of each belongs to turn ``i // burst``): the median over turns of
+    each turn's ratio of medians, with the order-statistic CI of that median (:func:`median_ci`). Each
+    turn's two bursts ran back to back, so load or clock changes between turns cancel in its ratio; the
+    pooled medians of all samples would not (under phased load they can sit in different phases)."""
     m = np.asarray(model_ms, dtype=np.float64)
     r = np.asarray(reference_ms, dtype=np.float64)
     turns = max(1, -(-min(m.size, r.size) // burst))
-    if turns < 2:
-        ratio = float(np.median(m) / np.median(r))
-        return ratio, ratio
-
-    def by_turn(x: np.ndarray) -> np.ndarray:  # (turns, burst), a short last turn padded with NaN
-        padded = np.full(turns * burst, np.nan)
-        n = min(x.size, turns * burst)
-        padded[:n] = x[:n]
-        return padded.reshape(turns, burst)
-
-    mt, rt = by_turn(m), by_turn(r)
-    pick = np.random.default_rng(seed).integers(0, turns, size=(resamples, turns))
-    ratios = (np.nanmedian(mt[pick].reshape(resamples, -1), axis=1)
-              / np.nanmedian(rt[pick].reshape(resamples, -1), axis=1))
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(ratios, [tail, 1.0 - tail])
-    return float(low), float(high)
+    ratios = [float(np.median(m[t * burst:(t + 1) * burst]) / np.median(r[t * burst:(t + 1) * burst]))
+              for t in range(turns)]
+    low, high, _ = median_ci(ratios, level=level)
+    return float(np.median(ratios)), low, high

@@ -182,7 +182,7 @@ def _paired(run, x, req, job: dict, *, threads: int, warnings: list[str]) -> dic
     (``time_interleaved``); a reference that cannot take the model's batch is skipped with a warning."""
     import numpy as np
 
-    from edgetune.device_agents._stats import latency_stats, ratio_ci
+    from edgetune.device_agents._stats import latency_stats, paired_ratio
     from edgetune.device_agents._timing import time_interleaved
     from edgetune.device_agents.protocol import PairedLatency
     from edgetune.device_agents.runtimes import get_runtime
@@ -214,11 +214,11 @@ def _paired(run, x, req, job: dict, *, threads: int, warnings: list[str]) -> dic
     finally:
         ref.close()
     m, r = samples["model"], samples["reference"]
-    low, high = ratio_ci(m, r, burst=PAIRED_BURST)
+    ratio, low, high = paired_ratio(m, r, burst=PAIRED_BURST)
     return PairedLatency(
         reference=req.reference, reference_runtime=runtime.name, runs=req.paired_runs, burst=PAIRED_BURST,
         model=latency_stats(m, keep_samples=False), reference_latency=latency_stats(r, keep_samples=False),
-        ratio_p50=float(np.median(m) / np.median(r)),
+        ratio_p50=ratio,
         ratio_p90=float(np.percentile(m, 90) / np.percentile(r, 90)), ratio_ci95_low=low, ratio_ci95_high=high,
     ).model_dump()
 

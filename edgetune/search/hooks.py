@@ -54,6 +54,9 @@ class LocalHooks(SweepHooks):
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self._devices = measured_devices(self.cfg)
         self._reference: tuple[Path, str | None, str] | None = None
+        keys, _ = objective_keys(self.cfg)  # pairing pays only where a model-only latency is ranked or constrained
+        self._ranks_latency = any(k.startswith(("latency_p50_ms@", "latency_p90_ms@")) for k in keys) or any(
+            m in c for c in self.cfg.constraints for m in ("latency_p50_ms", "latency_p90_ms", "p50", "p90"))
         self._reference_lock = threading.Lock()
 
     def devices_for_objectives(self) -> list[str]:
@@ -78,8 +81,9 @@ class LocalHooks(SweepHooks):
     def reference(self) -> tuple[Path, str | None, str] | None:
         """(ONNX path, runtime, artifact hash) of the model every trial is timed in turns with
         (``search.paired_timing``): the fp32 baseline on the baseline runtime, built once (a cache hit after
-        the fp32 baseline trial); None when paired timing is off."""
-        if not self.cfg.search.paired_timing:
+        the fp32 baseline trial); None when paired timing is off or no objective or constraint reads a
+        model-only latency."""
+        if not self.cfg.search.paired_timing or not self._ranks_latency:
             return None
         with self._reference_lock:
             if self._reference is None:

@@ -13,7 +13,7 @@ import pytest
 
 from edgetune.device_agents import LatencySpec, MeasureRequest, check_protocol, make_bundle, read_bundle
 from edgetune.device_agents._onnx_check import not_onnx_reason, scan_onnx
-from edgetune.device_agents._stats import latency_stats, median_ci
+from edgetune.device_agents._stats import latency_stats, median_ci, paired_ratio
 from edgetune.device_agents.protocol import PROTOCOL_VERSION
 from edgetune.errors import DataError, ProtocolMismatch
 
@@ -47,6 +47,24 @@ def test_median_ci_covers_the_true_median_about_95_percent():
     rng = np.random.default_rng(0)
     hits = sum(lo <= 1.0 <= hi for lo, hi, _ in (median_ci(rng.lognormal(size=50)) for _ in range(2000)))
     assert 0.93 < hits / 2000 < 0.99  # true median of lognormal(0, 1) is 1
+
+
+def test_paired_ratio_is_the_median_of_each_turns_ratio_so_drift_between_turns_cancels():
+    # 20 turns of 5 runs: the device slows 4x over the loop and every other turn carries 2 ms of extra load;
+    # within a turn the model takes 0.4x the reference's time plus the same load
+    rng = np.random.default_rng(0)
+    model, ref, per_turn = [], [], []
+    for t in range(20):
+        speed, load = 1 + 3 * t / 19, 2.0 * (t % 2)
+        r = 10 * speed + load + rng.normal(0, 0.05, 5)
+        m = 4 * speed + load + rng.normal(0, 0.05, 5)
+        ref += list(r)
+        model += list(m)
+        per_turn.append(np.median(m) / np.median(r))
+    ratio, low, high = paired_ratio(model, ref, burst=5)
+    assert ratio == pytest.approx(float(np.median(per_turn)))
+    assert (low, high) == pytest.approx(median_ci(per_turn)[:2]) and low <= ratio <= high
+    assert 0.38 < low and high < 0.46  # the drift is gone: each turn's ratio is 0.4 plus a little load
 
 
 def test_latency_stats_fields():
