@@ -193,9 +193,10 @@ class LatencyStats(_Response):
 class PairedLatency(_Response):
     """The model and a reference timed in turns in one process (``MeasureRequest.reference``): each turn
     gives each one untimed call and ``burst`` timed ones, the order rotating. ``ratio_p50``: the median over
-    turns of each turn's ratio of medians (model / reference: a turn's two bursts ran back to back, so what
-    changes between turns cancels); ``ratio_ci95_*``: the order-statistic 95% CI of that median;
-    ``ratio_p90``: the model's pooled p90 over the reference's."""
+    turns of each turn's ratio model / reference of its bursts' fastest runs (``_stats.paired_ratio``: a
+    turn's two bursts ran back to back, so what changes between turns cancels, and the fastest run of a
+    burst is the one no other process preempted); ``ratio_ci95_*``: the order-statistic 95% CI of that
+    median; ``ratio_p90``: the model's pooled p90 over the reference's."""
 
     reference: str
     reference_runtime: str

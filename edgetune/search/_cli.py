@@ -116,7 +116,8 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
               "prefer the smaller", "pick: fastest within 1 point of fp32 / knee of the accuracy-", "      latency "
               "front / smallest that meets the constraints"]
     table = Table(title=title, title_justify="left", caption="\n".join(notes), caption_justify="left",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                  show_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("config", overflow="fold", min_width=12, ratio=1)
     for k in keys:
@@ -127,8 +128,8 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
     for k in mem_keys:
         table.add_column(_header(k), justify="right", no_wrap=True)
     table.add_column("size\n/fp32", justify="right", no_wrap=True)
-    table.add_column("ties", overflow="fold", max_width=8)
-    table.add_column("pick", no_wrap=True)
+    table.add_column("ties", overflow="fold", max_width=7)
+    table.add_column("pick", no_wrap=True, min_width=8)  # "smallest" whole
     if not only_front:
         table.add_column("state", no_wrap=True)
     for _, r in rows.sort_values(keys[0], ascending=goals[0] == "min").iterrows():
@@ -202,15 +203,14 @@ def measured_line(values: dict[str, float], keys: list[str], *, compact: bool = 
 
 
 def print_timing_lines(console, cfg, df, keys: list[str]) -> None:
-    from rich.markup import escape
 
     from edgetune.search.paired import timing_lines
 
     warnings, notes = timing_lines(df, keys, max_spread=cfg.search.max_paired_spread)
     for line in notes:
-        console.print(escape(line), soft_wrap=True)
+        console.print(line, markup=False, soft_wrap=True)
     for line in warnings:
-        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+        console.print(f"warning: {line}", style="yellow", markup=False, soft_wrap=True)
 
 
 def venv_command(name: str) -> str:
@@ -339,7 +339,7 @@ def _search(config: Path, *, trials: int | None, workdir: Path, agents, force_re
             progress.update(task, completed=p.done, status=fit_status(status, progress.console.width))
             if p.last:
                 line = p.last + (f": {measured}" if measured else "") + (" (on the front)" if p.on_front else "")
-                progress.console.print(f"  {escape(line)}", soft_wrap=True)
+                progress.console.print(f"  {line}", markup=False, soft_wrap=True)
 
         sweep.on_progress = update
         progress.update(task, completed=sweep.progress.done)
