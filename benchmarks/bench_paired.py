@@ -14,7 +14,7 @@ round, and where the "fastest within 1 point of fp32" it would suggest ranks sid
 far fp32's own median moved during the sweep (the drift the pairing takes out).
 
     nice -n 5 .venv/bin/python benchmarks/bench_paired.py [--config configs/demo.yaml] [--workdir /tmp/paired]
-        [--trials 40] [--burners 2] [--burn-on 20] [--burn-off 20] [--analyze-only]
+        [--trials 40] [--burners 2] [--burn-on 20] [--burn-off 20] [--burn-cpus 1] [--analyze-only]
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ from bench_compress import machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _burn(on_s: float, off_s: float, seed: int) -> None:
-    """Full load for ``on_s`` seconds, idle for ``off_s``, forever (a phase offset per burner)."""
+def _burn(on_s: float, off_s: float, seed: int, cpus: list[int] | None) -> None:
+    """Full load for ``on_s`` seconds, idle for ``off_s``, forever (a phase offset per burner), on ``cpus``
+    (None: wherever the scheduler puts it)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     time.sleep(seed * on_s / 2)
     x = 1.0001
     while True:
@@ -98,6 +101,8 @@ def main() -> None:
     ap.add_argument("--burners", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--burn-on", type=float, default=20.0)
     ap.add_argument("--burn-off", type=float, default=20.0)
+    ap.add_argument("--burn-cpus", default=None, help="pin the burners to these CPUs, e.g. 1 (the local agent's "
+                    "core: the hardest case, time slices shared with the measured model)")
     ap.add_argument("--analyze-only", action="store_true")
     args = ap.parse_args()
 
@@ -108,7 +113,8 @@ def main() -> None:
     config = args.workdir / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     if not args.analyze_only:
-        burners = [mp.Process(target=_burn, args=(args.burn_on, args.burn_off, i), daemon=True)
+        cpus = [int(c) for c in args.burn_cpus.split(",")] if args.burn_cpus else None
+        burners = [mp.Process(target=_burn, args=(args.burn_on, args.burn_off, i, cpus), daemon=True)
                    for i in range(args.burners)]
         for b in burners:
             b.start()
@@ -121,7 +127,7 @@ def main() -> None:
             for b in burners:
                 b.terminate()
         print(f"sweep: {time.time() - t0:.0f} s with {args.burners} burner(s) {args.burn_on:g} s on / "
-              f"{args.burn_off:g} s off")
+              f"{args.burn_off:g} s off" + (f" on cpu(s) {args.burn_cpus}" if args.burn_cpus else ""))
     result = analyze(config)
     result["machine"] = machine()
     print(json.dumps(result, indent=2))

@@ -85,8 +85,16 @@ class SearchSpec(Strict):
         "trials leave the front's order alone; the trial's own timing is kept as own_latency_p50_ms. false: each "
         "trial's own timing")
     max_paired_spread: float = Field(
-        default=0.10, gt=0, le=10, description="warn that a device is too noisy to rank trials when the median "
-        "relative width of its trials' paired-ratio 95% CIs is above this (0.10: +-5%)")
+        default=0.10, gt=0, le=10, description="a trial's paired timing whose ratio 95% CI is wider than this "
+        "(relative: 0.10 = +-5%) is taken again (`paired_retakes`); a device whose trials' median width stays above it "
+        "gets a too-noisy-to-rank warning")
+    paired_retakes: int = Field(
+        default=2, ge=0, le=10, description="a paired timing that cannot rank its trial (ratio CI wider than "
+        "`max_paired_spread`, or fp32 beside it slower than `max_paired_slowdown` x its quietest on the device: "
+        "another process shared the core) is taken again after `paired_retake_wait_s`, up to this many times; "
+        "the quietest is kept")
+    paired_retake_wait_s: float = Field(default=5.0, ge=0, le=600)
+    max_paired_slowdown: float = Field(default=1.3, gt=1, le=100)
     side_by_side_runs: int = Field(
         default=300, ge=0, le=100000, description="when the sweep ends, time fp32 and every front member again, "
         "side by side and interleaved, this many runs each per latency device; speed-ups are reported from those "

@@ -104,6 +104,10 @@ class LocalHooks(SweepHooks):
         return self.fleet.measure(device, artifact, runtime=runtime, reference=self.paired_with(artifact, runtime),
                                   **self._measure_kwargs())
 
+    def paired_policy(self) -> tuple[int, float, float, float]:
+        s = self.cfg.search
+        return s.paired_retakes, s.paired_retake_wait_s, s.max_paired_spread, s.max_paired_slowdown
+
     def throttle_policy(self) -> tuple[bool, float]:
         s = self.cfg.search
         return s.throttle_retry, s.throttle_cooldown_s

@@ -67,6 +67,9 @@ class _WorkerHooks(SweepHooks):
         return Measurement.model_validate(_get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent),
                                                                                runtime, ref)))
 
+    def paired_policy(self) -> tuple[int, float, float, float]:
+        return self.local.paired_policy()
+
     def throttle_policy(self) -> tuple[bool, float]:
         s = self.ctx.cfg.search
         return s.throttle_retry, s.throttle_cooldown_s

@@ -67,6 +67,7 @@ class TrialRecord(BaseModel):
     measure_retries: int = 0  # measurements made again after an agent restart cut them
     throttled: dict[str, list[str]] = Field(default_factory=dict)  # device -> conditions held while measuring
     throttle_retries: int = 0  # throttled measurements taken again after a cool-down
+    paired_retakes: int = 0  # measurements taken again because the device was busy (``runner.measure_quiet``)
     recovery_cut: dict[str, Any] | None = None  # recovery.budget_s ended the fine-tuning early
 
     @classmethod
@@ -117,6 +118,8 @@ class TrialRecord(BaseModel):
             tags[f"throttled.{device}"] = ",".join(conditions)
         if self.throttle_retries:
             tags["throttle_retries"] = str(self.throttle_retries)
+        if self.paired_retakes:
+            tags["paired_retakes"] = str(self.paired_retakes)
         if self.recovery_cut:
             tags["recovery_cut"] = self.recovery_cut.get("message") or "true"
         for device, fp in self.fingerprints.items():

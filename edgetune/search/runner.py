@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 __all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "execute_trials", "run_one",
-           "measure_through_outages", "measure_unthrottled", "MeasureAttempts", "recovery_cut", "device_fingerprint"]
+           "measure_through_outages", "measure_unthrottled", "measure_quiet", "paired_noise", "MeasureAttempts", "recovery_cut", "device_fingerprint"]
 
 # agent errors that mean "restarted without what was uploaded to it": measured again once, after re-uploading
 LOST_CONTENT = ("ArtifactMissing", "DatasetMissing")
@@ -123,6 +123,21 @@ class SweepHooks(ABC):
         ``search.throttle_cooldown_s``; hooks without a config keep the first measurement, flagged."""
         return False, 0.0
 
+    def paired_policy(self) -> tuple[int, float, float, float]:
+        """(retakes, wait_s, max_spread, max_slowdown) of :func:`measure_quiet`: ``search.paired_retakes``,
+        ``search.paired_retake_wait_s``, ``search.max_paired_spread``, ``search.max_paired_slowdown``."""
+        return 0, 0.0, float("inf"), float("inf")
+
+    def quiet_reference(self, device: str) -> float | None:
+        """The quietest (lowest) p50 of the paired reference seen on ``device`` so far, or None."""
+        return vars(self).get("_quiet", {}).get(device)
+
+    def note_quiet(self, device: str, m: Measurement) -> None:
+        """Learn ``device``'s quietest reference p50 from a measurement's paired timing."""
+        if m.paired is not None:
+            quiet = vars(self).setdefault("_quiet", {})
+            quiet[device] = min(quiet.get(device, float("inf")), m.paired.reference_latency.p50_ms)
+
     def watch_devices(self, listener: Callable[[str, float | None], None]) -> None:
         """Have ``listener(device, since)`` called when a device is found down (``since``: epoch seconds)
         and ``listener(device, None)`` when it is back (for progress displays; hooks may ignore it)."""
@@ -164,7 +179,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     attempts = MeasureAttempts()
     for device in hooks.devices_for_objectives():
         try:
-            m = measure_unthrottled(hooks, artifact, device, plan.runtime, attempts)
+            m = measure_quiet(hooks, artifact, device, plan.runtime, attempts)
         except EdgetuneError as exc:
             return _failed(plan, attempts.on(record), f"measurement on '{device}' failed: {exc}", t0, artifact)
         except Exception as exc:
@@ -206,6 +221,7 @@ class MeasureAttempts:
     throttle_retries: int = 0
     throttled: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    paired_retakes: int = 0  # paired timings taken again because the device was busy (``measure_quiet``)
 
     def on(self, record: TrialRecord) -> TrialRecord:
         """``record`` with the wait, the retries and the throttling (unchanged when there were none)."""
@@ -214,6 +230,8 @@ class MeasureAttempts:
             update.update(outage_wait_s=round(self.waited_s, 1), measure_retries=len(self.retried))
         if self.throttle_retries or self.throttled:
             update.update(throttle_retries=self.throttle_retries, throttled=dict(self.throttled))
+        if self.paired_retakes:
+            update.update(paired_retakes=self.paired_retakes)
         if not update:
             return record
         return record.model_copy(update={**update, "warnings": [*record.warnings, *self.retried, *self.notes]})
@@ -246,6 +264,57 @@ def measure_unthrottled(hooks: SweepHooks, artifact: Artifact, device: str, runt
                                   "kept with the flag (`search.throttle_retry` is off)")
         log.warning("device %s measured while throttled (%s): the trial keeps the flag", device, ", ".join(m.throttled))
     return m
+
+
+def paired_noise(m: Measurement, *, quiet_ms: float | None, max_spread: float, max_slowdown: float) -> str | None:
+    """Why ``m``'s paired timing (``Measurement.paired``) cannot rank it, or None: its ratio's 95% CI wider
+    than ``max_spread`` of the ratio, or the reference ran more than ``max_slowdown`` x slower than the
+    quietest it ran on this device (``quiet_ms``): another process shared the core, and time-slice
+    preemption does not scale both models alike."""
+    p = m.paired
+    if p is None:
+        return None
+    spread = (p.ratio_ci95_high - p.ratio_ci95_low) / p.ratio_p50 if p.ratio_p50 > 0 else float("inf")
+    if spread > max_spread:
+        return f"its paired-ratio 95% CI spans {spread:.0%} of the ratio (> {max_spread:.0%})"
+    ref = p.reference_latency.p50_ms
+    if quiet_ms and ref > max_slowdown * quiet_ms:
+        return f"fp32 beside it ran {ref / quiet_ms:.2f}x slower than its quietest on this device ({quiet_ms:.3g} ms)"
+    return None
+
+
+def measure_quiet(hooks: SweepHooks, artifact: Artifact, device: str, runtime: str | None,
+                  attempts: MeasureAttempts | None = None, *, sleep: Callable[[float], None] = time.sleep
+                  ) -> Measurement:
+    """:func:`measure_unthrottled`, and the busy-device rule of paired timings: a measurement whose paired
+    timing cannot rank it (:func:`paired_noise`) is taken again after ``wait_s``, up to ``retakes`` times
+    (``hooks.paired_policy``); the one kept is the quietest (not noisy, then the fastest reference). One
+    still noisy keeps a warning in the record. ``hooks.note_quiet`` learns each device's quietest reference."""
+    attempts = attempts if attempts is not None else MeasureAttempts()
+    retakes, wait_s, max_spread, max_slowdown = hooks.paired_policy()
+
+    def noise(x: Measurement) -> str | None:
+        return paired_noise(x, quiet_ms=hooks.quiet_reference(device), max_spread=max_spread,
+                            max_slowdown=max_slowdown)
+
+    def key(x: Measurement) -> tuple:
+        return (noise(x) is not None, x.paired.reference_latency.p50_ms if x.paired else 0.0)
+
+    best = measure_unthrottled(hooks, artifact, device, runtime, attempts, sleep=sleep)
+    hooks.note_quiet(device, best)
+    for _ in range(retakes):
+        why = noise(best)
+        if why is None:
+            break
+        log.info("device %s was busy while measuring (%s): measuring again in %.0f s", device, why, wait_s)
+        sleep(wait_s)
+        attempts.paired_retakes += 1
+        m = measure_unthrottled(hooks, artifact, device, runtime, attempts, sleep=sleep)
+        hooks.note_quiet(device, m)
+        best = min((best, m), key=key)
+    if (why := noise(best)) is not None:
+        attempts.notes.append(f"device '{device}' was busy: {why}; kept after {attempts.paired_retakes} retake(s)")
+    return best
 
 
 def measure_through_outages(hooks: SweepHooks, artifact: Artifact, device: str, runtime: str | None,

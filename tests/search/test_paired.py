@@ -87,3 +87,54 @@ def test_a_device_too_noisy_to_rank_gets_a_warning_with_its_spread_and_the_drift
     (warning,), _ = noise_report(noisy, ["d"], max_spread=0.10)
     assert "device d is too noisy" in warning and "span 30% of the ratio" in warning
     assert "`search.max_paired_spread` = 10%" in warning
+
+
+def _measured(ratio, low, high, ref_ms):
+    from edgetune.device_agents.protocol import Measurement, PairedLatency
+
+    stats = {"n": 20, "p50_ms": ref_ms, "p90_ms": ref_ms, "p99_ms": ref_ms, "mean_ms": ref_ms, "std_ms": 0.0,
+             "min_ms": ref_ms, "max_ms": ref_ms, "ci95_low_ms": ref_ms, "ci95_high_ms": ref_ms, "ci_coverage": 0.95,
+             "total_s": 0.1}
+    paired = PairedLatency(reference="0" * 64, reference_runtime="ort", runs=20, burst=5, model=stats,
+                           reference_latency=stats, ratio_p50=ratio, ratio_p90=ratio, ratio_ci95_low=low,
+                           ratio_ci95_high=high)
+    return Measurement.model_construct(paired=paired, throttled=None)
+
+
+class _Hooks:
+    """The measuring side of SweepHooks for the rule alone: it hands out the given measurements in order (the
+    real agent path runs in the end-to-end sweep test)."""
+
+    def __init__(self, *measurements):
+        from edgetune.search.runner import SweepHooks
+
+        self.left = list(measurements)
+        for name in ("quiet_reference", "note_quiet", "throttle_policy", "recover_device"):
+            setattr(self, name, getattr(SweepHooks, name).__get__(self))
+
+    def paired_policy(self):
+        return 2, 0.0, 0.10, 1.3
+
+    def measure(self, artifact, device, runtime=None):
+        return self.left.pop(0)
+
+
+def test_a_busy_devices_paired_timing_is_taken_again_and_the_quietest_is_kept():
+    from edgetune.search.runner import MeasureAttempts, measure_quiet
+
+    quiet, busy_wide, busy_slow = _measured(0.60, 0.59, 0.61, 3.8), _measured(0.40, 0.30, 0.62, 7.9), \
+        _measured(0.28, 0.27, 0.29, 8.2)
+    hooks = _Hooks(quiet)
+    assert measure_quiet(hooks, None, "d", None, MeasureAttempts(), sleep=lambda s: None) is quiet
+    assert hooks.quiet_reference("d") == 3.8
+    # a wide CI, then a tight one taken while fp32 ran 2.2x slower than its quietest, then a quiet one
+    hooks.left = [busy_wide, busy_slow, quiet]
+    attempts = MeasureAttempts()
+    assert measure_quiet(hooks, None, "d", None, attempts, sleep=lambda s: None) is quiet
+    assert attempts.paired_retakes == 2 and not attempts.notes
+    # busy all along: the least bad one is kept, with why
+    hooks.left = [busy_wide, busy_slow, busy_wide]
+    attempts = MeasureAttempts()
+    kept = measure_quiet(hooks, None, "d", None, attempts, sleep=lambda s: None)
+    assert kept is busy_wide and attempts.paired_retakes == 2  # both busy: the one whose fp32 ran fastest
+    assert "its paired-ratio 95% CI spans 80% of the ratio" in attempts.notes[0]
