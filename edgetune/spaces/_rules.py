@@ -80,7 +80,9 @@ __all__ = ["QuantSettings", "KindRule", "RULES", "DEVICE_KINDS", "rule_for", "of
 PRECISIONS = ("fp32", "fp16", "int8")
 # The agent runtimes a space may search over (``space.runtime``); the same names as the agent's runtime
 # registry (``edgetune.device_agents.runtimes``, checked by a test), kept here so spaces import no agent code.
-RUNTIMES = ("ort", "openvino", "tensorrt")
+# ncnn runs fp32 artifacts only (int8 / fp16 ones fail at load, saying so): a space does not yet drop the
+# precisions a runtime cannot take from the trials on that runtime (#29 item 3)
+RUNTIMES = ("ort", "openvino", "tensorrt", "ncnn")
 SPARSITY_KINDS = ("channel", "unstructured", "2:4")
 
 
