@@ -289,7 +289,9 @@ def measure_quiet(hooks: SweepHooks, artifact: Artifact, device: str, runtime: s
     """:func:`measure_unthrottled`, and the busy-device rule of paired timings: a measurement whose paired
     timing cannot rank it (:func:`paired_noise`) is taken again after ``wait_s``, up to ``retakes`` times
     (``hooks.paired_policy``); the one kept is the quietest (not noisy, then the fastest reference). One
-    still noisy keeps a warning in the record. ``hooks.note_quiet`` learns each device's quietest reference."""
+    still noisy keeps a warning in the record. ``hooks.note_quiet`` learns each device's quietest reference.
+    A device whose first takes were busy more than half the time (of 4 or more) is not retaken: it has no
+    quiet phase to wait for."""
     attempts = attempts if attempts is not None else MeasureAttempts()
     retakes, wait_s, max_spread, max_slowdown = hooks.paired_policy()
 
@@ -302,6 +304,10 @@ def measure_quiet(hooks: SweepHooks, artifact: Artifact, device: str, runtime: s
 
     best = measure_unthrottled(hooks, artifact, device, runtime, attempts, sleep=sleep)
     hooks.note_quiet(device, best)
+    busy = vars(hooks).setdefault("_busy", {}).setdefault(device, [0, 0])  # first takes: [busy, all]
+    busy[0], busy[1] = busy[0] + (noise(best) is not None), busy[1] + 1
+    if busy[1] >= 4 and busy[0] > busy[1] / 2:
+        retakes = 0  # busy most of the time: no quiet phase to wait for (the noise warning says so)
     for _ in range(retakes):
         why = noise(best)
         if why is None:

@@ -138,3 +138,16 @@ def test_a_busy_devices_paired_timing_is_taken_again_and_the_quietest_is_kept():
     kept = measure_quiet(hooks, None, "d", None, attempts, sleep=lambda s: None)
     assert kept is busy_wide and attempts.paired_retakes == 2  # both busy: the one whose fp32 ran fastest
     assert "its paired-ratio 95% CI spans 80% of the ratio" in attempts.notes[0]
+
+
+def test_a_device_busy_most_of_the_time_is_not_retaken():
+    from edgetune.search.runner import MeasureAttempts, measure_quiet
+
+    quiet, busy = _measured(0.60, 0.59, 0.61, 3.8), _measured(0.40, 0.30, 0.62, 7.9)
+    hooks = _Hooks(quiet, busy, busy, busy, busy, busy, busy, busy)
+    retakes = []
+    for _ in range(4):  # quiet, then busy first takes until busy is the majority of 4
+        attempts = MeasureAttempts()
+        measure_quiet(hooks, None, "d", None, attempts, sleep=lambda s: None)
+        retakes.append(attempts.paired_retakes)
+    assert retakes == [0, 2, 2, 0] and not hooks.left
