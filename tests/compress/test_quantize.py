@@ -60,9 +60,14 @@ def test_decode_tail_stays_float(compressed):
     assert len(seen) > 20
 
 
-def test_fresh_calibration_each_run_gives_identical_bytes(compressed, det_s, shapes_calib, cpu_space, tmp_path):
+def test_fresh_calibration_each_run_gives_identical_bytes(compressed, det_s, shapes_calib, cpu_space, workdir,
+                                                          tmp_path):
     from edgetune.compress import compress
 
+    compressed("int8-uniform")
+    # a fresh artifact cache that reads the session's fp32 exports (``pruned/``): calibration and quantization
+    # run again, the exporter does not (that a rebuild exports the same bytes: test_fp16_and_cache)
+    (tmp_path / "pruned").symlink_to(workdir / "pruned", target_is_directory=True)
     again = compress(det_s, cpu_space.baseline("int8-uniform"), calib=shapes_calib, workdir=tmp_path)
     assert not again.from_cache
     assert again.hash == compressed("int8-uniform").hash

@@ -10,6 +10,7 @@ deploy tests read that cache; the fetch tests use empty workdirs of their own.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ objectives:
   - {{metric: latency_p50_ms, device: local}}
   - {{metric: size_bytes}}
 search: {{sampler: random, trials: 3, seed: 0, storage: "sqlite:///{root}/optuna.db", latency_runs: 20,
-         latency_warmup: 3}}
+         latency_warmup: 3, paired_retakes: 0}}
 tracking: {{uri: "sqlite:///{root}/mlflow.db", experiment: deploy-e2e}}
 """
 
@@ -52,11 +53,12 @@ class SweepRun:
 
 
 @pytest.fixture(scope="session")
-def sweep_run(tmp_path_factory, sweep_workdir):
+def sweep_run(tmp_path_factory, sweep_workdir, mlflow_db):
     from edgetune.device_agents.local import start_local_agents
     from edgetune.search.wiring import prepare_sweep
 
     root = tmp_path_factory.mktemp("deploy-sweep")
+    shutil.copyfile(mlflow_db, root / "mlflow.db")  # the empty store, made once per session
     agents = start_local_agents(1, threads=1, workdir=root / "agents")
     try:
         spec = agents.specs()[0]

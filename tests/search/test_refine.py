@@ -14,11 +14,14 @@ from edgetune.search.wiring import prepare_sweep
 
 @pytest.mark.slow
 def test_the_fastest_pruned_trial_is_refined_once(tmp_path, local_agent, sweep_workdir, make_sweep):
+    # magnitude importance: the refine is the point, not taylor's gradient passes (one per fine-tune, ~5 s each)
     path = make_sweep(tmp_path, name="refine", trials=3, ratios=(0.5,), extra={
-        "recovery": {"mode": "elastic", "steps": 4, "batch": 4, "refine": {"points": 1, "steps": 6, "within": 1.0}},
+        "space": {"precision": ["fp32", "int8"], "sparsity": {"kind": "channel", "ratios": [0.5], "importance": "magnitude"},
+                  "keep": {"precision": {"fp32": ["first", "last"]}}, "tie": "stage"},
+        "recovery": {"mode": "elastic", "steps": 2, "batch": 4, "refine": {"points": 1, "steps": 3, "within": 1.0}},
         "search": {"sampler": "random", "trials": 3, "seed": 0, "n_startup": 2, "start_points": "uniform",
                    "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 5, "latency_warmup": 1,
-                   "side_by_side_runs": 0}})
+                   "side_by_side_runs": 0, "paired_retakes": 0}})
     sweep, space, _ = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     sweep.run(space)
     trials = sweep.study.get_trials()
@@ -29,8 +32,8 @@ def test_the_fastest_pruned_trial_is_refined_once(tmp_path, local_agent, sweep_w
     assert refined.refined_from == 2 and refined.label.endswith("refined from #2")
     assert refined.config == source.config and refined.artifact_hash != source.artifact_hash
     manifest = json.loads((sweep.hooks.artifact_dir(refined.artifact_hash) / "manifest.json").read_text())
-    assert manifest["recovery"]["steps"] == 6 and "mode" not in manifest["recovery"]  # per config
-    assert manifest["recovery"]["result"]["steps"] == 6
+    assert manifest["recovery"]["steps"] == 3 and "mode" not in manifest["recovery"]  # per config
+    assert manifest["recovery"]["result"]["steps"] == 3
     df = sweep.frame()
     assert df.loc[df["trial"] == 3, "refined_from"].item() == 2
     sweep.run(space)  # resumed: nothing left to do, nothing refined twice

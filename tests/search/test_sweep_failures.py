@@ -86,7 +86,7 @@ def test_a_sweep_whose_every_trial_failed_says_why(tmp_path, make_sweep, sweep_w
     ({"search": {"sampler": "cmaes"}}, "`search.sampler`"),
 ])
 def test_config_errors_fail_before_any_work(tmp_path, make_sweep, patch, match):
-    path = make_sweep(tmp_path, name="bad", trials=2, extra=patch)
+    path = make_sweep(tmp_path, name="bad", trials=2, extra=patch, mlflow_db=None)  # none: the CLI must make none
     r = subprocess.run([sys.executable, "-m", "edgetune.cli", "search", str(path), "--workdir", str(tmp_path / "w")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2

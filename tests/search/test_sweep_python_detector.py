@@ -50,11 +50,12 @@ def tiny_yolo(num_classes: int = 6):
 
 
 @pytest.mark.slow
-def test_pruned_trials_of_a_factory_detector_complete(tmp_path, make_sweep, local_agent, sweep_workdir):
+def test_pruned_trials_of_a_factory_detector_complete(tmp_path, make_sweep, local_agent):
     model = {"source": "python", "factory": f"{__name__}:tiny_yolo", "task": "detect", "input_size": SIZE}
     path = make_sweep(tmp_path, name="factory-det", trials=3, ratios=(0.25,),
-                      extra={"model": model, "recovery": {"steps": 30, "batch": 16, "train_images": 200}})
-    sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
+                      extra={"model": model, "recovery": {"steps": 6, "batch": 16, "train_images": 64}})
+    # its own workdir: nothing of this sweep is in the session's cache (``sweep_workdir``: det-s)
+    sweep, space, cfg = prepare_sweep(path, workdir=tmp_path / "work", local_agents=local_agent)
     assert cfg.recovery.enabled and not hasattr(sweep.hooks.parts.model.module, "raw")
     sweep.run(space)
     trials = sweep.study.get_trials()

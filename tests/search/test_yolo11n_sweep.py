@@ -7,6 +7,7 @@ file, so that pytest-xdist runs it beside the checkpoint tests.)"""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "yolo11n_shapes.yaml"
 
 
 @pytest.mark.slow
-def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
+def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, mlflow_db):
     from edgetune.device_agents.local import start_local_agents
     from edgetune.search.records import RECORD_ATTR
     from edgetune.search.tracking import Tracker
@@ -30,16 +31,18 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, sweep_workdir):
     cfg["data"].update(val_images=24, calib_images=8, train_size=48)
     cfg["space"]["input_size"] = [160, 128]
     assert cfg["space"]["sparsity"].pop("max_drop") == 0.02  # the sensitivity pass: tested on det-s (34 cuts here)
-    cfg["recovery"].update(steps=6, batch=4, train_images=48)
+    cfg["recovery"].update(steps=4, batch=4, train_images=48)
     assert cfg["recovery"]["refine"]["points"] == 1
-    cfg["recovery"]["refine"].update(steps=4, within=1.0)  # any pruned trial qualifies: one is refined
+    cfg["recovery"]["refine"].update(steps=2, within=1.0)  # any pruned trial qualifies: one is refined
     cfg["search"].update(trials=9, n_startup=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}", latency_runs=10,
-                         latency_warmup=2, side_by_side_runs=20)
+                         latency_warmup=2, side_by_side_runs=20, paired_retakes=0)
     cfg["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "yolo11n-shapes-test"}
+    shutil.copyfile(mlflow_db, tmp_path / "mlflow.db")  # the empty store, made once per session
     path = tmp_path / "yolo11n_shapes.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     with start_local_agents(1, threads=1, runtime="ort,openvino", workdir=tmp_path / "agents") as agents:
-        sweep, space, _ = prepare_sweep(path, workdir=sweep_workdir, local_agents=agents)
+        # its own workdir: nothing of this sweep is in the session's cache (``sweep_workdir``: det-s)
+        sweep, space, _ = prepare_sweep(path, workdir=tmp_path / "work", local_agents=agents)
         # per-block precision and widths: many dimensions, not one for the whole network
         kinds = [d.kind for d in space.dimensions]
         assert kinds.count("precision") >= 10 and kinds.count("sparsity") >= 10
