@@ -65,7 +65,8 @@ def verify_on_device(client, sha256: str, *, bundle, cfg, point, device: str, to
     from edgetune.objectives import SE_SUFFIX, measurement_values
 
     search = cfg.search
-    m = client.measure(sha256, dataset=bundle, latency={"warmup": search.latency_warmup, "min_runs": search.latency_runs},
+    m = client.measure(sha256, dataset=bundle, latency={"warmup": search.latency_warmup, "min_runs": search.latency_runs,
+                                                "min_seconds": search.latency_min_seconds},
                        runtime=runtime, timeout_s=search.measure_timeout_s)
     d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
     measured = measurement_values(d, device)

@@ -195,11 +195,11 @@ class SweepFleet:
         return self.dataset_hashes.get(int(shape[-1])) if shape else None
 
     def measure(self, device: str, artifact, *, latency_runs: int, warmup: int, timeout_s: float,
-                runtime: str | None = None, power_sample_ms: int | None = None,
+                runtime: str | None = None, power_sample_ms: int | None = None, min_seconds: float = 1.0,
                 reference: tuple[Path, str | None] | None = None):
         """Measure ``artifact`` on ``device``; ``reference`` (ONNX path, runtime): the model it is timed in
         turns with, ``latency_runs`` runs each, in the same request (``Measurement.paired``)."""
-        latency = {"warmup": warmup, "min_runs": latency_runs}
+        latency = {"warmup": warmup, "min_runs": latency_runs, "min_seconds": min_seconds}
         if power_sample_ms is not None:
             latency["power_sample_ms"] = power_sample_ms
         ref, ref_runtime = reference if reference is not None else (None, None)

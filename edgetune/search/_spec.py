@@ -58,6 +58,9 @@ class SearchSpec(Strict):
         "input size (counted in `trials`); they show the sampler where the fast, small region is")
     latency_runs: int = Field(default=100, ge=5)
     latency_warmup: int = Field(default=10, ge=0)
+    latency_min_seconds: float = Field(
+        default=1.0, ge=0, le=3600, description="each timed loop (model-only, end-to-end) also runs until this many "
+        "seconds have passed, after its `latency_runs`")
     measure_timeout_s: float = Field(default=600, gt=0)
     outage_wait_s: float = Field(
         default=600, ge=0, description="how long trials wait for a device that stopped answering (polled with "

@@ -75,7 +75,8 @@ class LocalHooks(SweepHooks):
 
     def _measure_kwargs(self) -> dict:
         s = self.cfg.search
-        return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "timeout_s": s.measure_timeout_s,
+        return {"latency_runs": s.latency_runs, "warmup": s.latency_warmup, "min_seconds": s.latency_min_seconds,
+                "timeout_s": s.measure_timeout_s,
                 "power_sample_ms": s.energy_sample_ms}
 
     def reference(self) -> tuple[Path, str | None, str] | None:

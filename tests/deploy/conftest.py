@@ -31,7 +31,7 @@ objectives:
   - {{metric: latency_p50_ms, device: local}}
   - {{metric: size_bytes}}
 search: {{sampler: random, trials: 3, seed: 0, storage: "sqlite:///{root}/optuna.db", latency_runs: 20,
-         latency_warmup: 3, paired_retakes: 0}}
+         latency_warmup: 3, paired_retakes: 0, latency_min_seconds: 0}}
 tracking: {{uri: "sqlite:///{root}/mlflow.db", experiment: deploy-e2e}}
 """
 

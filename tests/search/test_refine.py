@@ -21,7 +21,8 @@ def test_the_fastest_pruned_trial_is_refined_once(tmp_path, local_agent, sweep_w
         "recovery": {"mode": "elastic", "steps": 2, "batch": 4, "refine": {"points": 1, "steps": 3, "within": 1.0}},
         "search": {"sampler": "random", "trials": 3, "seed": 0, "n_startup": 2, "start_points": "uniform",
                    "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 5, "latency_warmup": 1,
-                   "side_by_side_runs": 0, "paired_retakes": 0}})
+                   "side_by_side_runs": 0, "paired_retakes": 0,
+                   "latency_min_seconds": 0}})
     sweep, space, _ = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     sweep.run(space)
     trials = sweep.study.get_trials()

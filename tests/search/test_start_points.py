@@ -15,7 +15,8 @@ def test_start_points_that_do_not_fit_the_budget_are_left_out(tmp_path, local_ag
     path = make_sweep(tmp_path, name="starts", trials=3, ratios=(0.0, 0.5), extra={
         "search": {"sampler": "random", "trials": 3, "seed": 0, "n_startup": 2, "start_points": "uniform",
                    "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "latency_runs": 5, "latency_warmup": 1,
-                   "side_by_side_runs": 0, "paired_retakes": 0}})
+                   "side_by_side_runs": 0, "paired_retakes": 0,
+                   "latency_min_seconds": 0}})
     sweep, space, _ = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     with caplog.at_level(logging.WARNING, logger="edgetune"):
         sweep.run(space)

@@ -35,7 +35,8 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, mlflow_db):
     assert cfg["recovery"]["refine"]["points"] == 1
     cfg["recovery"]["refine"].update(steps=2, within=1.0)  # any pruned trial qualifies: one is refined
     cfg["search"].update(trials=9, n_startup=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}", latency_runs=10,
-                         latency_warmup=2, side_by_side_runs=20, paired_retakes=0)
+                         latency_warmup=2, side_by_side_runs=20, paired_retakes=0,
+                         latency_min_seconds=0)
     cfg["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "yolo11n-shapes-test"}
     shutil.copyfile(mlflow_db, tmp_path / "mlflow.db")  # the empty store, made once per session
     path = tmp_path / "yolo11n_shapes.yaml"
