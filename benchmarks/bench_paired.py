@@ -51,16 +51,6 @@ def _burn(on_s: float, off_s: float, seed: int, cpus: list[int] | None) -> None:
         time.sleep(off_s)
 
 
-def _kendall(a: list[float], b: list[float]) -> float:
-    conc = disc = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            s = (a[i] - a[j]) * (b[i] - b[j])
-            conc += s > 0
-            disc += s < 0
-    return (conc - disc) / (conc + disc) if conc + disc else 1.0
-
-
 def analyze(config: Path) -> dict:
     from edgetune.search.front import accuracy_key, latency_key
     from edgetune.search.side_by_side import order_check
@@ -78,12 +68,11 @@ def analyze(config: Path) -> dict:
     sbs_rank = {int(n): i + 1 for i, n in enumerate(timed.sort_values(sbs)["trial"])}
     out: dict = {"device": dev, "points": len(timed)}
     for name, col in (("paired", lat), ("own", own)):
-        ok = timed[col].notna()
+        # the sweep's own check (Kendall tau; pairs reversed beyond both timings' 95% CIs), on this column's order
+        (check,) = order_check(timed.assign(**{lat: timed[col]}), [lat])
         fastest = int(close.loc[close[col].idxmin(), "trial"]) if len(close) else None
-        out[name] = {"tau": _kendall(list(timed.loc[ok, col]), list(timed.loc[ok, sbs])),
-                     "fastest_within_1pt": fastest, "its_side_by_side_rank": sbs_rank.get(fastest)}
-    check = order_check(timed, keys)  # the rule the sweep prints: reversed beyond both timings' 95% CIs
-    out["paired"]["reversed_beyond_noise"] = check[0]["contradictions"] if check else []
+        out[name] = {"tau": check["tau"], "fastest_within_1pt": fastest, "its_side_by_side_rank": sbs_rank.get(fastest)}
+    out["paired"]["reversed_beyond_noise"] = order_check(timed, keys)[0]["contradictions"]
     out["sbs_fastest_within_1pt"] = int(close.loc[close[sbs].idxmin(), "trial"]) if len(close) else None
     refs = df[f"ref_latency_p50_ms@{dev}"].dropna() if f"ref_latency_p50_ms@{dev}" in df else []
     out["fp32_own_p50_range_ms"] = [round(float(refs.min()), 3), round(float(refs.max()), 3)] if len(refs) else None

@@ -89,12 +89,14 @@ def order_check(df, keys: Sequence[str]) -> list[dict]:
     apart in both timings). Empty when there was no side-by-side timing."""
     import math
 
+    from edgetune.search.front import _ci, _positive
+
     out = []
     for device in latency_keys(keys):
         key, sbs = f"latency_p50_ms@{device}", f"{PREFIX}latency_p50_ms@{device}"
         if sbs not in df.columns or key not in df.columns:
             continue
-        rows = [r for _, r in df.iterrows() if _num(r.get(sbs)) and _num(r.get(key))]
+        rows = [r for _, r in df.iterrows() if _positive(r.get(sbs)) and _positive(r.get(key))]
         concordant = discordant = 0
         contradictions = []
         for i, a in enumerate(rows):
@@ -105,8 +107,8 @@ def order_check(df, keys: Sequence[str]) -> list[dict]:
                     concordant += 1
                 elif d1 * d2 < 0:
                     discordant += 1
-                    if _separated(_ci_of(a, key, ""), _ci_of(b, key, "")) and \
-                            _separated(_ci_of(a, key, PREFIX), _ci_of(b, key, PREFIX)):
+                    if _separated(_ci(a, key, sbs=False), _ci(b, key, sbs=False)) and \
+                            _separated(_ci(a, key, sbs=True), _ci(b, key, sbs=True)):
                         contradictions.append((int(a["trial"]), int(b["trial"])))
         pairs = concordant + discordant
         if len(rows) >= 2:
@@ -127,11 +129,3 @@ def order_check_lines(df, keys: Sequence[str]) -> list[str]:
             lines.append(head + f"same order within noise (Kendall tau {c['tau']:.2f})")
     return lines
 
-
-def _num(v) -> bool:
-    return v is not None and v == v and v > 0
-
-
-def _ci_of(r, key: str, prefix: str) -> tuple[float, float] | None:
-    low, high = r.get(f"{prefix}{CI_LOW}{key}"), r.get(f"{prefix}{CI_HIGH}{key}")
-    return (float(low), float(high)) if _num(low) and _num(high) else None
