@@ -9,6 +9,7 @@ import numpy as np
 
 from edgetune.objectives.pareto import hypervolume, pareto_ranks, to_minimization
 from edgetune.search.records import TrialRecord
+from edgetune.search.side_by_side import ci as _ci, positive as _positive
 
 __all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "fastest_close_to_fp32", "fp32_row",
            "speedup_vs_fp32", "noise_ties", "knee_point", "smallest_member", "suggestions", "accuracy_key",
@@ -211,10 +212,6 @@ def fp32_row(df):
     return base.iloc[0] if len(base) else None
 
 
-def _positive(v) -> bool:
-    return v is not None and v == v and v > 0
-
-
 def paired(r, key: str) -> bool:
     """Whether row ``r``'s latency ``key`` comes from a paired timing (``search.paired``: the trial timed
     in turns with fp32 in its own request; ``latency_ratio@dev`` is set)."""
@@ -313,14 +310,6 @@ def accuracy_key(keys: Sequence[str]) -> str | None:
 def latency_key(keys: Sequence[str]) -> str | None:
     """The first model-only median latency objective (``latency_p50_ms@dev``)."""
     return next((k for k in keys if k.startswith("latency_p50_ms@")), None)
-
-
-def _ci(r, key: str, *, sbs: bool) -> tuple[float, float] | None:
-    from edgetune.search.side_by_side import CI_HIGH, CI_LOW, PREFIX
-
-    pre = PREFIX if sbs else ""
-    low, high = r.get(f"{pre}{CI_LOW}{key}"), r.get(f"{pre}{CI_HIGH}{key}")
-    return (float(low), float(high)) if _positive(low) and _positive(high) else None
 
 
 def within_noise(a, b, key: str) -> bool:

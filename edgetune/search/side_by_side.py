@@ -77,6 +77,18 @@ def sbs_columns(sbs: dict | None, trial: int) -> dict[str, float]:
     return out
 
 
+def positive(v) -> bool:
+    """A measured value: not None, not NaN, above zero."""
+    return v is not None and v == v and v > 0
+
+
+def ci(r, key: str, *, sbs: bool) -> tuple[float, float] | None:
+    """Row ``r``'s 95% CI of ``key`` (its side-by-side one when ``sbs``), None when not measured."""
+    pre = PREFIX if sbs else ""
+    low, high = r.get(f"{pre}{CI_LOW}{key}"), r.get(f"{pre}{CI_HIGH}{key}")
+    return (float(low), float(high)) if positive(low) and positive(high) else None
+
+
 def _separated(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
     return a is not None and b is not None and (a[1] < b[0] or b[1] < a[0])
 
@@ -89,14 +101,12 @@ def order_check(df, keys: Sequence[str]) -> list[dict]:
     apart in both timings). Empty when there was no side-by-side timing."""
     import math
 
-    from edgetune.search.front import _ci, _positive
-
     out = []
     for device in latency_keys(keys):
         key, sbs = f"latency_p50_ms@{device}", f"{PREFIX}latency_p50_ms@{device}"
         if sbs not in df.columns or key not in df.columns:
             continue
-        rows = [r for _, r in df.iterrows() if _positive(r.get(sbs)) and _positive(r.get(key))]
+        rows = [r for _, r in df.iterrows() if positive(r.get(sbs)) and positive(r.get(key))]
         concordant = discordant = 0
         contradictions = []
         for i, a in enumerate(rows):
@@ -107,8 +117,8 @@ def order_check(df, keys: Sequence[str]) -> list[dict]:
                     concordant += 1
                 elif d1 * d2 < 0:
                     discordant += 1
-                    if _separated(_ci(a, key, sbs=False), _ci(b, key, sbs=False)) and \
-                            _separated(_ci(a, key, sbs=True), _ci(b, key, sbs=True)):
+                    if _separated(ci(a, key, sbs=False), ci(b, key, sbs=False)) and \
+                            _separated(ci(a, key, sbs=True), ci(b, key, sbs=True)):
                         contradictions.append((int(a["trial"]), int(b["trial"])))
         pairs = concordant + discordant
         if len(rows) >= 2:
