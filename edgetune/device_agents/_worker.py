@@ -237,7 +237,7 @@ def run_compare(job: dict) -> dict:
 
     import numpy as np
 
-    from edgetune.device_agents._stats import latency_stats
+    from edgetune.device_agents._stats import latency_stats, paired_ratio
     from edgetune.device_agents._timing import time_interleaved
     from edgetune.device_agents.protocol import CompareRequest, RuntimeUsed
     from edgetune.device_agents.runtimes import get_runtime
@@ -273,7 +273,9 @@ def run_compare(job: dict) -> dict:
     for session in sessions:
         session.close()
     first = used[req.keys()[0]]
+    base = samples[req.keys()[0]]
     return {
+        "ratios": {k: paired_ratio(v, base, burst=req.burst) for k, v in samples.items()},
         "artifacts": list(req.artifacts),
         "latency": {k: latency_stats(v, keep_samples=req.keep_samples).model_dump() for k, v in samples.items()},
         "runs": req.runs, "burst": req.burst, "threads": threads,

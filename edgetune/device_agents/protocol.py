@@ -22,11 +22,12 @@ __all__ = [
     "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison", "compare_key", "PairedLatency",
 ]
 
-PROTOCOL_VERSION = "1.4"  # 1.1: POST /compare; 1.2: several runtimes per agent (DeviceInfo.runtimes,
+PROTOCOL_VERSION = "1.5"  # 1.1: POST /compare; 1.2: several runtimes per agent (DeviceInfo.runtimes,
 #                            CompareRequest.runtimes); 1.3: the model's own memory (Measurement.model_rss_bytes,
 #                            run_rss_bytes), throttling around the timed loop (throttling_after, throttled),
 #                            LatencySpec.power_sample_ms; 1.4: paired timing with a reference in the same
-#                            request (MeasureRequest.reference, Measurement.paired)
+#                            request (MeasureRequest.reference, Measurement.paired); 1.5: /compare gives each
+#                            artifact's paired ratio to the first (Comparison.ratios)
 PROTOCOL_HEADER = "X-Edgetune-Protocol"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -354,7 +355,9 @@ class Measurement(_Response):
 class Comparison(_Response):
     """``POST /compare``: model-only latency of each artifact (by sha256, or ``sha256@runtime`` when the
     request named runtimes), all timed in one interleaved loop. ``runtime`` is the first entry's runtime,
-    ``runtimes`` each key's."""
+    ``runtimes`` each key's. ``ratios``: each key's (ratio, 95% CI low, high) to the first key, the estimator
+    of ``Measurement.paired`` (``_stats.paired_ratio``: median over turns of the ratio of the bursts' fastest
+    runs), so a check at the end of a sweep orders the models as their paired trials did."""
 
     protocol: str = PROTOCOL_VERSION
     artifacts: list[str]
@@ -363,6 +366,7 @@ class Comparison(_Response):
     burst: int
     runtime: RuntimeUsed
     runtimes: dict[str, RuntimeUsed] = Field(default_factory=dict)
+    ratios: dict[str, tuple[float, float, float]] = Field(default_factory=dict)
     threads: int
     cpus: list[int] = Field(default_factory=list)
     device: DeviceInfo

@@ -225,8 +225,13 @@ class SweepFleet:
             c = client.compare([s for s, _ in distinct], runs=runs, warmup=warmup, timeout_s=timeout_s,
                                runtimes=[r for _, r in distinct] if several else None,
                                runtime=None if several else distinct[0][1])
-        return {e: c.latency[compare_key(sha, r) if several else sha].model_dump(exclude={"samples_ms"})
-                for e, (sha, r) in keyed.items()}
+        out = {}
+        for e, (sha, r) in keyed.items():
+            key = compare_key(sha, r) if several else sha
+            out[e] = c.latency[key].model_dump(exclude={"samples_ms"})
+            if key in c.ratios:  # agents before protocol 1.5 give none: the check then uses the pooled medians
+                out[e]["ratio"] = list(c.ratios[key])
+        return out
 
     def close(self) -> None:
         self.fleet.close()

@@ -50,21 +50,35 @@ def run_side_by_side(members: dict[int, tuple[str, str | None]], *, devices: dic
     measured on another runtime than the baseline (``space.runtime``) is timed on its own runtime.
 
     ``compare(entries, device)`` returns each (path, runtime)'s latency stats (``p50_ms``, ``p90_ms``,
-    ``ci95_low_ms``, ``ci95_high_ms``, ``n``) from one interleaved timing on the device. Returns
-    ``{"at", "values": {trial: {"latency_p50_ms@dev": v, ...}}, "ci95": {trial: {dev: [low, high]}}, "n"}``.
+    ``ci95_low_ms``, ``ci95_high_ms``, ``n``) from one interleaved timing on the device, and ``ratio``:
+    its (ratio, CI low, CI high) to the first entry, by the estimator of the paired trials. The first
+    member is the fp32 baseline; with ratios, a member's p50 (and its CI) is its ratio times the
+    baseline's p50 in this timing, so the check orders the models as their paired trials did (the pooled
+    medians of a loaded device do not: preempted runs inflate a slower model's more). Returns
+    ``{"at", "values": {trial: {"latency_p50_ms@dev": v, ...}}, "ci95": {trial: {dev: [low, high]}}, "n",
+    "estimator": "paired fastest-run ratio x fp32 p50" | "pooled median"}``.
     """
     values: dict[str, dict[str, float]] = {str(n): {} for n in members}
     ci95: dict[str, dict[str, list[float]]] = {str(n): {} for n in members}
-    runs = 0
+    runs, estimator = 0, "paired fastest-run ratio x fp32 p50"
     for device, metrics in devices.items():
-        stats = compare(list(dict.fromkeys(members.values())), device)
+        entries = list(dict.fromkeys(members.values()))
+        stats = compare(entries, device)
+        base_p50 = float(stats[entries[0]]["p50_ms"])
         for n, entry in members.items():
             st = stats[entry]
             for metric in metrics:
                 values[str(n)][f"{metric}@{device}"] = float(st[_STATS[metric]])
             ci95[str(n)][device] = [float(st["ci95_low_ms"]), float(st["ci95_high_ms"])]
+            if st.get("ratio"):
+                ratio, low, high = (float(v) for v in st["ratio"])
+                values[str(n)][f"latency_p50_ms@{device}"] = ratio * base_p50
+                ci95[str(n)][device] = [low * base_p50, high * base_p50]
+            else:
+                estimator = "pooled median"
             runs = int(st.get("n") or runs)
-    return {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "n": runs, "values": values, "ci95": ci95}
+    return {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "n": runs, "values": values, "ci95": ci95,
+            "estimator": estimator}
 
 
 def sbs_columns(sbs: dict | None, trial: int) -> dict[str, float]:

@@ -161,6 +161,10 @@ def test_compare_times_artifacts_side_by_side_in_one_process(client, det_s_onnx,
     assert set(c.latency) == {big_sha, small_sha}
     assert all(s.n == 40 and s.p50_ms > 0 for s in c.latency.values())
     assert c.runtime.name == "ort" and c.threads == 1 and c.device.kind == "local-cpu"
+    # each artifact's paired ratio to the first: 1 for the first, the one-conv model far below the detector
+    assert c.ratios[big_sha] == (1.0, 1.0, 1.0)
+    ratio, low, high = c.ratios[small_sha]
+    assert low <= ratio <= high < 1
     with pytest.raises(AgentError) as e:
         client._request("POST", "/compare", idempotent=False, json={"artifacts": [big_sha, big_sha]})
     assert e.value.status_code == 400 and "distinct" in str(e.value)

@@ -45,6 +45,22 @@ def test_run_side_by_side_maps_stats_to_trials_and_dedupes_paths():
     assert sbs_columns(out, 4) == {"sbs_latency_p50_ms@dev": 1.0, "sbs_latency_p90_ms@dev": 3.0,
                                    "sbs_ci95_low_latency_p50_ms@dev": 0.9, "sbs_ci95_high_latency_p50_ms@dev": 2.1}
     assert sbs_columns(out, 5) == {} and sbs_columns(None, 0) == {}
+    assert out["estimator"] == "pooled median"  # an agent before protocol 1.5: no ratios
+
+
+def test_with_ratios_a_members_p50_is_its_ratio_times_the_baselines():
+    """Protocol 1.5: /compare gives each artifact's paired ratio to the first (the fp32 baseline); the
+    check then reads p50 and its CI as ratio x the baseline's p50, the estimator the paired trials used."""
+    def compare(entries, device):
+        return {e: {"p50_ms": 4.0 if e[0] == "fp32.onnx" else 3.0, "p90_ms": 5.0, "ci95_low_ms": 2.9,
+                    "ci95_high_ms": 3.1, "n": 40, "ratio": [1.0, 1.0, 1.0] if e[0] == "fp32.onnx" else [0.5, 0.45, 0.6]}
+                for e in entries}
+
+    out = run_side_by_side({0: ("fp32.onnx", None), 3: ("a.onnx", None)}, devices={"dev": ["latency_p50_ms"]},
+                           compare=compare)
+    assert out["values"]["0"]["latency_p50_ms@dev"] == 4.0 and out["ci95"]["0"]["dev"] == [4.0, 4.0]
+    assert out["values"]["3"]["latency_p50_ms@dev"] == 2.0 and out["ci95"]["3"]["dev"] == [1.8, 2.4]
+    assert out["estimator"] == "paired fastest-run ratio x fp32 p50"
 
 
 def test_a_failing_device_raises_to_the_caller():
