@@ -26,14 +26,20 @@ $(VENV)/.torch: | $(PY)
 	  || $(PIP) install --quiet "$(TORCH_SPEC)"
 	@touch $@
 
+# The rest through uv (from PyPI, into the venv): it resolves and installs the same versions as pip ~8x faster
+# (9.6 s vs 82 s for the dev install on the 2-core EPYC VM, 2026-12-07) and keeps the installed torch; pip
+# when uv cannot be installed or fails.
+INSTALL = inst() { $(PIP) install --quiet uv && $(PY) -m uv pip install --python $(PY) --quiet "$$@" \
+	  || { echo "uv failed: installing with pip"; $(PIP) install --quiet "$$@"; }; }; inst
+
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[controller]"
+	@$(INSTALL) -e ".[controller]"
 	@touch $@
 
-# The yolo extra (Ultralytics, for its tests) with torch pinned to the installed build: otherwise pip would
-# replace a CPU torch by the CUDA build its newest torchvision asks for.
+# The yolo extra (Ultralytics, for its tests) with torch pinned to the installed build: otherwise the
+# installer would replace a CPU torch by the CUDA build its newest torchvision asks for.
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[controller,dev,yolo]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
+	@$(INSTALL) -e ".[controller,dev,yolo]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-__all__ = ["main", "run_job", "run_compare"]
+__all__ = ["main", "forked", "run_job", "run_compare"]
 
 
 def _die_with_parent() -> None:
@@ -306,11 +306,48 @@ def _write(job_dir: Path, payload: dict) -> None:
     os.replace(tmp, job_dir / "result.json")
 
 
-def main(argv: list[str] | None = None) -> int:
+def forked(job_dir: str) -> None:
+    """Entry of a measurement process forked by the agent's fork server (``server._jobs``): the same job
+    as ``python -m edgetune.device_agents._worker JOB_DIR``, in a process of its own session (a timeout
+    kills its group), stderr to ``JOB_DIR/stderr.log``, exit status :func:`main`'s. Its parent is the fork
+    server, which ends with the agent; the check that the agent is alive replaces main's parent check."""
+    os.setsid()
+    fd = os.open(os.path.join(job_dir, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    agent = json.loads(Path(job_dir, "job.json").read_text()).get("agent_pid")
+    if agent:
+        _end_with(int(agent))
+    sys.exit(main([job_dir], forked=True))
+
+
+def _end_with(pid: int) -> None:
+    """Kill this process's group when process ``pid`` (the agent) ends: a thread blocked on a pidfd (Linux
+    5.3+; no wake-ups while the agent lives), else polling once a second. PR_SET_PDEATHSIG only watches
+    the parent, here the fork server, which may outlive the agent by a while."""
+    import select
+    import threading
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _agent_alive(pid, forked=True):
+                time.sleep(1.0)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="end-with-agent", daemon=True).start()
+
+
+def main(argv: list[str] | None = None, *, forked: bool = False) -> int:
     _die_with_parent()
     job_dir = Path((argv or sys.argv[1:])[0])
     job = json.loads((job_dir / "job.json").read_text())
-    if job.get("agent_pid") and os.getppid() != job["agent_pid"]:
+    if job.get("agent_pid") and not _agent_alive(int(job["agent_pid"]), forked=forked):
         return 1  # the agent died before PR_SET_PDEATHSIG was armed: nobody wants this result
     _limit_memory(job.get("max_memory_bytes"))
     try:
@@ -333,6 +370,18 @@ def main(argv: list[str] | None = None) -> int:
                                           "traceback": traceback.format_exc(limit=8)}}
     _write(job_dir, payload)
     return 0
+
+
+def _agent_alive(pid: int, *, forked: bool) -> bool:
+    if not forked:
+        return os.getppid() == pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":

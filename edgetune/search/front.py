@@ -9,7 +9,8 @@ import numpy as np
 
 from edgetune.objectives.pareto import hypervolume, pareto_ranks, to_minimization
 from edgetune.search.records import TrialRecord
-from edgetune.search.side_by_side import ci as _ci, positive as _positive
+from edgetune.search.side_by_side import ci as _ci
+from edgetune.search.side_by_side import positive as _positive
 
 __all__ = ["front_ranks", "sweep_hypervolume", "write_reports", "front_note", "fastest_close_to_fp32", "fp32_row",
            "speedup_vs_fp32", "noise_ties", "knee_point", "smallest_member", "suggestions", "accuracy_key",

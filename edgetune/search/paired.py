@@ -85,7 +85,26 @@ def noise_report(df, devices: Sequence[str], *, max_spread: float) -> tuple[list
             low, high = float(refs.min()), float(refs.max())
             notes.append(f"{device}: fp32's own p50 moved {low:.3g}-{high:.3g} ms during the sweep "
                          f"({high / low - 1:.0%}); the pairing takes that out")
+            anchor = _anchor_ms(rows, key)
+            if anchor is not None and anchor > low * ANCHOR_SLACK:
+                warnings.append(
+                    f"{device}: the ms of this front are on the scale of fp32's p50 when the sweep started "
+                    f"({anchor:.3g} ms), {anchor / low:.2f}x the quietest fp32 p50 of the sweep ({low:.3g} ms): "
+                    "the device was busy then, so every latency shown is that much above a quiet device's. "
+                    "Speed-ups and the order of the front do not depend on it; `edgetune compare` times "
+                    "chosen points on a quiet device.")
     return warnings, notes
+
+
+ANCHOR_SLACK = 1.15  # the anchor more than this x the quietest fp32 p50 of the sweep: it was taken on a busy device
+
+
+def _anchor_ms(rows, key: str) -> float | None:
+    """fp32's p50 the latency values are scaled by (the fp32 baseline's value: its ratio is 1)."""
+    if "baseline" not in rows.columns:
+        return None
+    fp32 = rows[rows["baseline"] == "fp32"][key]
+    return float(fp32.iloc[0]) if len(fp32) else None
 
 
 def timing_lines(df, keys: Sequence[str], *, max_spread: float) -> tuple[list[str], list[str]]:

@@ -20,11 +20,16 @@ from edgetune.errors import AgentError, AgentUnavailable, AuthError, Measurement
 
 
 def _worker_pid(agent_pid: int, timeout: float = 30.0) -> int:
-    """The measurement child of an agent, once it exists."""
+    """The measurement process of an agent, once it exists: a child of its fork server (which has the
+    fork server's command line), or a ``python -m edgetune.device_agents._worker`` child of the agent."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in psutil.Process(agent_pid).children():
-            if "edgetune.device_agents._worker" in " ".join(child.cmdline()):
+            cmd = " ".join(child.cmdline())
+            if "forkserver" in cmd:
+                for forked in child.children():
+                    return forked.pid
+            elif "edgetune.device_agents._worker" in cmd:
                 return child.pid
         time.sleep(0.05)
     raise AssertionError("no measurement process appeared")
@@ -242,6 +247,25 @@ def test_a_killed_measurement_process_is_an_error_and_the_agent_stays_up(agent, 
     assert isinstance(box.get("error"), MeasurementFailed), box
     assert "SIGKILL" in str(box["error"]) and "still up" in str(box["error"])
     assert client.health().status == "ok" and client.queue().running is False
+
+
+def test_a_measurement_and_the_fork_server_never_outlive_the_agent(tmp_path, det_s_onnx):
+    """Measurement processes are forked from a server process with the runtime preloaded; the agent killed
+    the hard way (SIGKILL) mid-measurement leaves neither behind."""
+    agent = start_agent(tmp_path / "agent-killed-mid-measurement")
+    try:
+        with agent.client(measure_timeout=120) as c:
+            t, _ = _in_background(lambda: c.measure(det_s_onnx, latency={**FAST, "min_seconds": 60.0}))
+            worker = psutil.Process(_worker_pid(agent.proc.pid))
+            left = [p for p in psutil.Process(agent.proc.pid).children(recursive=True)]
+            assert worker in left and len(left) >= 2  # the fork server and its measurement child
+            agent.proc.kill()
+            agent.proc.wait()
+            _, alive = psutil.wait_procs(left, timeout=30)
+            assert not alive, f"outlived the agent: {[p.cmdline()[:3] for p in alive]}"
+            t.join(60)
+    finally:
+        agent.stop()
 
 
 def test_a_measurement_past_its_timeout_is_killed(client, det_s_onnx):

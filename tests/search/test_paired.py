@@ -89,6 +89,18 @@ def test_a_device_too_noisy_to_rank_gets_a_warning_with_its_spread_and_the_drift
     assert "`search.max_paired_spread` = 10%" in warning
 
 
+def test_an_anchor_taken_on_a_busy_device_is_named_with_its_factor():
+    """The ms of a paired sweep are ratios x fp32's p50 in the first measurement (the anchor): one taken while
+    the device was busy (run E of docs/measurements.md: 7.88 ms, quietest 3.62) inflates every value shown
+    by the same factor, so the front's order stands but the warning says by how much the ms are off."""
+    busy = _row(0, 20.0, 20.0, baseline="fp32")
+    busy["ref_latency_p50_ms@d"] = 20.0
+    df = _frame([busy, _row(1, 8.0, 8.0), _row(2, 10.0, 10.0)])  # their fp32 beside them: 11 and 12 ms
+    warnings, _ = noise_report(df, ["d"], max_spread=0.10)
+    (warning,) = [w for w in warnings if "busy then" in w]
+    assert "(20 ms), 1.82x the quietest fp32 p50 of the sweep (11 ms)" in warning
+
+
 def _measured(ratio, low, high, ref_ms):
     from edgetune.device_agents.protocol import Measurement, PairedLatency
 

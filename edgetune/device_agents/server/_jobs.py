@@ -86,26 +86,48 @@ class MeasureScheduler:
         job_dir.mkdir()
         (job_dir / "job.json").write_text(json.dumps(job))
         try:
-            with open(job_dir / "stderr.log", "wb") as err:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "edgetune.device_agents._worker", str(job_dir),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err,
-                    start_new_session=True)
-                log.info("measurement process %d started for %s", proc.pid, _what(job))
-                try:
-                    rc = await asyncio.wait_for(proc.wait(), timeout)
-                except asyncio.TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    await proc.wait()
-                    raise MeasurementFailed(
-                        f"the measurement took longer than {timeout:g} s and its process was killed. Lower the "
-                        "latency spec (min_runs / min_seconds / dataset size) or raise timeout_s / --timeout."
-                    ) from None
+            ctx = _fork_server()
+            if ctx is not None:
+                rc = await self._run_forked(ctx, job, job_dir, timeout=timeout)
+            else:
+                rc = await self._run_exec(job, job_dir, timeout=timeout)
             return self._read_result(job_dir, rc)
         finally:
             if not self.config.keep_jobs:
                 shutil.rmtree(job_dir, ignore_errors=True)
+
+    @staticmethod
+    async def _run_forked(ctx, job: dict, job_dir: Path, *, timeout: float) -> int:
+        from edgetune.device_agents._worker import forked
+
+        proc = ctx.Process(target=forked, args=(str(job_dir),), daemon=False)
+        await asyncio.to_thread(proc.start)
+        log.info("measurement process %d forked for %s", proc.pid, _what(job))
+        await asyncio.to_thread(proc.join, timeout)
+        if proc.exitcode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its session: anything it started goes too
+            except (ProcessLookupError, PermissionError):
+                proc.kill()  # killed before it made its session
+            await asyncio.to_thread(proc.join)
+            raise MeasurementFailed(_timed_out(timeout))
+        return int(proc.exitcode)
+
+    @staticmethod
+    async def _run_exec(job: dict, job_dir: Path, *, timeout: float) -> int:
+        with open(job_dir / "stderr.log", "wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "edgetune.device_agents._worker", str(job_dir),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err,
+                start_new_session=True)
+            log.info("measurement process %d started for %s", proc.pid, _what(job))
+            try:
+                return await asyncio.wait_for(proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                raise MeasurementFailed(_timed_out(timeout)) from None
 
     @staticmethod
     def _read_result(job_dir: Path, rc: int) -> dict:
@@ -124,6 +146,37 @@ class MeasureScheduler:
         if not payload.get("ok"):
             raise MeasurementFailed(payload.get("error", {}).get("message", "measurement failed (no message)"))
         return payload["result"]
+
+
+# What the fork server imports once, so that a measurement process starts without importing them again
+# (numpy + onnxruntime + the worker: ~0.65 s of CPU per measurement on the 2-core EPYC VM, seconds on a
+# Pi). A module that is not installed is skipped. OpenVINO and NCNN are left out: their thread pools start
+# at import, and a process must not fork after that.
+_PRELOAD = ["numpy", "onnxruntime", "edgetune.device_agents._worker", "edgetune.device_agents._stats",
+            "edgetune.device_agents._timing", "edgetune.device_agents.protocol", "edgetune.device_agents.runtimes"]
+_FORK_SERVER: list = []
+
+
+def _fork_server():
+    """The multiprocessing context that forks measurement processes from a server process started once
+    (``forkserver``: a fresh interpreter, not this threaded one, with :data:`_PRELOAD` imported); None where
+    the platform has none or ``EDGETUNE_AGENT_FORK_SERVER=0``: then each measurement execs a new
+    interpreter (``python -m edgetune.device_agents._worker``). Either way one model per fresh process."""
+    import multiprocessing
+
+    if os.environ.get("EDGETUNE_AGENT_FORK_SERVER", "1") == "0" or \
+            "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    if not _FORK_SERVER:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        _FORK_SERVER.append(ctx)
+    return _FORK_SERVER[0]
+
+
+def _timed_out(timeout: float) -> str:
+    return (f"the measurement took longer than {timeout:g} s and its process was killed. Lower the latency spec "
+            "(min_runs / min_seconds / dataset size) or raise timeout_s / --timeout.")
 
 
 def _what(job: dict) -> str:
