@@ -76,12 +76,24 @@ def det_s_fp32_export(det_s, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sweep_workdir(tmp_path_factory, det_s_fp32_export) -> Path:
-    """One workdir for the session's sweeps, deployments and compressions. Artifacts are content-addressed
-    (``<workdir>/artifacts/<hash>``), so a model compressed again with the same inputs is a cache hit: a pruned
-    model is exported once per test process, not once per test module (~6-15 s each), and det-s itself once per
-    run (its export is copied in from ``det_s_fp32_export``)."""
-    work = tmp_path_factory.mktemp("sweep-work")
-    shutil.copytree(det_s_fp32_export / "pruned", work / "artifacts" / "pruned")
+    """One workdir for the run's sweeps, deployments and compressions, shared by the pytest-xdist workers as
+    by the Ray workers of a sweep (scratch per process, atomic stores: ``compress._scratch``). Artifacts are
+    content-addressed (``<workdir>/artifacts/<hash>``), so a model compressed again with the same inputs is a
+    cache hit: a pruned model is exported once per run, not once per test process or module (~6-15 s each),
+    and det-s itself once (its export is copied in from ``det_s_fp32_export``)."""
+    from edgetune._paths import FileLock
+
+    root = _run_root(tmp_path_factory)
+    work = root / "sweep-work"
+    lock = FileLock(root / "sweep-work.lock")
+    lock.acquire()
+    try:
+        if not (work / "ready").is_file():
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(det_s_fp32_export / "pruned", work / "artifacts" / "pruned")
+            (work / "ready").touch()
+    finally:
+        lock.release()
     return work
 
 

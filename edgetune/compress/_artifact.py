@@ -113,6 +113,10 @@ def store(workdir: Path, key: str, onnx_bytes: bytes, manifest: dict) -> Artifac
     (tmp / ONNX_NAME).write_bytes(onnx_bytes)
     (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     if final.exists():  # a concurrent compress of the same inputs finished first, or a corrupt entry
+        existing = load_cached(workdir, key)
+        if existing is not None and existing.manifest.get("onnx_sha256") == manifest.get("onnx_sha256"):
+            shutil.rmtree(tmp, ignore_errors=True)  # the same bytes: keep the entry another process may be reading
+            return existing
         shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return Artifact(key, final / ONNX_NAME, manifest)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -304,6 +305,15 @@ def _apply_precision(src: Path, src_proto, names, precision, config, calib_arr, 
     return final
 
 
+def _scratch(workdir: Path, key: str) -> Path:
+    """This process's (and thread's) scratch directory for building artifact ``key``: processes sharing a
+    workdir (Ray workers, several controllers, pytest-xdist) may build the same key at once; the results
+    meet only in the atomic stores (``store``, ``store_pruned``)."""
+    import threading
+
+    return workdir / ".work" / f"{key}.{os.getpid()}.{threading.get_ident()}"
+
+
 def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: int, timings: dict,
                 export_cache: Path | None = None):
     """Export -> (pre-process -> layer map -> int8 QDQ -> fp16) -> compact; returns (path, params,
@@ -408,7 +418,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     if config.scales is not None:
         names, precision = _keep_scales(student, config.scales, precision)
         export_name = f"export-s{'_'.join(map(str, config.scales))}.onnx"
-    tmp = workdir / ".work" / key
+    tmp = _scratch(workdir, key)
     shutil.rmtree(tmp, ignore_errors=True)
     final, params, nonzero, diff = _build_onnx(student, names, precision, config, calib_arr, tmp, size, timings,
                                                export_cache=pruned_dir(workdir, pkey) / export_name
@@ -495,7 +505,7 @@ def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, us
         log.info("artifact %s served from the cache", key[:12])
         return hit
     timings: dict[str, float] = {}
-    tmp = workdir / ".work" / key
+    tmp = _scratch(workdir, key)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     named = tmp / "named.onnx"

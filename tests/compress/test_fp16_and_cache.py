@@ -186,3 +186,31 @@ def test_recovery_that_runs_its_schedule_says_so(det_s, channel_25, train_split)
                                 train_split, spec, {}, det_s.adapter)["recovery"]
     assert result["stopped"] == "steps" and result["steps"] == result["steps_asked"] == 4
     assert result["faded_steps"] == 2
+
+
+def test_two_processes_storing_the_same_artifact_keep_one_entry_and_build_apart(tmp_path):
+    """Processes sharing a workdir (Ray workers, pytest-xdist) may build one key at once: each builds in its
+    own scratch directory, and the second store of the same bytes keeps the entry the first one wrote (a
+    reader of it is never cut off); an entry with other bytes (a torn or stale one) is replaced."""
+    import hashlib
+    import threading
+
+    from edgetune.compress._artifact import store
+    from edgetune.compress._compress import _scratch
+
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(_scratch(tmp_path, "k")))
+    t.start()
+    t.join()
+    assert seen[0] != _scratch(tmp_path, "k") and seen[0].parent == _scratch(tmp_path, "k").parent
+
+    def manifest(data):
+        return {"onnx_sha256": hashlib.sha256(data).hexdigest(), "artifact_hash": "k"}
+
+    first = store(tmp_path, "k", b"onnx-bytes", manifest(b"onnx-bytes"))
+    inode = first.onnx_path.stat().st_ino
+    second = store(tmp_path, "k", b"onnx-bytes", manifest(b"onnx-bytes"))
+    assert second.onnx_path == first.onnx_path and first.onnx_path.stat().st_ino == inode
+    assert not list(tmp_path.glob(".k.*.tmp"))
+    other = store(tmp_path, "k", b"other-bytes", manifest(b"other-bytes"))
+    assert other.onnx_path.read_bytes() == b"other-bytes"
