@@ -157,6 +157,7 @@ def run_job(job: dict) -> dict:
         accuracy = evaluate_bundle(_batched(run, model_batch, session.input_dtype), bundle,
                                    batch=model_batch or spec.batch)
         n_acc = len(bundle.ids)
+    realised = _realised(session, path, warnings)
     session.close()
     return {
         "runtime": RuntimeUsed(name=runtime.name, version=runtime_info.version or "",
@@ -170,8 +171,25 @@ def run_job(job: dict) -> dict:
         "model_rss_bytes": _growth(rss_loaded, rss_before), "run_rss_bytes": _growth(rss_run, rss_before),
         "power": power.model_dump() if power else None, "accuracy": accuracy, "accuracy_images": n_acc,
         "session_load_s": load_s, "temperatures_after_c": temperatures(root=sensors),
-        "throttling_after": throttling_after, "warnings": warnings,
+        "throttling_after": throttling_after, "realised_precision": realised, "warnings": warnings,
     }
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _realised(session, path: Path, warnings: list[str]) -> dict[str, str] | None:
+    """The precision each weighted node of the model ran in, as the runtime reports it (after the timed
+    loops: nothing here is timed); None where the runtime does not say."""
+    import onnx
+
+    try:
+        layers = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node
+                  if n.op_type in WEIGHTED_OPS and n.name]
+        return session.realised_precision(layers) if layers else None
+    except Exception as exc:  # a report about the run, never a reason to lose the measurement
+        warnings.append(f"the realised precision per layer could not be read: {type(exc).__name__}: {exc}")
+        return None
 
 
 PAIRED_BURST = 5  # timed runs per turn in a paired loop (as POST /compare's default)

@@ -27,7 +27,8 @@ PROTOCOL_VERSION = "1.5"  # 1.1: POST /compare; 1.2: several runtimes per agent 
 #                            run_rss_bytes), throttling around the timed loop (throttling_after, throttled),
 #                            LatencySpec.power_sample_ms; 1.4: paired timing with a reference in the same
 #                            request (MeasureRequest.reference, Measurement.paired); 1.5: /compare gives each
-#                            artifact's paired ratio to the first (Comparison.ratios)
+#                            artifact's paired ratio to the first (Comparison.ratios), the precision each
+#                            weighted layer ran in (Measurement.realised_precision)
 PROTOCOL_HEADER = "X-Edgetune-Protocol"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -320,7 +321,12 @@ class Measurement(_Response):
     Throttling: ``device.throttling`` is read just before the measurement, ``throttling_after`` just after
     the model-only timed loop (both None where the board exposes no flags); ``throttled`` lists the
     conditions active in either reading (``under_voltage``, ``freq_capped``, ``throttled``,
-    ``soft_temp_limit``): empty when none was, None when the board exposes no flags."""
+    ``soft_temp_limit``): empty when none was, None when the board exposes no flags.
+
+    ``realised_precision``: weighted ONNX node -> the precision the runtime executed it in (``int8``,
+    ``fp16``, ``bf16``, ``fp32``, or ``float`` where the runtime does not say which), read after the
+    timed loops from what the runtime exposes (onnxruntime CPU: its optimized graph; OpenVINO: the compiled
+    model's runtime graph); None where it exposes nothing (NCNN, TensorRT)."""
 
     protocol: str = PROTOCOL_VERSION
     artifact: str
@@ -346,6 +352,7 @@ class Measurement(_Response):
     temperatures_after_c: dict[str, float] = Field(default_factory=dict)
     throttling_after: dict[str, bool] | None = None
     throttled: list[str] | None = None
+    realised_precision: dict[str, str] | None = None
     started_at: float
     finished_at: float
     wall_s: float

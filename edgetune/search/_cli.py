@@ -139,6 +139,8 @@ def front_table(df, keys: list[str], goals: list[str], *, title: str, only_front
             label += f" [THROTTLED {r['throttled']}]"
         if _present(r.get("recovery_cut")):
             label += f" [recovery cut by budget_s: {r['recovery_cut']}]"
+        if r.get("int8_mismatch") is True:
+            label += " [int8 not as asked: below]"
         cells = [str(n), escape(label)]  # "[...]" is text, not rich markup
         cells += [_cell(k, r.get(k)) for k in keys]
         cells += [_speedup(r, base_row, k) for k in lat_keys]

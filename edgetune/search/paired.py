@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ANCHOR_ATTR", "anchor_values", "noise_report", "timing_lines"]
+__all__ = ["ANCHOR_ATTR", "anchor_values", "noise_report", "realised_lines", "timing_lines"]
 
 ANCHOR_ATTR = "paired_anchor"  # study user attr: device -> {"p50": ms, "p90": ms, "trial": n}
 _PAIRS = (("latency_p50_ms", "latency_ratio", "ref_latency_p50_ms", "own_latency_p50_ms", "p50"),
@@ -107,6 +107,15 @@ def _anchor_ms(rows, key: str) -> float | None:
     return float(fp32.iloc[0]) if len(fp32) else None
 
 
+def realised_lines(df) -> list[str]:
+    """One line per front member or baseline whose device ran other precisions than asked
+    (``records.realised_text``): the label says what was asked, this what ran."""
+    if not len(df) or "realised" not in df.columns:
+        return []
+    shown = df[(df["pareto"] | df["baseline"].notna()) & df["realised"].notna()] if "pareto" in df.columns else df.iloc[0:0]
+    return [f"precision as run, #{int(r['trial'])}: {r['realised']}" for _, r in shown.iterrows()]
+
+
 def timing_lines(df, keys: Sequence[str], *, max_spread: float) -> tuple[list[str], list[str]]:
     """(warnings, notes) shown under the front (terminal and MLflow): a device too noisy to rank close points
     (:func:`noise_report`), the side-by-side check of the front's order (a warning when it reverses a pair
@@ -115,6 +124,7 @@ def timing_lines(df, keys: Sequence[str], *, max_spread: float) -> tuple[list[st
 
     devices = [k.split("@")[1] for k in keys if str(k).startswith("latency_p50_ms@")]
     warnings, notes = noise_report(df, devices, max_spread=max_spread)
+    notes.extend(realised_lines(df))
     for line, check in zip(order_check_lines(df, keys), order_check(df, keys), strict=True):
         (warnings if check["contradictions"] else notes).append(line)
     return warnings, notes

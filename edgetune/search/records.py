@@ -68,6 +68,7 @@ class TrialRecord(BaseModel):
     throttled: dict[str, list[str]] = Field(default_factory=dict)  # device -> conditions held while measuring
     throttle_retries: int = 0  # throttled measurements taken again after a cool-down
     paired_retakes: int = 0  # measurements taken again because the device was busy (``runner.measure_quiet``)
+    realised: dict[str, dict[str, Any]] = Field(default_factory=dict)  # device -> ``runner.realised_report``
     recovery_cut: dict[str, Any] | None = None  # recovery.budget_s ended the fine-tuning early
 
     @classmethod
@@ -229,6 +230,25 @@ def short_label(summary: dict, baseline: str | None, *, refined_from: int | None
     return (", ".join(parts) or "fp32") + at + where
 
 
+def realised_text(record: TrialRecord) -> str | None:
+    """Where a device ran other precisions than the config asked (``TrialRecord.realised``), in words; None
+    when every device that reported ran what was asked (fp32 run as bf16 / fp16 is said too: OpenVINO does
+    it by default on CPUs that have bf16)."""
+    parts = []
+    for device, r in sorted(record.realised.items()):
+        what = []
+        if r.get("asked_not_run"):
+            what.append(f"{len(r['asked_not_run'])} int8 layer(s) ran in float")
+        if r.get("run_not_asked"):
+            what.append(f"{len(r['run_not_asked'])} float layer(s) ran in int8")
+        low = {k: v for k, v in (r.get("counts") or {}).items() if k in ("bf16", "fp16")}
+        if low:
+            what.append(", ".join(f"{v} layer(s) in {k}" for k, v in low.items()))
+        if what:
+            parts.append(f"{device}: int8 asked on {r['int8_asked']}, ran on {r['int8_run']} ({'; '.join(what)})")
+    return "; ".join(parts) or None
+
+
 def latency_ci_columns(record: TrialRecord) -> dict[str, float]:
     """``ci95_low_latency_p50_ms@dev`` / ``ci95_high_...``: the 95% CI of each device's median latency, as
     the trial measured it (from the record's fingerprints): of a paired trial (``search.paired``), the CI
@@ -269,6 +289,8 @@ def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict
                "throttled": ";".join(f"{d}: {','.join(c)}" for d, c in rec.throttled.items()) or None,
                "recovery_cut": (f"{rec.recovery_cut.get('steps')}/{rec.recovery_cut.get('steps_asked')} steps"
                                 if rec.recovery_cut else None)}
+        row["realised"] = realised_text(rec)
+        row["int8_mismatch"] = any(r.get("asked_not_run") or r.get("run_not_asked") for r in rec.realised.values())
         row.update(rec.summary)
         values = rec.values
         for k in objective_keys:

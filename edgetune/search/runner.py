@@ -176,6 +176,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         record = record.model_copy(update={"warnings": [*record.warnings, cut["message"]]})
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
+    realised: dict[str, dict] = {}
     attempts = MeasureAttempts()
     for device in hooks.devices_for_objectives():
         try:
@@ -189,8 +190,38 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
         values.update(measurement_values(m, device))
         fingerprints[device] = device_fingerprint(d)
-    record = attempts.on(record).model_copy(update={"values": values, "fingerprints": fingerprints})
+        if m.realised_precision:
+            realised[device] = realised_report(asked_int8(artifact), m.realised_precision)
+            values[f"int8_layers_run@{device}"] = float(realised[device]["int8_run"])
+            values["int8_layers"] = float(realised[device]["int8_asked"])
+    record = attempts.on(record).model_copy(update={"values": values, "fingerprints": fingerprints,
+                                                    "realised": realised})
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)
+
+
+def asked_int8(artifact: Artifact) -> dict[str, bool]:
+    """Weighted ONNX node -> whether the config asked for it in int8 (its weight comes through a
+    DequantizeLinear in the artifact's QDQ graph)."""
+    import onnx
+
+    from edgetune.compress import quantized_nodes
+
+    return quantized_nodes(onnx.load(str(artifact.onnx_path), load_external_data=False))
+
+
+def realised_report(asked: dict[str, bool], realised: dict[str, str]) -> dict:
+    """What the device ran against what the config asked (``Measurement.realised_precision``):
+    ``int8_asked`` / ``int8_run`` layer counts, ``asked_not_run`` (int8 asked, ran in float: the runtime
+    found no int8 kernel for it, or the Q/DQ around it did not fuse), ``run_not_asked`` (kept float, ran
+    int8: e.g. onnxruntime >= 1.20 quantizes a float Conv between Q/DQ), ``counts`` by precision."""
+    layers = [n for n in asked if n in realised]
+    counts: dict[str, int] = {}
+    for n in layers:
+        counts[realised[n]] = counts.get(realised[n], 0) + 1
+    return {"int8_asked": sum(asked[n] for n in layers), "int8_run": sum(realised[n] == "int8" for n in layers),
+            "asked_not_run": [n for n in layers if asked[n] and realised[n] != "int8"],
+            "run_not_asked": [n for n in layers if not asked[n] and realised[n] == "int8"],
+            "counts": dict(sorted(counts.items()))}
 
 
 def recovery_cut(manifest: dict) -> dict | None:

@@ -1,7 +1,7 @@
 """The shipped sweep config ``configs/yolo11n_shapes.yaml`` (the builtin ``yolo11n``), shrunk to a few trials,
 images and steps: a real sweep on a local agent offering ort and OpenVINO, with per-block precision and
-widths, the uniform start points, the baselines, one refined pruned point, and the front and fp32 baseline
-tagged in MLflow. (Its own
+widths, the uniform start points, the baselines, and the front and fp32 baseline tagged in MLflow (its refine
+step is off here: tests/search/test_refine.py refines det-s). (Its own
 file, so that pytest-xdist runs it beside the checkpoint tests.)"""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, mlflow_db):
     assert cfg["space"]["sparsity"].pop("max_drop") == 0.02  # the sensitivity pass: tested on det-s (34 cuts here)
     cfg["recovery"].update(steps=4, batch=4, train_images=48)
     assert cfg["recovery"]["refine"]["points"] == 1
-    cfg["recovery"]["refine"].update(steps=2, within=1.0)  # any pruned trial qualifies: one is refined
+    cfg["recovery"]["refine"]["points"] = 0  # a YOLO11n prune + fine-tune + export more; test_refine refines det-s
     cfg["search"].update(trials=9, n_startup=2, storage=f"sqlite:///{tmp_path / 'optuna.db'}", latency_runs=10,
                          latency_warmup=2, side_by_side_runs=20, paired_retakes=0,
                          latency_min_seconds=0)
@@ -52,10 +52,7 @@ def test_the_shipped_yolo11n_config_runs_a_short_sweep(tmp_path, mlflow_db):
     assert type(sweep.study.sampler).__name__ == "TPESampler"  # the suite's TPE sweep (test_sweep_samplers: the others)
     trials = sweep.study.get_trials()
     errors = [t.user_attrs.get(RECORD_ATTR, {}).get("error") for t in trials]
-    assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials) and len(trials) == 9 + 1, errors
-    refined = [t for t in trials if t.user_attrs.get("refined_from") is not None]
-    assert len(refined) == 1 and refined[0].number == 9
-    assert "refined from #" in refined[0].user_attrs[RECORD_ATTR]["label"]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * len(trials) and len(trials) == 9, errors
     starts = {t.user_attrs.get("start_point") for t in trials} - {None}
     assert starts == {f"int8 + {r} channels on {rt}" for r in ("0%", "25%", "50%") for rt in ("ort", "openvino")}
     df, _, _, _ = load_front(path)

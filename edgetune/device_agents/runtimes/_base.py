@@ -43,6 +43,12 @@ class ModelSession(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory (optional)."""
 
+    def realised_precision(self, layers: Sequence[str]) -> dict[str, str] | None:
+        """The precision the runtime executes each of ``layers`` (the ONNX graph's weighted node names) in:
+        ``int8``, ``fp16``, ``bf16``, ``fp32``, or ``float`` where the runtime does not say which float.
+        None where the runtime does not expose it (see each runtime's docstring)."""
+        return None
+
     def shape_for(self, batch: int) -> tuple[int, ...]:
         """The concrete input shape for ``batch`` (dynamic spatial dims are an error: ONNX from edgetune
         export has a fixed input size)."""

@@ -66,6 +66,24 @@ class OpenVINOSession(ModelSession):
         # the output tensor is the request's own buffer, overwritten by the next run: hand out a copy
         return np.array(self._request.get_output_tensor(0).data, copy=True)
 
+    def realised_precision(self, layers: Sequence[str]) -> dict[str, str] | None:
+        """From the compiled model's runtime graph: each executed node lists the ONNX nodes it runs
+        (``originalLayersNames``, fused ones included) and its ``runtimePrecision`` (u8 / i8 -> int8; on a
+        CPU with bf16, OpenVINO runs fp32 layers in bf16 by default). Run here on the CPU plugin."""
+        if self._compiled is None:
+            return None
+        wanted, out = set(layers), {}
+        names = {"u8": "int8", "i8": "int8", "f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+        for op in self._compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "originalLayersNames" not in info or "runtimePrecision" not in info:
+                continue
+            precision = str(info["runtimePrecision"].astype(str))
+            for name in str(info["originalLayersNames"].astype(str)).split(","):
+                if name in wanted and name not in out:
+                    out[name] = names.get(precision, precision)
+        return out
+
     def close(self) -> None:
         self._request = None
         self._compiled = None

@@ -53,8 +53,15 @@ def session_options(ort, *, threads: int):
     return so
 
 
+# onnxruntime's CPU kernels that compute in int8: a weighted ONNX node fused into one of them ran in int8
+_INT8_OPS = {"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
+             "DynamicQuantizeMatMul", "QAttention"}
+
+
 class OrtSession(ModelSession):
-    def __init__(self, sess, *, providers_used: list[str], detail: dict[str, Any]):
+    def __init__(self, sess, *, providers_used: list[str], detail: dict[str, Any], path: Path | None = None,
+                 threads: int = 1):
+        self._path, self._threads = path, threads
         self._sess = sess
         inp = sess.get_inputs()[0]
         self.input_name = inp.name
@@ -66,6 +73,31 @@ class OrtSession(ModelSession):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._sess.run(self._outputs, {self.input_name: x})[0]
+
+    def realised_precision(self, layers: Sequence[str]) -> dict[str, str] | None:
+        """From the graph onnxruntime runs after its optimizations (the same session options, saved with
+        ``optimized_model_filepath``): a weighted node fused into an int8 kernel (QLinearConv, QGemm, ...,
+        named after it: ``<name>_token_<n>``) ran in int8, any other in float (fp32 here; fp16 kernels exist
+        on some ARM builds). Note that onnxruntime >= 1.20 also quantizes the float weights of a Conv whose
+        input and output pass through Q/DQ, so a layer kept fp32 between int8 neighbours can run in int8.
+        CPU execution provider only (other providers place nodes their own way): run here on x86."""
+        if self._path is None or self.providers_used != ["CPUExecutionProvider"]:
+            return None
+        import tempfile
+
+        import onnx
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory(prefix="edgetune-ort-") as tmp:
+            so = session_options(ort, threads=self._threads)
+            so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            ort.InferenceSession(str(self._path), so, providers=["CPUExecutionProvider"])
+            graph = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+        int8 = [n.name for n in graph.node if n.op_type in _INT8_OPS]
+        out = {}
+        for name in layers:
+            out[name] = "int8" if any(f == name or f.startswith(name + "_token_") for f in int8) else "float"
+        return out
 
 
 @register_runtime("ort")
@@ -114,7 +146,8 @@ class OrtRuntime(Runtime):
                 f"requested execution provider(s) {', '.join(dropped)} but the session runs on {', '.join(used)}: "
                 "onnxruntime fell back silently (check the provider's libraries, e.g. CUDA / TensorRT versions)."
             )
-        return OrtSession(sess, providers_used=used, detail={"threads": int(threads), "graph_optimization_level": 99})
+        return OrtSession(sess, providers_used=used, detail={"threads": int(threads), "graph_optimization_level": 99},
+                          path=Path(path), threads=int(threads))
 
     @staticmethod
     def _provider_entry(name: str, path: Path, cache_dir: Path | None):
