@@ -116,7 +116,7 @@ def store(workdir: Path, key: str, onnx_bytes: bytes, manifest: dict) -> Artifac
         existing = load_cached(workdir, key)
         if existing is not None and existing.manifest.get("onnx_sha256") == manifest.get("onnx_sha256"):
             shutil.rmtree(tmp, ignore_errors=True)  # the same bytes: keep the entry another process may be reading
-            return existing
+            return Artifact(key, existing.onnx_path, manifest)  # built here, not served from the cache
         shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return Artifact(key, final / ONNX_NAME, manifest)

@@ -211,6 +211,7 @@ def test_two_processes_storing_the_same_artifact_keep_one_entry_and_build_apart(
     inode = first.onnx_path.stat().st_ino
     second = store(tmp_path, "k", b"onnx-bytes", manifest(b"onnx-bytes"))
     assert second.onnx_path == first.onnx_path and first.onnx_path.stat().st_ino == inode
+    assert not second.from_cache  # it was built, whoever stored the bytes first
     assert not list(tmp_path.glob(".k.*.tmp"))
     other = store(tmp_path, "k", b"other-bytes", manifest(b"other-bytes"))
     assert other.onnx_path.read_bytes() == b"other-bytes"

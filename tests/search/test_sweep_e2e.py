@@ -237,19 +237,19 @@ def test_the_review_link_opens_the_front_in_the_mlflow_ui(finished_sweep, tmp_pa
             page = browser.new_page(viewport={"width": 2800, "height": 1100})  # the grid renders the columns in view
             page.goto(url)
             for name in names:  # flat rows: no parent row to expand
-                page.wait_for_selector(f"text={name}", timeout=120_000)
-            page.wait_for_selector(".ag-header-cell[col-id='tags.`label`']", timeout=60_000)
+                page.wait_for_selector(f"text={name}", timeout=180_000)
+            page.wait_for_selector(".ag-header-cell[col-id='tags.`label`']", timeout=180_000)
             headers = {h.get_attribute("col-id") for h in page.query_selector_all(".ag-header-cell")}
             shown = page.inner_text("body")
 
             with page.context.expect_page() as tab:  # one click: all trials, the chart view
                 page.get_by_role("link", name="all trials as a scatter").click()
             charts = tab.value
-            charts.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=120_000)
+            charts.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=180_000)
             first = charts.locator(".js-plotly-plot").first  # the first chart: mAP against p50
             charts.wait_for_function("n => document.querySelector('.js-plotly-plot')"
                                      ".querySelectorAll('.scatterlayer .point').length >= n", arg=len(plotted),
-                                     timeout=60_000)
+                                     timeout=180_000)
             fills = first.locator(".scatterlayer .point").evaluate_all("ps => ps.map(p => getComputedStyle(p).fill)")
             axes = first.inner_text()
 
@@ -257,9 +257,9 @@ def test_the_review_link_opens_the_front_in_the_mlflow_ui(finished_sweep, tmp_pa
                 page.get_by_role("link", name=f"summary: run sweep-{cfg.name}").click()
             summary = tab.value
             plot = summary.locator("img[src^='get-artifact?path=pareto.png']")
-            plot.wait_for(state="attached", timeout=120_000)
+            plot.wait_for(state="attached", timeout=180_000)
             summary.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle(),
-                                      timeout=60_000)
+                                      timeout=180_000)
             note = summary.inner_text("body")
             browser.close()
         assert re.search(rf"\b{len(names)} matching runs?\b", shown), shown[:3000]  # the front members, nothing else

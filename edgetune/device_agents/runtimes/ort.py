@@ -80,9 +80,12 @@ class OrtSession(ModelSession):
         named after it: ``<name>_token_<n>``) ran in int8, any other in float (fp32 here; fp16 kernels exist
         on some ARM builds). Note that onnxruntime >= 1.20 also quantizes the float weights of a Conv whose
         input and output pass through Q/DQ, so a layer kept fp32 between int8 neighbours can run in int8.
-        CPU execution provider only (other providers place nodes their own way): run here on x86."""
+        CPU execution provider only (other providers place nodes their own way): run here on x86. Call it
+        after the last run: it frees the timed session first (two sessions of a large model may not fit a
+        small board's memory)."""
         if self._path is None or self.providers_used != ["CPUExecutionProvider"]:
             return None
+        self._sess = None
         import tempfile
 
         import onnx
