@@ -1,4 +1,4 @@
-"""Backend conformance: every registered backend (``search.backends``) runs the same 4 trials of the same
+"""Backend conformance: every registered backend (``search.backends``) runs the same 3 trials of the same
 sweep to the same records: params, artifact hashes, states, the values that do not depend on timing, and
 one MLflow child run per trial. A newly registered backend gets this suite by registering."""
 
@@ -13,7 +13,7 @@ from edgetune.search.records import RECORD_ATTR
 from edgetune.search.tracking import Tracker
 from edgetune.search.wiring import prepare_sweep
 
-TRIALS = 4
+TRIALS = 3
 NEEDS = {"ray": "ray"}  # backend -> the module it needs installed
 
 pytestmark = pytest.mark.slow
