@@ -210,10 +210,10 @@ def test_the_review_link_opens_the_front_in_the_mlflow_ui(finished_sweep, tmp_pa
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", cfg.tracking.uri,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow.log", "w"),  # noqa: SIM115
-                              # job execution stays on: with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false, MLflow 3.17.2's
-                              # server raced importing mlflow.server.auth under load (a circular-import error on
-                              # its assistant route) and the grid never showed the label column
-                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+                              # no job consumers (huey processes importing MLflow again): the review needs none
+                              env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                                   "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                                   "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "false"})
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(240):  # a hang detector, not a timing: the server imports MLflow first
