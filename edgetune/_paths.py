@@ -47,6 +47,21 @@ def missing_sqlite_file(uri: str) -> Path | None:
     return None if path.exists() else path
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed child its parent has not reaped yet is
+    gone for every purpose here); True when it exists but belongs to someone else."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class FileLock:
     """An exclusive ``flock`` on ``path`` (created with its folder), held from ``acquire`` to ``release``; a
     no-op for ``path`` None or where ``fcntl`` does not exist (not POSIX). Closing the descriptor releases it."""

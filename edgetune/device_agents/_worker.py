@@ -391,15 +391,9 @@ def main(argv: list[str] | None = None, *, forked: bool = False) -> int:
 
 
 def _agent_alive(pid: int, *, forked: bool) -> bool:
-    if not forked:
-        return os.getppid() == pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from edgetune._paths import pid_alive
+
+    return pid_alive(pid) if forked else os.getppid() == pid
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from edgetune._logging import get_logger
-from edgetune._paths import FileLock
+from edgetune._paths import FileLock, pid_alive
 
 log = get_logger(__name__)
 
@@ -68,19 +68,6 @@ class StudyLock:
         if self._depth == 0:
             self._file.release()
         self._local.release()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: gone for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class TrialOwners:
@@ -151,6 +138,6 @@ class TrialOwners:
             pid = int(owner.get("pid") or 0)
             if pid == self.me["pid"]:
                 return "live" if owner.get("id") in _LIVE else "stale"
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return "stale"
         return "live" if now - float(owner.get("beat") or 0.0) < self.grace else "stale"
