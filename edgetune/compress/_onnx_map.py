@@ -9,11 +9,10 @@ is always built on the graph that is quantized (the pre-processed one).
 
 from __future__ import annotations
 
+from edgetune.device_agents.protocol import WEIGHTED_OPS  # one list for compress and the agent's report
 from edgetune.errors import CompressionError
 
 __all__ = ["WEIGHTED_OPS", "layer_node_map", "quantized_nodes", "weight_of", "tail_nodes"]
-
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _producers(graph) -> dict:

@@ -175,13 +175,12 @@ def run_job(job: dict) -> dict:
     }
 
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
 def _realised(session, path: Path, warnings: list[str]) -> dict[str, str] | None:
     """The precision each weighted node of the model ran in, as the runtime reports it (after the timed
     loops: nothing here is timed); None where the runtime does not say."""
     import onnx
+
+    from edgetune.device_agents.protocol import WEIGHTED_OPS
 
     try:
         layers = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node
@@ -333,9 +332,6 @@ def forked(job_dir: str) -> None:
     fd = os.open(os.path.join(job_dir, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
-    agent = json.loads(Path(job_dir, "job.json").read_text()).get("agent_pid")
-    if agent:
-        _end_with(int(agent))
     sys.exit(main([job_dir], forked=True))
 
 
@@ -367,6 +363,8 @@ def main(argv: list[str] | None = None, *, forked: bool = False) -> int:
     job = json.loads((job_dir / "job.json").read_text())
     if job.get("agent_pid") and not _agent_alive(int(job["agent_pid"]), forked=forked):
         return 1  # the agent died before PR_SET_PDEATHSIG was armed: nobody wants this result
+    if forked and job.get("agent_pid"):
+        _end_with(int(job["agent_pid"]))
     _limit_memory(job.get("max_memory_bytes"))
     try:
         if job.get("task") == "predict":  # a deployed model on one uploaded image (deployments router)

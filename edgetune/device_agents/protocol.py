@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from edgetune.errors import ProtocolMismatch
 
 __all__ = [
-    "PROTOCOL_VERSION", "PROTOCOL_HEADER", "SHA256_PATTERN", "check_protocol",
+    "PROTOCOL_VERSION", "PROTOCOL_HEADER", "SHA256_PATTERN", "WEIGHTED_OPS", "check_protocol",
     "LatencySpec", "MeasureRequest", "LatencyStats", "PowerStats", "RuntimeUsed", "Board", "CPUInfo",
     "OSInfo", "RuntimeInfo", "AgentSettings", "DeviceInfo", "Measurement", "Health", "UploadResult",
     "QueueStatus", "ErrorInfo", "ErrorBody", "CompareRequest", "Comparison", "compare_key", "PairedLatency",
@@ -31,6 +31,7 @@ PROTOCOL_VERSION = "1.5"  # 1.1: POST /compare; 1.2: several runtimes per agent 
 #                            weighted layer ran in (Measurement.realised_precision)
 PROTOCOL_HEADER = "X-Edgetune-Protocol"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # the layers ``Measurement.realised_precision`` reports
 
 
 def _major(version: str) -> int | None:

@@ -177,6 +177,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
     realised: dict[str, dict] = {}
+    asked: dict[str, bool] | None = None
     attempts = MeasureAttempts()
     for device in hooks.devices_for_objectives():
         try:
@@ -191,7 +192,8 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         values.update(measurement_values(m, device))
         fingerprints[device] = device_fingerprint(d)
         if m.realised_precision:
-            realised[device] = realised_report(asked_int8(artifact), m.realised_precision)
+            asked = asked if asked is not None else asked_int8(artifact)
+            realised[device] = realised_report(asked, m.realised_precision)
             values[f"int8_layers_run@{device}"] = float(realised[device]["int8_run"])
             values["int8_layers"] = float(realised[device]["int8_asked"])
     record = attempts.on(record).model_copy(update={"values": values, "fingerprints": fingerprints,
@@ -214,10 +216,10 @@ def realised_report(asked: dict[str, bool], realised: dict[str, str]) -> dict:
     ``int8_asked`` / ``int8_run`` layer counts, ``asked_not_run`` (int8 asked, ran in float: the runtime
     found no int8 kernel for it, or the Q/DQ around it did not fuse), ``run_not_asked`` (kept float, ran
     int8: e.g. onnxruntime >= 1.20 quantizes a float Conv between Q/DQ), ``counts`` by precision."""
+    from collections import Counter
+
     layers = [n for n in asked if n in realised]
-    counts: dict[str, int] = {}
-    for n in layers:
-        counts[realised[n]] = counts.get(realised[n], 0) + 1
+    counts = Counter(realised[n] for n in layers)
     return {"int8_asked": sum(asked[n] for n in layers), "int8_run": sum(realised[n] == "int8" for n in layers),
             "asked_not_run": [n for n in layers if asked[n] and realised[n] != "int8"],
             "run_not_asked": [n for n in layers if not asked[n] and realised[n] == "int8"],

@@ -96,11 +96,8 @@ class OrtSession(ModelSession):
             so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
             ort.InferenceSession(str(self._path), so, providers=["CPUExecutionProvider"])
             graph = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
-        int8 = [n.name for n in graph.node if n.op_type in _INT8_OPS]
-        out = {}
-        for name in layers:
-            out[name] = "int8" if any(f == name or f.startswith(name + "_token_") for f in int8) else "float"
-        return out
+        int8 = {re.sub(r"_token_\d+$", "", n.name) for n in graph.node if n.op_type in _INT8_OPS}
+        return {name: "int8" if name in int8 else "float" for name in layers}
 
 
 @register_runtime("ort")
