@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgetune._paths import cache_dir
 from edgetune.data import load_data
 
 __all__ = ["evaluate_model", "ort_session", "time_session"]
@@ -40,6 +40,11 @@ def time_session(sess, *, input_size: int, warmup: int = 20, runs: int = 200) ->
 
 def evaluate_model(mspec, dspec, *, runs: int = 200) -> dict:
     """Export (parity-checked), then mAP / params / GFLOPs / size / 1-thread latency through onnxruntime."""
+    with tempfile.TemporaryDirectory(prefix="edgetune-eval-") as tmp:
+        return _evaluate(mspec, dspec, runs=runs, tmp=Path(tmp))
+
+
+def _evaluate(mspec, dspec, *, runs: int, tmp: Path) -> dict:
     import onnxruntime as ort
 
     from edgetune.models import evaluate, load_model
@@ -53,10 +58,10 @@ def evaluate_model(mspec, dspec, *, runs: int = 200) -> dict:
         import torch
         import torch_pruning as tp
 
-        from edgetune.compress.export import export_onnx
+        from edgetune.compress.export import cached_export
 
-        onnx_path = cache_dir() / "exports" / f"{loaded.source_hash[:16]}-{loaded.input_size}.onnx"
-        diff = export_onnx(loaded.module, onnx_path, input_size=loaded.input_size).max_abs_diff
+        onnx_path = tmp / "model.onnx"
+        diff = cached_export(loaded.module, onnx_path, input_size=loaded.input_size).max_abs_diff
         macs, n_params = tp.utils.count_ops_and_params(
             loaded.module, torch.zeros(1, 3, loaded.input_size, loaded.input_size))
         params, gflops = int(n_params), 2 * float(macs) / 1e9

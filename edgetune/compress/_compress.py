@@ -315,14 +315,16 @@ def _scratch(workdir: Path, key: str) -> Path:
 
 
 def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: int, timings: dict,
-                export_cache: Path | None = None):
+                export_cache: Path | None = None, shared: bool = False):
     """Export -> (pre-process -> layer map -> int8 QDQ -> fp16) -> compact; returns (path, params,
     non-zero params, max |ORT - torch|). ``export_cache``: where the fp32 export of this (pruned) model is
-    kept, so that other precisions of the same weights skip the exporter (5-9 s for det-s)."""
+    kept, so that other precisions of the same weights skip the exporter (5-9 s for det-s); ``shared``: look
+    in (and add to) the machine's export cache too (``cached_export``: the dense model of every sweep and
+    workdir; pruned ones stay in their workdir, or a long sweep would fill the user's cache)."""
     import onnx
 
     from edgetune._paths import atomic_write_bytes
-    from edgetune.compress.export import export_onnx, parity
+    from edgetune.compress.export import cached_export, export_onnx, parity
 
     int8 = any(p == "int8" for p in precision.values())
     fp16 = [n for n in names if precision[n] == "fp16"]
@@ -333,11 +335,11 @@ def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: i
         shutil.copyfile(export_cache, exported_path)
         timings["export_from_cache"] = round(time.time() - t, 2)
     else:
-        export_onnx(student, exported_path, input_size=size)
+        hit = (cached_export if shared else export_onnx)(student, exported_path, input_size=size).from_cache
         if export_cache is not None:
             export_cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(export_cache, exported_path.read_bytes())
-        timings["export"] = round(time.time() - t, 2)
+        timings["export_from_cache" if hit else "export"] = round(time.time() - t, 2)
     exported = onnx.load(str(exported_path))
     params, nonzero = onnx_sizes(exported)
     final = _apply_precision(exported_path, exported, names, precision, config, calib_arr, tmp, timings,
@@ -422,7 +424,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     shutil.rmtree(tmp, ignore_errors=True)
     final, params, nonzero, diff = _build_onnx(student, names, precision, config, calib_arr, tmp, size, timings,
                                                export_cache=pruned_dir(workdir, pkey) / export_name
-                                               if use_cache else None)
+                                               if use_cache else None, shared=use_cache and pruned is None)
     macs, _ = measure_macs(student, size)
     layer_params = {n: int(m.weight.numel()) for n, m in layer_modules(student).items()}
     data = final.read_bytes()
