@@ -9,8 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 # built once; torch gets one thread in each. Three on the 2-core reference box: the sweep tests spend much of
 # their time waiting on the agent process over HTTP, and a third worker fills those waits (pytest 566 s with
 # 2 workers, 395 s with 3, same VM, 2026-12-03; with today's larger suite 599 s with 3, 626 s with 4, on the
-# AVX-512 EPYC VM, 2026-12-07). From a clean checkout on that VM, 2026-12-07 (evening): 569 tests, pytest
-# 620 s, 11 min 0 s with the uv install; identical runs of the suite there vary by +-15%.
+# AVX-512 EPYC VM, 2026-12-07). From a clean checkout on that VM, 2026-12-07 (late evening, bytecode written
+# at first import, the export cache): 576 tests, pytest 502 s, 9 min 3 s with the uv install; identical runs
+# of the suite there vary by +-15%.
 TEST_WORKERS ?= 3
 
 .PHONY: venv install install-dev demo test lint clean browser
