@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 __all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "execute_trials", "run_one",
-           "measure_through_outages", "measure_unthrottled", "measure_quiet", "paired_noise", "MeasureAttempts", "recovery_cut", "device_fingerprint"]
+           "measure_through_outages", "measure_unthrottled", "measure_quiet", "measure_devices", "paired_noise", "MeasureAttempts", "recovery_cut", "device_fingerprint"]
 
 # agent errors that mean "restarted without what was uploaded to it": measured again once, after re-uploading
 LOST_CONTENT = ("ArtifactMissing", "DatasetMissing")
@@ -178,16 +178,15 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     fingerprints: dict[str, dict] = {}
     realised: dict[str, dict] = {}
     asked: dict[str, bool] | None = None
-    attempts = MeasureAttempts()
-    for device in hooks.devices_for_objectives():
-        try:
-            m = measure_quiet(hooks, artifact, device, plan.runtime, attempts)
-        except EdgetuneError as exc:
-            return _failed(plan, attempts.on(record), f"measurement on '{device}' failed: {exc}", t0, artifact)
-        except Exception as exc:
-            log.exception("trial %d: measuring on %s raised", plan.number, device)
-            return _failed(plan, attempts.on(record), f"measurement on '{device}' failed: {type(exc).__name__}: {exc}",
-                           t0, artifact)
+    devices = hooks.devices_for_objectives()
+    measured, attempts = measure_devices(hooks, artifact, devices, plan.runtime)
+    for device in devices:
+        m = measured[device]
+        if isinstance(m, BaseException):
+            if not isinstance(m, EdgetuneError):
+                log.error("trial %d: measuring on %s raised", plan.number, device, exc_info=m)
+            why = str(m) if isinstance(m, EdgetuneError) else f"{type(m).__name__}: {m}"
+            return _failed(plan, attempts.on(record), f"measurement on '{device}' failed: {why}", t0, artifact)
         d = m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
         values.update(measurement_values(m, device))
         fingerprints[device] = device_fingerprint(d)
@@ -199,6 +198,29 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     record = attempts.on(record).model_copy(update={"values": values, "fingerprints": fingerprints,
                                                     "realised": realised})
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)
+
+
+def measure_devices(hooks: SweepHooks, artifact: Artifact, devices: list[str], runtime: str | None
+                    ) -> tuple[dict[str, Measurement | BaseException], MeasureAttempts]:
+    """Measure ``artifact`` on every device at once (one thread per device: a Jetson and a Pi in one sweep
+    take the time of the slower, not the sum; agents on one host still take turns, by their host lock);
+    device -> its Measurement or what it raised, and the attempts of all of them merged."""
+    def one(device: str) -> tuple[Measurement | BaseException, MeasureAttempts]:
+        attempts = MeasureAttempts()
+        try:
+            return measure_quiet(hooks, artifact, device, runtime, attempts), attempts
+        except Exception as exc:  # the trial's failure, reported by the caller
+            return exc, attempts
+
+    if len(devices) == 1:
+        results = [one(devices[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="edgetune-measure") as pool:
+            results = list(pool.map(one, devices))
+    merged = MeasureAttempts()
+    for _, attempts in results:
+        merged.add(attempts)
+    return {d: r for d, (r, _) in zip(devices, results, strict=True)}, merged
 
 
 def asked_int8(artifact: Artifact) -> dict[str, bool]:
@@ -255,6 +277,16 @@ class MeasureAttempts:
     throttled: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     paired_retakes: int = 0  # paired timings taken again because the device was busy (``measure_quiet``)
+
+    def add(self, other: MeasureAttempts) -> None:
+        """Count ``other`` (another device's attempts in the same trial) in these; waits are summed."""
+        self.waited_s += other.waited_s
+        self.recoveries += other.recoveries
+        self.retried += other.retried
+        self.throttle_retries += other.throttle_retries
+        self.throttled.update(other.throttled)
+        self.notes += other.notes
+        self.paired_retakes += other.paired_retakes
 
     def on(self, record: TrialRecord) -> TrialRecord:
         """``record`` with the wait, the retries and the throttling (unchanged when there were none)."""
@@ -400,7 +432,7 @@ def device_fingerprint(d: dict) -> dict:
     temperatures before and after, the throttling / under-voltage flags before (``throttling``) and after
     (``throttling_after``) and the conditions that held (``throttled``; None: the board exposes no flags);
     with a paired timing, the reference (``paired_reference``, its runtime, the runs) and the 95% CI of the
-    paired ratio (``paired_ratio_ci95``)."""
+    paired ratio (``paired_ratio_ci95``); ``measured_at``: when the agent started and finished it (its clock)."""
     dev = d.get("device") or {}
     rt = d.get("runtime") or {}
     board, cpu, os_ = dev.get("board") or {}, dev.get("cpu") or {}, dev.get("os") or {}
@@ -422,6 +454,7 @@ def device_fingerprint(d: dict) -> dict:
         "temperatures_c": dev.get("temperatures_c"), "temperatures_after_c": d.get("temperatures_after_c") or {},
         "throttling": dev.get("throttling"), "throttling_after": d.get("throttling_after"),
         "throttled": d.get("throttled"),
+        "measured_at": [round(d["started_at"], 3), round(d["finished_at"], 3)] if "started_at" in d else None,
         "latency_n": lat.get("n"),
         "latency_ci95_ms": [lat.get("ci95_low_ms"), lat.get("ci95_high_ms")],
         **({"paired_reference": str(paired.get("reference", ""))[:12], "paired_runtime": paired.get("reference_runtime"),
