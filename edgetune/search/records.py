@@ -70,6 +70,7 @@ class TrialRecord(BaseModel):
     paired_retakes: int = 0  # measurements taken again because the device was busy (``runner.measure_quiet``)
     realised: dict[str, dict[str, Any]] = Field(default_factory=dict)  # device -> ``runner.realised_report``
     recovery_cut: dict[str, Any] | None = None  # recovery.budget_s ended the fine-tuning early
+    reused_from: int | None = None  # the trial that measured this model (runtime, devices) first: its values
 
     @classmethod
     def of(cls, trial) -> TrialRecord:
@@ -123,6 +124,8 @@ class TrialRecord(BaseModel):
             tags["paired_retakes"] = str(self.paired_retakes)
         if self.recovery_cut:
             tags["recovery_cut"] = self.recovery_cut.get("message") or "true"
+        if self.reused_from is not None:  # not measured again: the values of the trial that measured it
+            tags["reused_from"] = str(self.reused_from)
         for device, fp in self.fingerprints.items():
             tags[f"device.{device}"] = json.dumps(fp, default=str)
             tags.update(fingerprint_tags(device, fp))

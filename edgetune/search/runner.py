@@ -147,6 +147,16 @@ class SweepHooks(ABC):
         """Whether compressing one trial while another is measured leaves the timings undisturbed."""
         return False
 
+    #: set by the Sweep that owns the study: (artifact hash, runtime) -> (trial number, its record) of a
+    #: completed trial that measured that model on that runtime on this sweep's devices, or None
+    lookup_measured: Callable[[str, str | None], tuple[int, TrialRecord] | None] | None = None
+
+    def measured_before(self, artifact_hash: str, runtime: str | None) -> tuple[int, TrialRecord] | None:
+        """A completed trial of this sweep that measured the same model on the same runtime and devices
+        (its values are reused, not measured again); None where the hooks cannot see the study (a remote
+        worker measures every trial it is given)."""
+        return self.lookup_measured(artifact_hash, runtime) if self.lookup_measured is not None else None
+
     def remote(self) -> RemoteContext:
         """What a remote backend ships to its workers."""
         raise NotImplementedError(f"{type(self).__name__} cannot be shipped to remote workers")
@@ -174,6 +184,14 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     if cut is not None:
         log.warning("trial %d: %s", plan.number, cut["message"])
         record = record.model_copy(update={"warnings": [*record.warnings, cut["message"]]})
+    before = hooks.measured_before(artifact.hash, plan.runtime) if plan.baseline != "fp32" else None
+    if before is not None:  # the fp32 baseline is always measured: it anchors the paired latencies
+        number, old = before
+        log.info("trial %d: the same model on the same runtime and devices as trial %d: its values reused, not "
+                 "measured again", plan.number, number)
+        record = record.model_copy(update={"values": dict(old.values), "fingerprints": old.fingerprints,
+                                           "realised": old.realised, "throttled": old.throttled, "reused_from": number})
+        return TrialResult(plan.number, True, dict(old.values), record, artifact, None, time.time() - t0)
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
     realised: dict[str, dict] = {}

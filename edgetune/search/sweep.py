@@ -114,6 +114,20 @@ class Sweep:
         self._lock = threading.Lock()
         self.mirror = MlflowMirror(self.tracker, keys=self.keys, goals=self.goals, sampler=cfg.search.sampler)
         hooks.watch_devices(self._on_outage)
+        hooks.lookup_measured = self._measured_before
+
+    def _measured_before(self, artifact_hash: str, runtime: str | None) -> tuple[int, TrialRecord] | None:
+        """The first completed trial that measured this model on this runtime on every device the trials are
+        measured on, with every objective (its own measurement, not a reuse), or None."""
+        from optuna.trial import TrialState
+
+        devices = set(self.hooks.devices_for_objectives())
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            rec = TrialRecord.of(t)
+            if (rec.artifact_hash == artifact_hash and rec.runtime == runtime and rec.reused_from is None
+                    and devices <= set(rec.fingerprints) and all(k in rec.values for k in self.keys)):
+                return t.number, rec
+        return None
 
     # -- baselines -------------------------------------------------------------------------------------
     @staticmethod
@@ -391,6 +405,8 @@ class Sweep:
     def _anchor(self, plan: TrialPlan, result) -> None:
         """The trial's latency objectives on each device's anchor scale (``search.paired``); the first paired
         measurement of a device sets its anchor (a study user attr, so a resume keeps it)."""
+        if result.record.reused_from is not None:  # the values of a trial anchored when it was measured
+            return
         anchors = dict(self.study.user_attrs.get(ANCHOR_ATTR) or {})
         known = set(anchors)
         values = anchor_values(result.values, self.hooks.devices_for_objectives(), anchors,
