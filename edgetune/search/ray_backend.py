@@ -1,5 +1,6 @@
-"""The Ray backend: the same sweep with compression on Ray workers and device access through one
-fleet actor (so one device never runs two measurements at once, wherever the workers are).
+"""The Ray backend: the same sweep with compression on Ray workers and device access through one fleet
+actor per device (so one device never runs two measurements at once, wherever the workers are, and
+different devices measure at once: a trial on a Jetson does not wait for one on a Pi).
 
 The driver keeps Optuna and MLflow (a single writer). It ships each worker a
 :class:`~edgetune.search.runner.RemoteContext`: the validated config and the target kinds it resolved
@@ -48,10 +49,10 @@ def init_ray(address: str | None, *, temp_dir: str | None = None) -> None:
 
 class _WorkerHooks(SweepHooks):
     """Inside a Ray worker: the driver's compression (local hooks over the same assembled parts), with
-    measurements through the fleet actor."""
+    measurements through each device's fleet actor (``fleet_actors``: device name -> actor)."""
 
-    def __init__(self, local, fleet_actor, ctx: RemoteContext):
-        self.local, self.fleet_actor, self.ctx = local, fleet_actor, ctx
+    def __init__(self, local, fleet_actors: dict, ctx: RemoteContext):
+        self.local, self.fleet_actors, self.ctx = local, fleet_actors, ctx
 
     def devices_for_objectives(self) -> list[str]:
         return list(self.ctx.devices)
@@ -64,8 +65,9 @@ class _WorkerHooks(SweepHooks):
 
         pair = self.local.paired_with(artifact, runtime)
         ref = (str(pair[0]), pair[1]) if pair is not None else None
-        return Measurement.model_validate(_get(self.fleet_actor.measure.remote(device, str(artifact.onnx_path.parent),
-                                                                               runtime, ref)))
+        actor = self.fleet_actors[device]
+        return Measurement.model_validate(_get(actor.measure.remote(device, str(artifact.onnx_path.parent), runtime,
+                                                                    ref)))
 
     def paired_policy(self) -> tuple[int, float, float, float]:
         return self.local.paired_policy()
@@ -75,8 +77,8 @@ class _WorkerHooks(SweepHooks):
         return s.throttle_retry, s.throttle_cooldown_s
 
     def recover_device(self, device: str, error: Exception) -> float:
-        """Through the fleet actor, which keeps when each device went down for every worker."""
-        return _get(self.fleet_actor.recover.remote(device, error))
+        """Through the device's fleet actor, which keeps when it went down for every worker."""
+        return _get(self.fleet_actors[device].recover.remote(device, error))
 
     def artifact_dir(self, artifact_hash: str) -> Path | None:
         return self.local.artifact_dir(artifact_hash)
@@ -111,27 +113,28 @@ def _worker_hooks(ctx: RemoteContext):
     return _WORKER_CACHE[key]
 
 
-def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, params: dict, runtime, fleet_actor,
+def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, params: dict, runtime, fleet_actors,
                 recovery_json: dict | None = None, refined_from: int | None = None) -> dict:
     from edgetune.compress import RecoverySpec
     from edgetune.spaces import CompressionConfig
 
     plan = TrialPlan(number, None, CompressionConfig.model_validate(config_json), baseline, params, runtime,
                      None if recovery_json is None else RecoverySpec.model_validate(recovery_json), refined_from)
-    result = run_one(plan, _WorkerHooks(_worker_hooks(ctx), fleet_actor, ctx))
+    result = run_one(plan, _WorkerHooks(_worker_hooks(ctx), fleet_actors, ctx))
     art = result.artifact
     return {"number": result.number, "ok": result.ok, "values": result.values, "record": result.record.attr(),
             "error": result.error, "wall_s": result.wall_s, "artifact_dir": str(art.onnx_path.parent) if art else None}
 
 
 class _FleetActor:
-    """Owns the fleet's HTTP clients and leases; ``measure`` calls are serialised per actor."""
+    """Owns one device's HTTP client and lease; its ``measure`` calls are serialised (one actor per device)."""
 
-    def __init__(self, ctx: RemoteContext):
+    def __init__(self, ctx: RemoteContext, device: str):
         from edgetune.device_agents import DeviceSpec
         from edgetune.search._fleet import SweepFleet
 
-        self.fleet = SweepFleet([DeviceSpec.model_validate(d) for d in ctx.device_specs], tokens=ctx.tokens,
+        specs = [DeviceSpec.model_validate(d) for d in ctx.device_specs if d["name"] == device]
+        self.fleet = SweepFleet(specs, tokens={k: v for k, v in ctx.tokens.items() if k == device},
                                 bundle_dir=bundle_dir(ctx.workdir))
         self.fleet.dataset_hashes = dict(ctx.dataset_hashes)
         self.kwargs = ctx.measure_kwargs
@@ -147,7 +150,7 @@ class _FleetActor:
 
     def recover(self, device: str, error: Exception) -> float:
         """Wait for ``device`` (see ``SweepFleet.recover``); the actor runs one call at a time, so every
-        trial waits while one does."""
+        trial on that device waits while one does."""
         return self.fleet.recover(device, error, wait_s=self.outage_wait_s)
 
 
@@ -162,7 +165,8 @@ class RayBackend(Backend):
         from edgetune.compress import Artifact
 
         ctx = hooks.remote()
-        fleet_actor = ray.remote(num_cpus=0)(_FleetActor).remote(ctx)
+        actor = ray.remote(num_cpus=0)(_FleetActor)
+        fleet_actors = {device: actor.remote(ctx, device) for device in ctx.devices}
         task = ray.remote(num_cpus=1, max_retries=0)(_trial_task)
         ctx_ref = ray.put(ctx)
         inflight: dict = {}
@@ -175,7 +179,7 @@ class RayBackend(Backend):
                     break
                 recovery = None if plan.recovery is None else plan.recovery.model_dump(mode="json")
                 inflight[task.remote(ctx_ref, plan.number, plan.config.model_dump(mode="json"), plan.baseline,
-                                     plan.params, plan.runtime, fleet_actor, recovery, plan.refined_from)] = plan
+                                     plan.params, plan.runtime, fleet_actors, recovery, plan.refined_from)] = plan
             if not inflight:
                 break
             done, _ = ray.wait(list(inflight), num_returns=1)
