@@ -71,6 +71,9 @@ class TrialRecord(BaseModel):
     realised: dict[str, dict[str, Any]] = Field(default_factory=dict)  # device -> ``runner.realised_report``
     recovery_cut: dict[str, Any] | None = None  # recovery.budget_s ended the fine-tuning early
     reused_from: int | None = None  # the trial that measured this model (runtime, devices) first: its values
+    # where the trial's time went: getting the artifact (compressing, or waiting for the overlapped
+    # compression), the measurement requests, and the longest device's own job (``Measurement.wall_s``)
+    timing: dict[str, float] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, trial) -> TrialRecord:

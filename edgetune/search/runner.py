@@ -174,6 +174,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     except Exception as exc:  # a bug or a library error in compression must not kill the sweep
         log.exception("trial %d: compression raised", plan.number)
         return _failed(plan, record, f"compression failed: {type(exc).__name__}: {exc}", t0)
+    compress_s = time.time() - t0
     manifest = artifact.manifest
     summary = config_summary(manifest, runtime=plan.runtime)
     cut = recovery_cut(manifest)
@@ -190,14 +191,20 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
         log.info("trial %d: the same model on the same runtime and devices as trial %d: its values reused, not "
                  "measured again", plan.number, number)
         record = record.model_copy(update={"values": dict(old.values), "fingerprints": old.fingerprints,
-                                           "realised": old.realised, "throttled": old.throttled, "reused_from": number})
+                                           "realised": old.realised, "throttled": old.throttled, "reused_from": number,
+                                           "timing": {"compress_s": round(compress_s, 3), "measure_s": 0.0,
+                                                      "device_s": 0.0}})
         return TrialResult(plan.number, True, dict(old.values), record, artifact, None, time.time() - t0)
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
     realised: dict[str, dict] = {}
     asked: dict[str, bool] | None = None
     devices = hooks.devices_for_objectives()
+    t_measure = time.time()
     measured, attempts = measure_devices(hooks, artifact, devices, plan.runtime)
+    timing = {"compress_s": round(compress_s, 3), "measure_s": round(time.time() - t_measure, 3),
+              "device_s": round(max((m.wall_s for m in measured.values() if not isinstance(m, BaseException)),
+                                    default=0.0), 3)}
     for device in devices:
         m = measured[device]
         if isinstance(m, BaseException):
@@ -214,7 +221,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
             values[f"int8_layers_run@{device}"] = float(realised[device]["int8_run"])
             values["int8_layers"] = float(realised[device]["int8_asked"])
     record = attempts.on(record).model_copy(update={"values": values, "fingerprints": fingerprints,
-                                                    "realised": realised})
+                                                    "realised": realised, "timing": timing})
     return TrialResult(plan.number, True, values, record, artifact, None, time.time() - t0)
 
 

@@ -112,6 +112,7 @@ class Sweep:
         self.on_progress = on_progress
         self.progress = SweepProgress(total=cfg.search.trials)
         self._lock = threading.Lock()
+        self._time_split: list[dict[str, float]] = []  # per trial of this run (``time_split``)
         self.mirror = MlflowMirror(self.tracker, keys=self.keys, goals=self.goals, sampler=cfg.search.sampler)
         hooks.watch_devices(self._on_outage)
         hooks.lookup_measured = self._measured_before
@@ -375,32 +376,55 @@ class Sweep:
             self.progress.phase = ""
 
     def _on_result(self, plan: TrialPlan, result) -> None:
+        t0 = time.time()
         with self._lock:
-            with self.shared:  # tell and log in one step: another controller never sees one without the other
-                trial_id = plan.trial._trial_id
-                self.owners.release(trial_id)
-                if self.study._storage.get_trial(trial_id).state.is_finished():
-                    log.warning("trial %d was finished by another controller meanwhile (this one's heartbeat was "
-                                "late); its result here is dropped", plan.number)
-                    return
-                if result.ok and self.cfg.search.paired_timing:
-                    self._anchor(plan, result)
-                record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
-                              baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
-                frozen = self.study._storage.get_trial(trial_id)
-                self.mirror.log_trial(frozen, files=self._artifact_files(result))
-            self.mirror.adopt(self.study.get_trials(deepcopy=False))  # runs other controllers logged
-            self._refresh_front(step=plan.number)
-            self.progress.done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
-            self.progress.failed += 0 if result.ok else 1
-            self.progress.last = f"trial {plan.number}: " + (record.label or "") + (
-                f" FAILED ({result.error})" if not result.ok else "")
-            self.progress.values = {k: result.values[k] for k in self.keys if k in result.values} if result.ok else {}
-            self.progress.on_front = result.ok and front_ranks(
-                self.study.get_trials(deepcopy=False), self.keys, self.goals).get(plan.number) == 0
-            if self.on_progress:
-                self.on_progress(self.progress)
-            self.progress.values = {}
+            self._record_result(plan, result)
+            timing = result.record.timing
+            if timing:
+                self._time_split.append({"wall": result.wall_s + time.time() - t0, "compress": timing["compress_s"],
+                                         "device": timing["device_s"]})
+
+    def time_split(self) -> dict[str, float] | None:
+        """Where this run's trial time went, summed over its trials: ``compress_pct`` (getting the artifact:
+        compressing, or waiting for the overlapped compression), ``device_pct`` (the agents' own measurement
+        jobs) and ``framework_pct``, the rest (HTTP and uploads, measurements taken again, Optuna, MLflow,
+        the front): None before a trial finished."""
+        if not self._time_split:
+            return None
+        wall = sum(r["wall"] for r in self._time_split)
+        comp = sum(r["compress"] for r in self._time_split)
+        dev = sum(r["device"] for r in self._time_split)
+        return {"trials": len(self._time_split), "wall_s": round(wall, 1),
+                "compress_pct": round(100 * comp / wall, 1), "device_pct": round(100 * dev / wall, 1),
+                "framework_pct": round(100 * max(0.0, wall - comp - dev) / wall, 1)}
+
+    def _record_result(self, plan: TrialPlan, result) -> None:
+        """Tell Optuna, log the trial to MLflow, refresh the front and the progress (under ``_lock``)."""
+        with self.shared:  # tell and log in one step: another controller never sees one without the other
+            trial_id = plan.trial._trial_id
+            self.owners.release(trial_id)
+            if self.study._storage.get_trial(trial_id).state.is_finished():
+                log.warning("trial %d was finished by another controller meanwhile (this one's heartbeat was "
+                            "late); its result here is dropped", plan.number)
+                return
+            if result.ok and self.cfg.search.paired_timing:
+                self._anchor(plan, result)
+            record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
+                          baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
+            frozen = self.study._storage.get_trial(trial_id)
+            self.mirror.log_trial(frozen, files=self._artifact_files(result))
+        self.mirror.adopt(self.study.get_trials(deepcopy=False))  # runs other controllers logged
+        self._refresh_front(step=plan.number)
+        self.progress.done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
+        self.progress.failed += 0 if result.ok else 1
+        self.progress.last = f"trial {plan.number}: " + (record.label or "") + (
+            f" FAILED ({result.error})" if not result.ok else "")
+        self.progress.values = {k: result.values[k] for k in self.keys if k in result.values} if result.ok else {}
+        self.progress.on_front = result.ok and front_ranks(
+            self.study.get_trials(deepcopy=False), self.keys, self.goals).get(plan.number) == 0
+        if self.on_progress:
+            self.on_progress(self.progress)
+        self.progress.values = {}
 
     def _anchor(self, plan: TrialPlan, result) -> None:
         """The trial's latency objectives on each device's anchor scale (``search.paired``); the first paired
@@ -496,6 +520,15 @@ class Sweep:
         self.side_by_side()
         df = self.frame()
         warnings, notes = timing_lines(df, self.keys, max_spread=self.cfg.search.max_paired_spread)
+        split = self.time_split()
+        if split is not None:
+            line = (f"trial time ({split['trials']} trials, {split['wall_s']:.0f} s): compression "
+                    f"{split['compress_pct']:.0f}%, device measurement {split['device_pct']:.0f}%, framework "
+                    f"{split['framework_pct']:.0f}% (HTTP and uploads, retakes, Optuna, MLflow)")
+            log.info("%s", line)
+            notes.append(line)
+            self.tracker.log_sweep_metrics(self.progress.done, {f"time_{k}": v for k, v in split.items()
+                                                                if k.endswith("_pct")})
         for warning in warnings:
             log.warning("%s", warning)
         with tempfile.TemporaryDirectory() as d:

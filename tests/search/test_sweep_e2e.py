@@ -271,3 +271,19 @@ def test_the_review_link_opens_the_front_in_the_mlflow_ui(finished_sweep, tmp_pa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_each_trial_says_where_its_time_went_and_the_sweep_sums_it(finished_sweep):
+    """``record.timing``: getting the artifact, the measurement requests and the agent's own job; the sweep's
+    split of the trials' time (compression / device / framework) is logged on the parent run."""
+    _, sweep, cfg = finished_sweep
+    for t in sweep.study.get_trials():
+        timing = t.user_attrs[RECORD_ATTR]["timing"]
+        assert set(timing) == {"compress_s", "measure_s", "device_s"}
+        assert 0 < timing["device_s"] <= timing["measure_s"]
+    split = sweep.time_split()
+    assert split["trials"] == TRIALS
+    assert split["compress_pct"] + split["device_pct"] + split["framework_pct"] == pytest.approx(100, abs=0.5)
+    tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
+    parent = tracker.client.get_run(tracker._parent())
+    assert parent.data.metrics["time_framework_pct"] == split["framework_pct"]
