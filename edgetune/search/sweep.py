@@ -28,7 +28,7 @@ from edgetune.search.backends import get_backend
 from edgetune.search.front import front_note, front_ranks, write_reports
 from edgetune.search.mirror import MlflowMirror
 from edgetune.search.paired import ANCHOR_ATTR, anchor_values, timing_lines
-from edgetune.search.records import TrialRecord, mlflow_key, trials_frame
+from edgetune.search.records import RECORD_ATTR, TrialRecord, mlflow_key, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, tell
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
 from edgetune.search.study import (
@@ -124,6 +124,8 @@ class Sweep:
 
         devices = set(self.hooks.devices_for_objectives())
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if (t.user_attrs.get(RECORD_ATTR) or {}).get("artifact_hash") != artifact_hash:
+                continue  # asked before every measurement: validate only the records of the same model
             rec = TrialRecord.of(t)
             if (rec.artifact_hash == artifact_hash and rec.runtime == runtime and rec.reused_from is None
                     and devices <= set(rec.fingerprints) and all(k in rec.values for k in self.keys)):
