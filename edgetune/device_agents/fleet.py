@@ -52,6 +52,9 @@ class DeviceSpec(BaseModel):
     token_file: str | None = None
     kind: str | None = None
     tags: tuple[str, ...] = ()
+    # more agents on boards of the same kind that share this device's trials (a sweep measures on whichever
+    # is free; the paired timing against fp32 on the same board keeps their latencies comparable)
+    pool: tuple[str, ...] = ()
 
     @field_validator("url")
     @classmethod
@@ -59,6 +62,21 @@ class DeviceSpec(BaseModel):
         if not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [u for u in v if not (u.startswith("http://") or u.startswith("https://"))]
+        if bad:
+            raise ValueError(f"pool URLs must start with http:// or https://; got {', '.join(map(repr, bad))}")
+        return tuple(u.rstrip("/") for u in v)
+
+    def members(self) -> list[DeviceSpec]:
+        """This device and its pool, one spec per agent: the first keeps the name, the others are named
+        ``<name>~2``, ``<name>~3``, ... (``~`` is not allowed in a device name, so they cannot clash)."""
+        return [self.model_copy(update={"pool": ()}),
+                *(self.model_copy(update={"name": f"{self.name}~{i}", "url": u, "pool": ()})
+                  for i, u in enumerate(self.pool, start=2))]
 
     def resolve_token(self) -> str | None:
         """The token from ``token_file`` (if set) or the ``token_env`` variable; None when neither has one."""

@@ -122,6 +122,8 @@ def start_local_agents(n: int = 1, *, threads: int = 1, workdir: str | Path | No
     started: list[LocalAgent] = []
     agents = LocalAgents(started, token, token_file, root, owns)
     try:
+        # every agent started first, then each waited for (they load their runtimes at once); stop() ends
+        # those started if one fails
         for i, cpus in enumerate(_cpu_sets(n, threads)):
             name = f"{name_prefix}-{i}"
             wd = root / name
@@ -137,9 +139,10 @@ def start_local_agents(n: int = 1, *, threads: int = 1, workdir: str | Path | No
             log_file = open(wd / "agent.log", "ab")  # noqa: SIM115 - owned by the child
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
             log_file.close()
-            url = _wait_ready(proc, ready, wd / "agent.log", timeout=startup_timeout)
-            started.append(LocalAgent(name, url, cpus, wd, proc))
-            log.info("local agent %s on %s (cpus %s, pid %d)", name, url, cpus, proc.pid)
+            started.append(LocalAgent(name, "", cpus, wd, proc))
+        for a in started:
+            a.url = _wait_ready(a.process, a.workdir / "ready.json", a.workdir / "agent.log", timeout=startup_timeout)
+            log.info("local agent %s on %s (cpus %s, pid %d)", a.name, a.url, a.cpus, a.pid)
         with agents.fleet(retries=10, backoff=0.05) as fleet:
             for name, status in fleet.health().items():
                 if isinstance(status, Exception):

@@ -308,10 +308,11 @@ def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool, 
     agents = None
     if local:
         from edgetune.device_agents.local import start_local_agents
+        from edgetune.search.wiring import agents_needed
 
         cfg = load_sweep_config(config)
         check_paths(cfg, config_path=config)  # a wrong path fails now, before agents start
-        n = max(1, len(cfg.devices))
+        n = max(1, agents_needed(cfg))
         with console.status(f"starting {n} local agent(s) ..."):
             agents = stack.enter_context(start_local_agents(n, threads=1, runtime=",".join(cfg.space.runtime) or "ort"))
         console.print("local agent(s): " + ", ".join(f"{a.name} {a.url} (cpus {a.cpus})" for a in agents.agents))

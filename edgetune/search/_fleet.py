@@ -5,9 +5,10 @@ for a device that stopped answering and puts back the bundles a restarted agent 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from edgetune._logging import get_logger
@@ -34,7 +35,15 @@ class SweepFleet:
         from edgetune.device_agents.fleet import Fleet
 
         self.specs = list(specs)
-        self.fleet = Fleet(self.specs, tokens=tokens)
+        # a device with a ``pool`` is several agents: each a member of the fleet; trials lease a free one
+        self.members = {d.name: [m.name for m in d.members()] for d in self.specs}
+        tokens = dict(tokens or {})
+        for d in self.specs:
+            if d.name in tokens:
+                tokens.update({m: tokens[d.name] for m in self.members[d.name]})
+        self.fleet = Fleet([m for d in self.specs for m in d.members()], tokens=tokens)
+        self._free = threading.Condition()
+        self._last_used: dict[str, float] = {}  # pool member -> when its last measurement ended
         self.dataset_hashes: dict[int, str] = {}  # input size -> sha256 of the bundle letterboxed to it
         self.head = None
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
@@ -63,12 +72,17 @@ class SweepFleet:
     def kinds(self) -> list[str]:
         return sorted({self.fleet.kind(n) for n in self.fleet.names})
 
+    def pool_size(self, device: str) -> int:
+        """How many agents measure ``device``'s trials (1 unless it has a ``pool``)."""
+        return len(self.members.get(device, [device]))
+
     def check_runtimes(self, runtimes: Sequence[str], devices: Sequence[str] | None = None) -> None:
         """ConfigError naming every device that does not offer each of ``runtimes`` (``space.runtime``)."""
         if not runtimes:
             return
         missing = {}
-        for name in devices or self.fleet.names:
+        names = [m for d in devices for m in self.members.get(d, [d])] if devices else self.fleet.names
+        for name in names:
             offered = self.fleet[name].info().offered_runtimes
             lacking = [r for r in runtimes if r not in offered]
             if lacking:
@@ -136,7 +150,9 @@ class SweepFleet:
         ``max_delay``), then upload again the validation bundles a restarted agent no longer has. The wait is
         bounded by ``wait_s`` counted from when the device was first seen down, shared by every trial that
         needs it (a device given up on fails the next trials at once, until it answers again). Returns the
-        seconds waited; raises AgentUnavailable (the device, since when, the setting to raise) past the bound."""
+        seconds waited; raises AgentUnavailable (the device, since when, the setting to raise) past the bound.
+        For a pool, the member that failed is waited for (the error names it)."""
+        device = getattr(error, "edgetune_member", None) or device
         t0 = time.monotonic()
         while True:
             self._wait_until_up(device, error, wait_s=wait_s, first_delay=first_delay, max_delay=max_delay)
@@ -203,10 +219,39 @@ class SweepFleet:
         if power_sample_ms is not None:
             latency["power_sample_ms"] = power_sample_ms
         ref, ref_runtime = reference if reference is not None else (None, None)
-        with self.fleet.lease(device) as client:
-            return client.measure(artifact.onnx_path, dataset=self.dataset_for(artifact), latency=latency,
-                                  runtime=runtime, timeout_s=timeout_s, reference=ref,
-                                  reference_runtime=ref_runtime, paired_runs=latency_runs)
+        with self._lease(device) as member:
+            try:
+                return self.fleet.client(member).measure(
+                    artifact.onnx_path, dataset=self.dataset_for(artifact), latency=latency, runtime=runtime,
+                    timeout_s=timeout_s, reference=ref, reference_runtime=ref_runtime, paired_runs=latency_runs)
+            except AgentError as exc:  # recover() waits for this agent, not for the pool's first
+                exc.edgetune_member = member
+                raise
+
+    @contextlib.contextmanager
+    def _lease(self, device: str) -> Iterator[str]:
+        """Hold a free agent of ``device`` (itself, or any member of its pool) for one measurement: the one
+        free longest ago first, so that a pool's members share the trials; waits while all are busy."""
+        members = self.members.get(device, [device])
+        if len(members) == 1:
+            with self.fleet.lease(device):
+                yield device
+            return
+        with self._free:
+            while True:
+                free = [m for m in members if not self.fleet[m].lock.locked()]
+                if free:
+                    member = min(free, key=lambda m: self._last_used.get(m, 0.0))
+                    self.fleet[member].lock.acquire()
+                    break
+                self._free.wait(timeout=1.0)
+        try:
+            yield member
+        finally:
+            with self._free:
+                self._last_used[member] = time.monotonic()
+                self.fleet[member].lock.release()
+                self._free.notify_all()
 
     def compare(self, device: str, entries: list[tuple[str, str | None]], *, runs: int, warmup: int,
                 timeout_s: float) -> dict:

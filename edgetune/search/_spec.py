@@ -102,6 +102,17 @@ class SearchSpec(Strict):
         default=300, ge=0, le=100000, description="when the sweep ends, time fp32 and every front member again, "
         "side by side and interleaved, this many runs each per latency device; speed-ups are reported from those "
         "timings (0: off)")
+    screen: Literal["off", "shadow", "on"] = Field(
+        default="shadow", description="screen each sampled candidate once compressed, before the device measures it "
+        "(search.screen): a latency predictor fitted on the trials each device measured and the accuracy on the "
+        "first `rung_images` validation images (onnxruntime, on this machine) give its optimistic point. on: a "
+        "candidate that even so is dominated by a measured trial, or misses a constraint, is not measured "
+        "(Optuna: PRUNED; MLflow: status skipped, skip_reason). shadow: every candidate is measured and the sweep "
+        "reports what the rule would have skipped and the predictor's held-out error. off: neither")
+    rung_images: int = Field(default=100, ge=10, le=100000, description="validation images of the screen's "
+                             "accuracy rung (the first ones)")
+    screen_min_trials: int = Field(default=8, ge=3, le=10000, description="measured trials (per device and runtime) "
+                                   "before the screen may skip a candidate: they calibrate its margins")
 
     @field_validator("sampler")
     @classmethod

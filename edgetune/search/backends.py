@@ -65,9 +65,10 @@ def get_backend(name: str, cfg) -> Backend:
 @register_backend("local")
 class LocalBackend(Backend):
     """Trials one after the other in this process; with ``search.overlap`` the next trial compresses in a
-    thread while the current one is measured (``auto``: when no measured device runs on this host)."""
+    thread while the current one is measured (``auto``: when no measured device runs on this host). With a
+    pool of devices (``devices[].pool``), as many trials at once as the smallest pool has agents."""
 
     def run(self, plans: Plans, hooks: SweepHooks, on_result: OnResult) -> None:
         mode = self.cfg.search.overlap
         overlap = hooks.overlap_ok() if mode == "auto" else mode == "on"
-        execute_trials(plans, hooks, overlap=overlap, on_result=on_result)
+        execute_trials(plans, hooks, overlap=overlap, on_result=on_result, workers=hooks.parallel_trials())

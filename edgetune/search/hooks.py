@@ -58,9 +58,15 @@ class LocalHooks(SweepHooks):
         self._ranks_latency = any(k.startswith(("latency_p50_ms@", "latency_p90_ms@")) for k in keys) or any(
             m in c for c in self.cfg.constraints for m in ("latency_p50_ms", "latency_p90_ms", "p50", "p90"))
         self._reference_lock = threading.Lock()
+        self._evidence: dict[str, dict] = {}  # artifact hash -> search.screen evidence (a reused model's too)
 
     def devices_for_objectives(self) -> list[str]:
         return self._devices
+
+    def parallel_trials(self) -> int:
+        if self.fleet is None:
+            return 1
+        return min((self.fleet.pool_size(d) for d in self._devices), default=1)
 
     def overlap_ok(self) -> bool:
         """Overlap compression with measurement only when no measured device runs on this host."""
@@ -72,6 +78,35 @@ class LocalHooks(SweepHooks):
         p = self.parts
         return compress(p.model, plan.config, calib=p.splits.calib, workdir=self.artifacts, train=p.splits.train,
                         recovery=plan.recovery or self.cfg.recovery, space=p.space)
+
+    def evidence(self, artifact: Artifact) -> dict | None:
+        """``search.screen``'s evidence: the graph's MACs by precision and input pixels
+        (``screen.graph_features``), and the rung: the artifact's accuracy through onnxruntime (1 thread) on
+        the first ``search.rung_images`` validation images, scored as the devices score it."""
+        s = self.cfg.search
+        if s.screen == "off":
+            return None
+        if (hit := self._evidence.get(artifact.hash)) is not None:
+            return hit
+        import numpy as np
+
+        from edgetune.evaluation import ort_session
+        from edgetune.models import evaluate
+        from edgetune.models.heads import head_from_dict
+        from edgetune.search.screen import graph_features
+
+        features = graph_features(artifact.onnx_path)
+        val = self.parts.splits.val
+        sub = val.subset(range(min(s.rung_images, len(val))), name=f"{val.name}-rung")
+        sess = ort_session(artifact.onnx_path, threads=1)
+        name = sess.get_inputs()[0].name
+        size = int(artifact.manifest["input"]["shape"][-1])
+        rung = evaluate(lambda x: np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))]),
+                        sub, head_from_dict(artifact.manifest["head"]), size=size)
+        ev = {"features": {k: round(v, 6) for k, v in features.items()},
+              "rung": {k: round(float(v), 6) for k, v in rung.items()}, "rung_images": len(sub)}
+        self._evidence[artifact.hash] = ev
+        return ev
 
     def _measure_kwargs(self) -> dict:
         s = self.cfg.search

@@ -34,11 +34,12 @@ class MlflowMirror:
         self._views_saved = False
 
     def log_trial(self, frozen, files: dict[str, Path] | None = None) -> None:
-        """One finished trial as a child run (FINISHED, or FAILED with its ``error`` tag)."""
+        """One finished trial as a child run (FINISHED; a skipped one FINISHED with its ``skip_reason`` tag;
+        FAILED with its ``error`` tag)."""
         rec = TrialRecord.of(frozen)
         params, metrics, tags, artifacts = rec.mlflow(number=frozen.number, state=frozen.state.name,
                                                       sampler=self.sampler)
-        ok = frozen.state.name == "COMPLETE"
+        ok = frozen.state.name == "COMPLETE" or rec.skipped
         self.run_ids[frozen.number] = self.tracker.log_trial(frozen.number, params=params, metrics=metrics, tags=tags,
                                                              json_artifacts=artifacts, files=files,
                                                              status="FINISHED" if ok else "FAILED")

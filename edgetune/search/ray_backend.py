@@ -127,14 +127,16 @@ def _trial_task(ctx: RemoteContext, number: int, config_json: dict, baseline, pa
 
 
 class _FleetActor:
-    """Owns one device's HTTP client and lease; its ``measure`` calls are serialised (one actor per device)."""
+    """Owns one device's HTTP clients and leases (one actor per device): its ``measure`` calls run one at a
+    time, or as many at once as the device's ``pool`` has agents (a threaded actor; each call leases a free
+    member)."""
 
     def __init__(self, ctx: RemoteContext, device: str):
         from edgetune.device_agents import DeviceSpec
         from edgetune.search._fleet import SweepFleet
 
         specs = [DeviceSpec.model_validate(d) for d in ctx.device_specs if d["name"] == device]
-        self.fleet = SweepFleet(specs, tokens={k: v for k, v in ctx.tokens.items() if k == device},
+        self.fleet = SweepFleet(specs, tokens={k: v for k, v in ctx.tokens.items() if k.split("~")[0] == device},
                                 bundle_dir=bundle_dir(ctx.workdir))
         self.fleet.dataset_hashes = dict(ctx.dataset_hashes)
         self.kwargs = ctx.measure_kwargs
@@ -149,8 +151,7 @@ class _FleetActor:
         return m.model_dump(exclude={"latency": {"samples_ms"}, "end_to_end": {"samples_ms"}})
 
     def recover(self, device: str, error: Exception) -> float:
-        """Wait for ``device`` (see ``SweepFleet.recover``); the actor runs one call at a time, so every
-        trial on that device waits while one does."""
+        """Wait for ``device`` (see ``SweepFleet.recover``; for a pool, the member that failed)."""
         return self.fleet.recover(device, error, wait_s=self.outage_wait_s)
 
 
@@ -166,7 +167,9 @@ class RayBackend(Backend):
 
         ctx = hooks.remote()
         actor = ray.remote(num_cpus=0)(_FleetActor)
-        fleet_actors = {device: actor.remote(ctx, device) for device in ctx.devices}
+        pools = {d["name"]: 1 + len(d.get("pool") or ()) for d in ctx.device_specs}
+        fleet_actors = {device: actor.options(max_concurrency=pools.get(device, 1)).remote(ctx, device)
+                        for device in ctx.devices}
         task = ray.remote(num_cpus=1, max_retries=0)(_trial_task)
         ctx_ref = ray.put(ctx)
         inflight: dict = {}

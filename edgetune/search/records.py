@@ -74,6 +74,10 @@ class TrialRecord(BaseModel):
     # where the trial's time went: getting the artifact (compressing, or waiting for the overlapped
     # compression), the measurement requests, and the longest device's own job (``Measurement.wall_s``)
     timing: dict[str, float] = Field(default_factory=dict)
+    # ``search.screen``'s evidence and decision (``search.screen.Screen.judge``): features, rung accuracy,
+    # predicted latencies, the optimistic point and ``skip`` (why it was, or in shadow mode would have been,
+    # skipped); predictions, never measurements
+    screen: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, trial) -> TrialRecord:
@@ -88,6 +92,11 @@ class TrialRecord(BaseModel):
     def attr(self) -> dict[str, Any]:
         """The JSON stored in the trial's user attrs."""
         return self.model_dump(mode="json")
+
+    @property
+    def skipped(self) -> bool:
+        """Whether ``search.screen`` skipped it: never measured, its reason in ``screen['skip']``."""
+        return bool(self.screen and self.screen.get("skip") and self.screen.get("applied") and not self.values)
 
     @property
     def measured(self) -> bool:
@@ -106,7 +115,8 @@ class TrialRecord(BaseModel):
         metrics = {mlflow_key(k): v for k, v in self.values.items()}
         for i, v in enumerate(self.constraints.values()):
             metrics[f"constraint_{i}"] = v
-        tags = {"status": state, "feasible": str(bool(self.feasible)).lower(), "pareto": "false",
+        skipped = self.skipped
+        tags = {"status": "skipped" if skipped else state, "feasible": str(bool(self.feasible)).lower(), "pareto": "false",
                 "label": self.label or "", "artifact_hash": self.artifact_hash or ""}
         if self.baseline:
             tags["baseline"] = self.baseline
@@ -129,6 +139,12 @@ class TrialRecord(BaseModel):
             tags["recovery_cut"] = self.recovery_cut.get("message") or "true"
         if self.reused_from is not None:  # not measured again: the values of the trial that measured it
             tags["reused_from"] = str(self.reused_from)
+        if self.screen:  # predictions go to params (never metrics: they are not measurements)
+            params.update({f"predicted.{mlflow_key(k)}": v for k, v in (self.screen.get("predicted") or {}).items()})
+            params.update({f"rung.{k}": v for k, v in (self.screen.get("rung") or {}).items()
+                           if not k.endswith("_se") and k in ("map50_95", "map50", "top1", "top5")})
+            if self.screen.get("skip"):
+                tags["skip_reason" if skipped else "would_skip"] = str(self.screen["skip"])[:5000]
         for device, fp in self.fingerprints.items():
             tags[f"device.{device}"] = json.dumps(fp, default=str)
             tags.update(fingerprint_tags(device, fp))
@@ -287,11 +303,11 @@ def trials_frame(trials: Sequence, objective_keys: Sequence[str], *, ranks: dict
         rec = TrialRecord.of(t)
         baseline = t.user_attrs.get(BASELINE_ATTR)
         label = short_label(rec.summary, baseline, refined_from=rec.refined_from) if rec.summary else rec.label
-        row = {"trial": t.number, "state": t.state.name, "baseline": baseline,
+        row = {"trial": t.number, "state": "SKIPPED" if rec.skipped else t.state.name, "baseline": baseline,
                "label": label, "feasible": rec.feasible, "refined_from": rec.refined_from,
                "pareto": ranks.get(t.number) == 0, "pareto_rank": ranks.get(t.number),
                "mlflow_run_id": run_ids.get(t.number), "artifact": rec.artifact_hash,
-               "error": rec.error,
+               "error": rec.error, "skip_reason": (rec.screen or {}).get("skip") if rec.skipped else None,
                "throttled": ";".join(f"{d}: {','.join(c)}" for d, c in rec.throttled.items()) or None,
                "recovery_cut": (f"{rec.recovery_cut.get('steps')}/{rec.recovery_cut.get('steps_asked')} steps"
                                 if rec.recovery_cut else None)}

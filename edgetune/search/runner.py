@@ -17,6 +17,7 @@ under-voltage (``Measurement.throttled``) is taken again once, after ``search.th
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class TrialPlan:
     runtime: str | None = None  # the device runtime to measure on (None: each device's default)
     recovery: RecoverySpec | None = None  # this trial's own recovery (a refined trial), else the sweep's
     refined_from: int | None = None  # the trial whose config this one fine-tunes alone (``recovery.refine``)
+    screen: bool = False  # a sampled candidate ``search.screen`` may skip (never a baseline, start point or refine)
 
 
 @dataclass
@@ -147,9 +149,30 @@ class SweepHooks(ABC):
         """Whether compressing one trial while another is measured leaves the timings undisturbed."""
         return False
 
+    def parallel_trials(self) -> int:
+        """How many trials can be measured at once: the smallest pool among the measured devices (a
+        device without a ``pool`` is a pool of one)."""
+        return 1
+
     #: set by the Sweep that owns the study: (artifact hash, runtime) -> (trial number, its record) of a
     #: completed trial that measured that model on that runtime on this sweep's devices, or None
     lookup_measured: Callable[[str, str | None], tuple[int, TrialRecord] | None] | None = None
+
+    #: set by the Sweep that owns the study: (plan, evidence, the artifact's exact values) -> the record's
+    #: ``screen`` entry (``search.screen.Screen.judge``)
+    screener: Callable[[TrialPlan, dict, dict], dict] | None = None
+
+    def evidence(self, artifact: Artifact) -> dict | None:
+        """``search.screen``'s evidence on a compressed candidate: {features, rung}; None where not screened."""
+        return None
+
+    def screen(self, plan: TrialPlan, artifact: Artifact) -> dict | None:
+        """The trial's ``screen`` entry (evidence, predictions, the skip decision), None when off or where
+        the hooks cannot see the study (remote workers)."""
+        if self.screener is None:
+            return None
+        ev = self.evidence(artifact)
+        return None if ev is None else self.screener(plan, ev, artifact_values(artifact.manifest.get("sizes") or {}))
 
     def measured_before(self, artifact_hash: str, runtime: str | None) -> tuple[int, TrialRecord] | None:
         """A completed trial of this sweep that measured the same model on the same runtime and devices
@@ -162,7 +185,7 @@ class SweepHooks(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot be shipped to remote workers")
 
 
-def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None = None) -> TrialResult:
+def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | _InTurn | None = None) -> TrialResult:
     """Compress (or take the overlapped result) and measure one trial; never raises for trial failures."""
     t0 = time.time()
     record = TrialRecord(baseline=plan.baseline, params=plan.params, runtime=plan.runtime,
@@ -195,6 +218,17 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
                                            "timing": {"compress_s": round(compress_s, 3), "measure_s": 0.0,
                                                       "device_s": 0.0}})
         return TrialResult(plan.number, True, dict(old.values), record, artifact, None, time.time() - t0)
+    t_screen = time.time()
+    screen = hooks.screen(plan, artifact)
+    screen_s = round(time.time() - t_screen, 3)
+    if screen is not None:
+        record = record.model_copy(update={"screen": screen})
+        if screen.get("skip") and screen.get("applied"):
+            log.info("trial %d skipped, not measured: %s", plan.number, screen["skip"])
+            record = record.model_copy(update={"timing": {"compress_s": round(compress_s, 3), "screen_s": screen_s,
+                                                          "measure_s": 0.0, "device_s": 0.0}})
+            return TrialResult(plan.number, False, {}, record, artifact, f"skipped: {screen['skip']}",
+                               time.time() - t0)
     values = artifact_values(manifest.get("sizes") or {})
     fingerprints: dict[str, dict] = {}
     realised: dict[str, dict] = {}
@@ -202,7 +236,8 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None =
     devices = hooks.devices_for_objectives()
     t_measure = time.time()
     measured, attempts = measure_devices(hooks, artifact, devices, plan.runtime)
-    timing = {"compress_s": round(compress_s, 3), "measure_s": round(time.time() - t_measure, 3),
+    timing = {"compress_s": round(compress_s, 3), "screen_s": screen_s,
+              "measure_s": round(time.time() - t_measure, 3),
               "device_s": round(max((m.wall_s for m in measured.values() if not isinstance(m, BaseException)),
                                     default=0.0), 3)}
     for device in devices:
@@ -489,10 +524,14 @@ def device_fingerprint(d: dict) -> dict:
 
 
 def execute_trials(plans: Callable[[], TrialPlan | None], hooks: SweepHooks, *, overlap: bool,
-                   on_result: Callable[[TrialPlan, TrialResult], None]) -> None:
+                   on_result: Callable[[TrialPlan, TrialResult], None], workers: int = 1) -> None:
     """Run plans until ``plans()`` returns None. With ``overlap``, the next trial's compression runs in a
     worker thread while the current one is measured (the next trial is asked before the current one is
-    told, as with any parallel sampler)."""
+    told, as with any parallel sampler). ``workers`` > 1 (a pool of devices): that many trials at once, each
+    compressed in turn (one compression at a time in this process) and measured on a free member."""
+    if workers > 1:
+        _execute_parallel(plans, hooks, on_result, workers)
+        return
     if not overlap:
         while (plan := plans()) is not None:
             on_result(plan, run_one(plan, hooks))
@@ -506,6 +545,35 @@ def execute_trials(plans: Callable[[], TrialPlan | None], hooks: SweepHooks, *, 
             nfut = pool.submit(hooks.compress, nxt) if nxt is not None else None
             on_result(current, run_one(current, hooks, fut))
             current, fut = nxt, nfut
+
+
+class _InTurn:
+    """A plan's compression run when the trial asks for its artifact (``run_one``'s future), one at a time
+    across the parallel trials (they share this process's cores); waiting for the turn counts as getting the
+    artifact."""
+
+    def __init__(self, hooks: SweepHooks, plan: TrialPlan, lock: threading.Lock):
+        self.hooks, self.plan, self.lock = hooks, plan, lock
+
+    def result(self) -> Artifact:
+        with self.lock:
+            return self.hooks.compress(self.plan)
+
+
+def _execute_parallel(plans, hooks: SweepHooks, on_result, workers: int) -> None:
+    asking, compressing = threading.Lock(), threading.Lock()  # one ask (the sampler sees the others running)
+
+    def loop() -> None:
+        while True:
+            with asking:
+                plan = plans()
+            if plan is None:
+                return
+            on_result(plan, run_one(plan, hooks, _InTurn(hooks, plan, compressing)))
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgetune-trial") as pool:
+        for f in [pool.submit(loop) for _ in range(workers)]:
+            f.result()
 
 
 def tell(study, plan: TrialPlan, result: TrialResult, *, keys: list[str], constraints: list,
@@ -536,6 +604,8 @@ def tell(study, plan: TrialPlan, result: TrialResult, *, keys: list[str], constr
     plan.trial.set_user_attr(RECORD_ATTR, record.attr())
     if result.ok:
         study.tell(plan.number, [result.values[k] for k in keys])
+    elif record.skipped:  # search.screen: predicted dominated (or out of the constraints), never measured
+        study.tell(plan.number, state=TrialState.PRUNED)
     else:
         study.tell(plan.number, state=TrialState.FAIL)
     return record

@@ -30,11 +30,13 @@ from edgetune.search.mirror import MlflowMirror
 from edgetune.search.paired import ANCHOR_ATTR, anchor_values, timing_lines
 from edgetune.search.records import RECORD_ATTR, TrialRecord, mlflow_key, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, tell
+from edgetune.search.screen import Screen, screen_report
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
 from edgetune.search.study import (
     BASELINE_ATTR,
     REFINE_ATTR,
     RETRY_ATTR,
+    START_ATTR,
     check_fingerprint,
     enqueue_baselines,
     enqueue_retries,
@@ -116,6 +118,34 @@ class Sweep:
         self.mirror = MlflowMirror(self.tracker, keys=self.keys, goals=self.goals, sampler=cfg.search.sampler)
         hooks.watch_devices(self._on_outage)
         hooks.lookup_measured = self._measured_before
+        s = cfg.search
+        self.screen = Screen(mode=s.screen, keys=self.keys, goals=self.goals, constraints=self.constraints,
+                             devices=hooks.devices_for_objectives(), min_trials=s.screen_min_trials)
+        self._records: dict[int, TrialRecord] = {}  # finished trials' records, validated once
+        if s.screen != "off":
+            hooks.screener = self._screen
+
+    def _finished_records(self, states=("COMPLETE",)) -> list[tuple[int, TrialRecord]]:
+        """(number, record) of the study's finished trials in ``states`` (each record validated once)."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state.name not in states:
+                continue
+            rec = self._records.get(t.number)
+            if rec is None:
+                rec = self._records[t.number] = TrialRecord.of(t)
+            out.append((t.number, rec))
+        return out
+
+    def _screen(self, plan: TrialPlan, evidence: dict, known: dict[str, float]) -> dict:
+        """``search.screen``: the evidence of every trial is kept (it calibrates the predictor); sampled
+        candidates are judged (``Screen.judge``), the others only recorded."""
+        if not plan.screen:
+            return {**evidence, "skip": None, "applied": False}
+        with self._lock:
+            records = self._finished_records()
+        return self.screen.judge(evidence, runtime=plan.runtime, known=known, records=records,
+                                 baseline=self.baseline_values())
 
     def _measured_before(self, artifact_hash: str, runtime: str | None) -> tuple[int, TrialRecord] | None:
         """The first completed trial that measured this model on this runtime on every device the trials are
@@ -312,7 +342,8 @@ class Sweep:
         if source is not None:  # a refined trial: its config fine-tuned alone (also when a resume re-runs it)
             return TrialPlan(trial.number, trial, config, None, params, runtime, self.cfg.recovery.refined(),
                              int(source))
-        return TrialPlan(trial.number, trial, config, baseline, params, runtime)
+        screened = not baseline and not ({START_ATTR, RETRY_ATTR} & set(trial.user_attrs))
+        return TrialPlan(trial.number, trial, config, baseline, params, runtime, screen=screened)
 
     # -- refine ---------------------------------------------------------------------------------------
     def refine_candidates(self) -> list[int]:
@@ -384,21 +415,23 @@ class Sweep:
             timing = result.record.timing
             if timing:
                 self._time_split.append({"wall": result.wall_s + time.time() - t0, "compress": timing["compress_s"],
-                                         "device": timing["device_s"]})
+                                         "device": timing["device_s"], "screen": timing.get("screen_s", 0.0)})
 
     def time_split(self) -> dict[str, float] | None:
         """Where this run's trial time went, summed over its trials: ``compress_pct`` (getting the artifact:
         compressing, or waiting for the overlapped compression), ``device_pct`` (the agents' own measurement
-        jobs) and ``framework_pct``, the rest (HTTP and uploads, measurements taken again, Optuna, MLflow,
-        the front): None before a trial finished."""
+        jobs), ``screen_pct`` (``search.screen``'s rung and features) and ``framework_pct``, the rest (HTTP
+        and uploads, measurements taken again, Optuna, MLflow, the front): None before a trial finished."""
         if not self._time_split:
             return None
         wall = sum(r["wall"] for r in self._time_split)
         comp = sum(r["compress"] for r in self._time_split)
         dev = sum(r["device"] for r in self._time_split)
+        scr = sum(r.get("screen", 0.0) for r in self._time_split)
         return {"trials": len(self._time_split), "wall_s": round(wall, 1),
                 "compress_pct": round(100 * comp / wall, 1), "device_pct": round(100 * dev / wall, 1),
-                "framework_pct": round(100 * max(0.0, wall - comp - dev) / wall, 1)}
+                "screen_pct": round(100 * scr / wall, 1),
+                "framework_pct": round(100 * max(0.0, wall - comp - dev - scr) / wall, 1)}
 
     def _record_result(self, plan: TrialPlan, result) -> None:
         """Tell Optuna, log the trial to MLflow, refresh the front and the progress (under ``_lock``)."""
@@ -418,8 +451,9 @@ class Sweep:
         self.mirror.adopt(self.study.get_trials(deepcopy=False))  # runs other controllers logged
         self._refresh_front(step=plan.number)
         self.progress.done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
-        self.progress.failed += 0 if result.ok else 1
+        self.progress.failed += 0 if result.ok or record.skipped else 1
         self.progress.last = f"trial {plan.number}: " + (record.label or "") + (
+            f" skipped ({record.screen['skip']})" if record.skipped else
             f" FAILED ({result.error})" if not result.ok else "")
         self.progress.values = {k: result.values[k] for k in self.keys if k in result.values} if result.ok else {}
         self.progress.on_front = result.ok and front_ranks(
@@ -459,6 +493,36 @@ class Sweep:
         self.progress.failed = sum(1 for t in trials if t.state.name == "FAIL")
 
     # -- the end ---------------------------------------------------------------------------------------
+    def screen_summary(self) -> dict:
+        """``search.screen.screen_report`` on the study's finished trials against the current front."""
+        trials = self.study.get_trials(deepcopy=False)
+        with self._lock:
+            records = self._finished_records(states=("COMPLETE", "PRUNED"))
+        return screen_report(records, keys=self.keys, ranks=front_ranks(trials, self.keys, self.goals))
+
+    def _screen_lines(self) -> list[str]:
+        """Log the screen's summary (the MLflow parent run gets ``predictor_err_*`` / ``screen_*`` metrics)
+        and return its lines for the sweep's note."""
+        rep = self.screen_summary()
+        lines, metrics = [], {"screen_skipped": len(rep["skipped"]), "screen_would_skip": len(rep["would_skip"]),
+                              "screen_false_skips": len(rep["false_skips"])}
+        for key, e in rep["predictor"].items():
+            lines.append(f"latency predictor {key}: held-out error median {e['median_pct']:.1f}%, p90 "
+                         f"{e['p90_pct']:.1f}% ({e['trials']} trials, leave-one-out; predictions only steer the search)")
+            metrics[f"predictor_err_p50_pct.{mlflow_key(key)}"] = e["median_pct"]
+            metrics[f"predictor_err_p90_pct.{mlflow_key(key)}"] = e["p90_pct"]
+        if rep["skipped"]:
+            lines.append(f"screen: {len(rep['skipped'])} candidate(s) skipped, not measured (trials "
+                         f"{', '.join(map(str, rep['skipped']))}: MLflow status skipped, skip_reason)")
+        if self.cfg.search.screen == "shadow":
+            lines.append(f"screen (shadow): would have skipped {len(rep['would_skip'])} measured trial(s); "
+                         f"{len(rep['false_skips'])} of them on the front"
+                         + (f" ({', '.join(map(str, rep['false_skips']))})" if rep["false_skips"] else ""))
+        for line in lines:
+            log.info("%s", line)
+        self.tracker.log_sweep_metrics(self.progress.done, metrics)
+        return lines
+
     def frame(self):
         trials = self.study.get_trials(deepcopy=False)
         ranks = front_ranks(trials, self.keys, self.goals)
@@ -525,12 +589,15 @@ class Sweep:
         split = self.time_split()
         if split is not None:
             line = (f"trial time ({split['trials']} trials, {split['wall_s']:.0f} s): compression "
-                    f"{split['compress_pct']:.0f}%, device measurement {split['device_pct']:.0f}%, framework "
-                    f"{split['framework_pct']:.0f}% (HTTP and uploads, retakes, Optuna, MLflow)")
+                    f"{split['compress_pct']:.0f}%, device measurement {split['device_pct']:.0f}%, screening "
+                    f"{split['screen_pct']:.0f}%, framework {split['framework_pct']:.0f}% (HTTP and uploads, "
+                    "retakes, Optuna, MLflow)")
             log.info("%s", line)
             notes.append(line)
             self.tracker.log_sweep_metrics(self.progress.done, {f"time_{k}": v for k, v in split.items()
                                                                 if k.endswith("_pct")})
+        if self.cfg.search.screen != "off":
+            notes.extend(self._screen_lines())
         for warning in warnings:
             log.warning("%s", warning)
         with tempfile.TemporaryDirectory() as d:

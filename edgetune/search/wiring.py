@@ -12,7 +12,7 @@ from edgetune.search.sweep import Sweep
 
 log = get_logger(__name__)
 
-__all__ = ["prepare_sweep", "load_front", "with_devices", "sweep_fingerprint"]
+__all__ = ["prepare_sweep", "load_front", "with_devices", "agents_needed", "sweep_fingerprint"]
 
 
 def _load_cfg(config_path: Path):
@@ -21,11 +21,21 @@ def _load_cfg(config_path: Path):
     return load_sweep_config(config_path), Path(config_path).read_text()
 
 
+def agents_needed(cfg) -> int:
+    """Agents that serve the config's ``devices:``: one per device and one per member of its ``pool``."""
+    return sum(1 + len(d.pool) for d in cfg.devices)
+
+
 def with_devices(cfg, specs):
-    """The config with its ``devices:`` replaced, entry by entry, by ``specs`` (names are kept)."""
-    if len(specs) < len(cfg.devices):
-        raise ValueError("fewer device specs than config devices")
-    devices = [s.model_copy(update={"name": d.name}) for d, s in zip(cfg.devices, specs, strict=False)]
+    """The config with its ``devices:`` replaced, entry by entry, by ``specs`` (names are kept); a device with
+    a ``pool`` takes one spec more per pool member (their URLs become its pool)."""
+    if len(specs) < agents_needed(cfg):
+        raise ValueError("fewer device specs than config devices (pools included)")
+    devices, it = [], iter(specs)
+    for d in cfg.devices:
+        first = next(it)
+        pool = tuple(next(it).url for _ in d.pool)
+        devices.append(first.model_copy(update={"name": d.name, "pool": pool}))
     return cfg.model_copy(update={"devices": devices})
 
 

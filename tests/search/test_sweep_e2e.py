@@ -25,6 +25,7 @@ def finished_sweep(tmp_path_factory, local_agent, sweep_workdir, make_sweep):
     path = make_sweep(tmp, name="e2e", trials=TRIALS, sbs_runs=SBS_RUNS)
     sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     sweep.run(space)
+    sweep.test_space = space  # for the last test, which runs one trial more
     return path, sweep, cfg
 
 
@@ -279,11 +280,42 @@ def test_each_trial_says_where_its_time_went_and_the_sweep_sums_it(finished_swee
     _, sweep, cfg = finished_sweep
     for t in sweep.study.get_trials():
         timing = t.user_attrs[RECORD_ATTR]["timing"]
-        assert set(timing) == {"compress_s", "measure_s", "device_s"}
+        assert set(timing) == {"compress_s", "screen_s", "measure_s", "device_s"}
         assert 0 < timing["device_s"] <= timing["measure_s"]
     split = sweep.time_split()
     assert split["trials"] == TRIALS
-    assert split["compress_pct"] + split["device_pct"] + split["framework_pct"] == pytest.approx(100, abs=0.5)
+    assert split["compress_pct"] + split["device_pct"] + split["screen_pct"] + split["framework_pct"] == \
+        pytest.approx(100, abs=0.5)
     tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
     parent = tracker.client.get_run(tracker._parent())
     assert parent.data.metrics["time_framework_pct"] == split["framework_pct"]
+
+
+def test_the_screen_keeps_its_evidence_and_skips_what_cannot_meet_the_constraints(finished_sweep):
+    """``search.screen`` (shadow by default): every trial's record holds the graph features and the rung (the
+    artifact's mAP through onnxruntime on this machine), and the parent run the predictor's held-out error.
+    Screen on: a sampled candidate whose optimistic point misses a constraint is skipped, never measured:
+    Optuna PRUNED, MLflow status tag ``skipped`` with ``skip_reason``. Runs last: it adds a trial to the
+    module's sweep."""
+    from edgetune.objectives.constraints import parse_constraint
+
+    _, sweep, cfg = finished_sweep
+    for t in sweep.study.get_trials():
+        rec = t.user_attrs[RECORD_ATTR]
+        assert rec["screen"]["features"]["gmacs_fp32"] + rec["screen"]["features"]["gmacs_int8"] > 0
+        assert abs(rec["screen"]["rung"]["map50_95"] - rec["values"]["map50_95@local"]) < 0.05
+        assert rec["screen"]["skip"] is None or not rec["screen"]["applied"]
+    sweep.screen.mode, sweep.screen.min_trials = "on", 3
+    sweep.screen.constraints = [parse_constraint("map50_95 >= 2 * baseline.map50_95", devices=["local"],
+                                                 where="test")]
+    sweep.run(sweep.test_space, trials=TRIALS + 1)
+    last = sweep.study.get_trials()[-1]
+    rec = last.user_attrs[RECORD_ATTR]
+    assert last.state.name == "PRUNED" and not rec["values"] and rec["timing"]["device_s"] == 0
+    assert rec["screen"]["skip"].startswith("cannot meet `map50_95 >= 2 * baseline.map50_95`")
+    tracker = Tracker(uri=cfg.tracking.uri, experiment=cfg.name, sweep=cfg.name, readonly=True)
+    run = tracker.child_runs()[last.number]
+    assert run.data.tags["status"] == "skipped" and run.data.tags["skip_reason"] == rec["screen"]["skip"]
+    assert not any(k.startswith("map50_95") for k in run.data.metrics)  # nothing shown as measured
+    parent = tracker.client.get_run(tracker._parent())
+    assert parent.data.metrics["screen_skipped"] == 1
