@@ -44,6 +44,7 @@ class SweepFleet:
         self.fleet = Fleet([m for d in self.specs for m in d.members()], tokens=tokens)
         self._free = threading.Condition()
         self._last_used: dict[str, float] = {}  # pool member -> when its last measurement ended
+        self._out: set[str] = set()  # pool members set aside after they stopped answering
         self.dataset_hashes: dict[int, str] = {}  # input size -> sha256 of the bundle letterboxed to it
         self.head = None
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
@@ -151,8 +152,22 @@ class SweepFleet:
         bounded by ``wait_s`` counted from when the device was first seen down, shared by every trial that
         needs it (a device given up on fails the next trials at once, until it answers again). Returns the
         seconds waited; raises AgentUnavailable (the device, since when, the setting to raise) past the bound.
-        For a pool, the member that failed is waited for (the error names it)."""
-        device = getattr(error, "edgetune_member", None) or device
+        For a pool, the member that failed (the error names it): while other members answer, it is set aside
+        (its trials go to them, 0 s waited); when it is the last, it is waited for like a single device."""
+        member = getattr(error, "edgetune_member", None)
+        if member and member != device or len(self.members.get(device, [device])) > 1:
+            member = member or device
+            pool = next((d for d, ms in self.members.items() if member in ms), device)
+            others = [m for m in self.members.get(pool, []) if m != member and m not in self._out]
+            if others and not self._answers(member):
+                with self._free:
+                    self._out.add(member)
+                    self._free.notify_all()
+                log.warning("pool member %s (%s) of device %s does not answer (%s): its trials go to the other "
+                            "%d member(s) for the rest of the sweep", member, self.fleet[member].spec.url, pool,
+                            error, len(others))
+                return 0.0
+            device = member
         t0 = time.monotonic()
         while True:
             self._wait_until_up(device, error, wait_s=wait_s, first_delay=first_delay, max_delay=max_delay)
@@ -239,7 +254,8 @@ class SweepFleet:
             return
         with self._free:
             while True:
-                free = [m for m in members if not self.fleet[m].lock.locked()]
+                live = [m for m in members if m not in self._out] or members
+                free = [m for m in live if not self.fleet[m].lock.locked()]
                 if free:
                     member = min(free, key=lambda m: self._last_used.get(m, 0.0))
                     self.fleet[member].lock.acquire()

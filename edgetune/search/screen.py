@@ -5,7 +5,7 @@ Two pieces of evidence are gathered on the controller once the artifact exists (
 and the rung: the artifact's accuracy through onnxruntime on the first ``search.rung_images`` validation
 images, in :class:`~edgetune.search.hooks.LocalHooks`). :class:`Screen` turns them into an *optimistic*
 point: the latency the predictor gives, lowered by its own held-out error (the 90th percentile of its
-leave-one-out errors on the trials that device measured, at least ``LAT_MARGIN_MIN``), the rung's accuracy
+leave-one-out errors (20-fold beyond 20 trials) on the trials that device measured, at least ``LAT_MARGIN_MIN``), the rung's accuracy
 raised by the largest amount a measured trial's full accuracy ever exceeded its rung (plus
 ``ACC_MARGIN_MIN``), the exact sizes of the artifact. A candidate is skipped when even that point is
 dominated by a measured feasible trial, or misses a constraint; not before ``min_trials`` measured trials
@@ -131,15 +131,20 @@ class LatencyModel:
         return float(np.dot(self.coef, _row(features)))
 
     @staticmethod
-    def held_out_errors(rows: Sequence[dict[str, float]], latencies: Sequence[float]) -> list[float]:
-        """Leave-one-out absolute relative errors (each trial predicted by a fit on the others)."""
+    def held_out_errors(rows: Sequence[dict[str, float]], latencies: Sequence[float], *, folds: int = 20
+                        ) -> list[float]:
+        """Absolute relative errors of each trial predicted by a fit on the others: leave-one-out up to
+        ``folds`` trials, else ``folds``-fold (trial i in fold i mod folds), so a long sweep stays cheap."""
+        n = len(rows)
+        k = n if n <= folds else folds
         errs = []
-        for i in range(len(rows)):
-            rest = [j for j in range(len(rows)) if j != i]
+        for f in range(k):
+            held = [i for i in range(n) if i % k == f]
+            rest = [i for i in range(n) if i % k != f]
             if len(rest) < 2:
                 continue
             m = LatencyModel([rows[j] for j in rest], [latencies[j] for j in rest])
-            errs.append(abs(m.predict(rows[i]) - latencies[i]) / max(latencies[i], 1e-9))
+            errs += [abs(m.predict(rows[i]) - latencies[i]) / max(latencies[i], 1e-9) for i in held]
         return errs
 
 

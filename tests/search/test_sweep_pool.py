@@ -51,3 +51,31 @@ def test_a_sweep_over_a_pool_of_eight_agents_runs_every_trial_once(tmp_path, mak
         assert v["latency_p50_ms@pi"] == pytest.approx(v["latency_ratio@pi"] * anchor)
     runs = Tracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment, sweep=cfg.name, readonly=True).child_runs()
     assert sorted(runs) == list(range(TRIALS))  # each trial logged once
+
+
+def test_a_pool_member_that_stops_answering_is_set_aside_while_the_others_answer(local_agent):
+    """``SweepFleet.recover`` for a pool: the member named by the error does not answer, another does: no
+    wait, the member is set aside and the next lease goes to the other; the last member is waited for."""
+    from edgetune.errors import AgentUnavailable
+    from edgetune.search._fleet import SweepFleet
+
+    live = local_agent.specs()[0]
+    spec = live.model_copy(update={"name": "pi", "pool": ("http://127.0.0.1:9",)})  # nothing listens on :9
+    fleet = SweepFleet([spec])
+    try:
+        err = AgentUnavailable("connection refused")
+        err.edgetune_member = "pi~2"
+        assert fleet.recover("pi", err, wait_s=30) == 0.0
+        with fleet._lease("pi") as a, fleet.fleet.lease("pi~2", timeout=1):
+            assert a == "pi"  # the set-aside member is not leased even when it is the free one
+        err = AgentUnavailable("connection refused")
+        err.edgetune_member = "pi"
+        fleet.recover("pi", err, wait_s=30)  # pi answers: not set aside, only its bundles are checked
+        assert "pi" not in fleet._out
+        with pytest.raises(AgentUnavailable, match="has not answered"):
+            fleet._out.clear()
+            fleet._out.add("pi")
+            err.edgetune_member = "pi~2"
+            fleet.recover("pi", err, wait_s=0.5, first_delay=0.1)  # the last member: waited for, bounded
+    finally:
+        fleet.close()
