@@ -115,6 +115,7 @@ class Sweep:
         self.progress = SweepProgress(total=cfg.search.trials)
         self._lock = threading.Lock()
         self._time_split: list[dict[str, float]] = []  # per trial of this run (``time_split``)
+        self._mirror_s = 0.0  # the MLflow part of the trial being recorded
         self.mirror = MlflowMirror(self.tracker, keys=self.keys, goals=self.goals, sampler=cfg.search.sampler)
         hooks.watch_devices(self._on_outage)
         hooks.lookup_measured = self._measured_before
@@ -411,24 +412,28 @@ class Sweep:
     def _on_result(self, plan: TrialPlan, result) -> None:
         t0 = time.time()
         with self._lock:
+            self._mirror_s = 0.0
             self._record_result(plan, result)
             timing = result.record.timing
             if timing:
                 self._time_split.append({"wall": result.wall_s + time.time() - t0, "compress": timing["compress_s"],
-                                         "device": timing["device_s"], "screen": timing.get("screen_s", 0.0)})
+                                         "device": timing["device_s"], "screen": timing.get("screen_s", 0.0),
+                                         "mlflow": self._mirror_s})
 
     def time_split(self) -> dict[str, float] | None:
         """Where this run's trial time went, summed over its trials: ``compress_pct`` (getting the artifact:
         compressing, or waiting for the overlapped compression), ``device_pct`` (the agents' own measurement
         jobs), ``screen_pct`` (``search.screen``'s rung and features) and ``framework_pct``, the rest (HTTP
-        and uploads, measurements taken again, Optuna, MLflow, the front): None before a trial finished."""
+        and uploads, measurements taken again, Optuna, MLflow, the front; ``mlflow_pct``: the MLflow part of
+        it, logging the trial and refreshing the front): None before a trial finished."""
         if not self._time_split:
             return None
         wall = sum(r["wall"] for r in self._time_split)
         comp = sum(r["compress"] for r in self._time_split)
         dev = sum(r["device"] for r in self._time_split)
         scr = sum(r.get("screen", 0.0) for r in self._time_split)
-        return {"trials": len(self._time_split), "wall_s": round(wall, 1),
+        mlf = sum(r.get("mlflow", 0.0) for r in self._time_split)
+        return {"trials": len(self._time_split), "wall_s": round(wall, 1), "mlflow_pct": round(100 * mlf / wall, 1),
                 "compress_pct": round(100 * comp / wall, 1), "device_pct": round(100 * dev / wall, 1),
                 "screen_pct": round(100 * scr / wall, 1),
                 "framework_pct": round(100 * max(0.0, wall - comp - dev - scr) / wall, 1)}
@@ -447,9 +452,11 @@ class Sweep:
             record = tell(self.study, plan, result, keys=self.keys, constraints=self.constraints,
                           baseline_values=self.baseline_values() if plan.baseline != "fp32" else None)
             frozen = self.study._storage.get_trial(trial_id)
+            t_mirror = time.time()
             self.mirror.log_trial(frozen, files=self._artifact_files(result))
         self.mirror.adopt(self.study.get_trials(deepcopy=False))  # runs other controllers logged
         self._refresh_front(step=plan.number)
+        self._mirror_s = time.time() - t_mirror
         self.progress.done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
         self.progress.failed += 0 if result.ok or record.skipped else 1
         self.progress.last = f"trial {plan.number}: " + (record.label or "") + (
@@ -591,7 +598,7 @@ class Sweep:
             line = (f"trial time ({split['trials']} trials, {split['wall_s']:.0f} s): compression "
                     f"{split['compress_pct']:.0f}%, device measurement {split['device_pct']:.0f}%, screening "
                     f"{split['screen_pct']:.0f}%, framework {split['framework_pct']:.0f}% (HTTP and uploads, "
-                    "retakes, Optuna, MLflow)")
+                    f"retakes, Optuna, MLflow: {split['mlflow_pct']:.0f}%)")
             log.info("%s", line)
             notes.append(line)
             self.tracker.log_sweep_metrics(self.progress.done, {f"time_{k}": v for k, v in split.items()
