@@ -155,7 +155,7 @@ class SweepFleet:
         For a pool, the member that failed (the error names it): while other members answer, it is set aside
         (its trials go to them, 0 s waited); when it is the last, it is waited for like a single device."""
         member = getattr(error, "edgetune_member", None)
-        if member and member != device or len(self.members.get(device, [device])) > 1:
+        if (member and member != device) or len(self.members.get(device, [device])) > 1:
             member = member or device
             pool = next((d for d, ms in self.members.items() if member in ms), device)
             others = [m for m in self.members.get(pool, []) if m != member and m not in self._out]
@@ -275,7 +275,8 @@ class SweepFleet:
         /compare``); runtime None: the device's default."""
         from edgetune.device_agents.protocol import compare_key
 
-        with self.fleet.lease(device) as client:
+        with self._lease(device) as member:  # a pool: one member (not one set aside) times them all
+            client = self.fleet.client(member)
             shas = {path: client.upload_artifact(path) for path, _ in entries}
             default = client.info().runtime.name
             keyed = {(p, r): (shas[p], r or default) for p, r in entries}

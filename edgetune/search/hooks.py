@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from edgetune._logging import get_logger
 from edgetune.objectives import objective_keys
 from edgetune.search.runner import RemoteContext, SweepHooks, TrialPlan
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from edgetune.device_agents import Measurement
 
 __all__ = ["LocalHooks", "measured_devices"]
+
+log = get_logger(__name__)
 
 
 def _is_local(url: str) -> bool:
@@ -58,26 +61,36 @@ class LocalHooks(SweepHooks):
         self._ranks_latency = any(k.startswith(("latency_p50_ms@", "latency_p90_ms@")) for k in keys) or any(
             m in c for c in self.cfg.constraints for m in ("latency_p50_ms", "latency_p90_ms", "p50", "p90"))
         self._reference_lock = threading.Lock()
+        self._compress_lock = threading.RLock()
         self._evidence: dict[str, dict] = {}  # artifact hash -> search.screen evidence (a reused model's too)
 
     def devices_for_objectives(self) -> list[str]:
         return self._devices
 
+    def pool_size(self, device: str) -> int:
+        return self.fleet.pool_size(device) if self.fleet is not None else 1
+
     def parallel_trials(self) -> int:
         if self.fleet is None:
             return 1
-        return min((self.fleet.pool_size(d) for d in self._devices), default=1)
+        n = min((self.fleet.pool_size(d) for d in self._devices), default=1)
+        if n > 1 and not self.overlap_ok():
+            log.warning("a pool member runs on this host: the trials' compression runs beside its measurements "
+                        "(their paired timings take most of that out; boards of their own keep it out)")
+        return n
 
     def overlap_ok(self) -> bool:
-        """Overlap compression with measurement only when no measured device runs on this host."""
-        return not any(_is_local(d.url) for d in self.cfg.devices if d.name in self._devices)
+        """Overlap compression with measurement only when no measured device (or pool member) runs on this
+        host."""
+        return not any(_is_local(u) for d in self.cfg.devices if d.name in self._devices for u in (d.url, *d.pool))
 
     def compress(self, plan: TrialPlan) -> Artifact:
         from edgetune.compress import compress
 
         p = self.parts
-        return compress(p.model, plan.config, calib=p.splits.calib, workdir=self.artifacts, train=p.splits.train,
-                        recovery=plan.recovery or self.cfg.recovery, space=p.space)
+        with self._compress_lock:  # one at a time in this process (the fp32 reference, overlap, a pool's trials)
+            return compress(p.model, plan.config, calib=p.splits.calib, workdir=self.artifacts,
+                            train=p.splits.train, recovery=plan.recovery or self.cfg.recovery, space=p.space)
 
     def evidence(self, artifact: Artifact) -> dict | None:
         """``search.screen``'s evidence: the graph's MACs by precision and input pixels

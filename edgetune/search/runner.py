@@ -21,7 +21,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,6 +149,10 @@ class SweepHooks(ABC):
         """Whether compressing one trial while another is measured leaves the timings undisturbed."""
         return False
 
+    def pool_size(self, device: str) -> int:
+        """How many agents measure ``device``'s trials (``devices[].pool``; 1 without one)."""
+        return 1
+
     def parallel_trials(self) -> int:
         """How many trials can be measured at once: the smallest pool among the measured devices (a
         device without a ``pool`` is a pool of one)."""
@@ -219,7 +223,11 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | _InTur
                                                       "device_s": 0.0}})
         return TrialResult(plan.number, True, dict(old.values), record, artifact, None, time.time() - t0)
     t_screen = time.time()
-    screen = hooks.screen(plan, artifact)
+    try:
+        screen = hooks.screen(plan, artifact)
+    except Exception as exc:  # screening only steers: a candidate it cannot judge is measured
+        log.warning("trial %d: screening failed (%s: %s); measuring it", plan.number, type(exc).__name__, exc)
+        screen = {"skip": None, "applied": False, "error": f"{type(exc).__name__}: {exc}"}
     screen_s = round(time.time() - t_screen, 3)
     if screen is not None:
         record = record.model_copy(update={"screen": screen})
@@ -420,15 +428,18 @@ def measure_quiet(hooks: SweepHooks, artifact: Artifact, device: str, runtime: s
     attempts = attempts if attempts is not None else MeasureAttempts()
     retakes, wait_s, max_spread, max_slowdown = hooks.paired_policy()
 
+    def qkey(x: Measurement) -> str:  # a pool's members each have their own quietest reference
+        return f"{device}/{x.device.name}" if hooks.pool_size(device) > 1 else device
+
     def noise(x: Measurement) -> str | None:
-        return paired_noise(x, quiet_ms=hooks.quiet_reference(device), max_spread=max_spread,
+        return paired_noise(x, quiet_ms=hooks.quiet_reference(qkey(x)), max_spread=max_spread,
                             max_slowdown=max_slowdown)
 
     def key(x: Measurement) -> tuple:
         return (noise(x) is not None, x.paired.reference_latency.p50_ms if x.paired else 0.0)
 
     best = measure_unthrottled(hooks, artifact, device, runtime, attempts, sleep=sleep)
-    hooks.note_quiet(device, best)
+    hooks.note_quiet(qkey(best), best)
     busy = vars(hooks).setdefault("_busy", {}).setdefault(device, [0, 0])  # first takes: [busy, all]
     busy[0], busy[1] = busy[0] + (noise(best) is not None), busy[1] + 1
     if busy[1] >= 4 and busy[0] > busy[1] / 2:
@@ -441,7 +452,7 @@ def measure_quiet(hooks: SweepHooks, artifact: Artifact, device: str, runtime: s
         sleep(wait_s)
         attempts.paired_retakes += 1
         m = measure_unthrottled(hooks, artifact, device, runtime, attempts, sleep=sleep)
-        hooks.note_quiet(device, m)
+        hooks.note_quiet(qkey(m), m)
         best = min((best, m), key=key)
     if (why := noise(best)) is not None:
         attempts.notes.append(f"device '{device}' was busy: {why}; kept after {attempts.paired_retakes} retake(s)")
@@ -562,17 +573,27 @@ class _InTurn:
 
 def _execute_parallel(plans, hooks: SweepHooks, on_result, workers: int) -> None:
     asking, compressing = threading.Lock(), threading.Lock()  # one ask (the sampler sees the others running)
+    stop = threading.Event()  # a worker that raised, or an interrupt: the others finish their trial and stop
 
     def loop() -> None:
-        while True:
-            with asking:
-                plan = plans()
-            if plan is None:
-                return
-            on_result(plan, run_one(plan, hooks, _InTurn(hooks, plan, compressing)))
+        try:
+            while not stop.is_set():
+                with asking:
+                    plan = plans() if not stop.is_set() else None
+                if plan is None:
+                    return
+                on_result(plan, run_one(plan, hooks, _InTurn(hooks, plan, compressing)))
+        except BaseException:
+            stop.set()
+            raise
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgetune-trial") as pool:
-        for f in [pool.submit(loop) for _ in range(workers)]:
+        futures = [pool.submit(loop) for _ in range(workers)]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            stop.set()
+        for f in futures:
             f.result()
 
 
@@ -605,6 +626,8 @@ def tell(study, plan: TrialPlan, result: TrialResult, *, keys: list[str], constr
     if result.ok:
         study.tell(plan.number, [result.values[k] for k in keys])
     elif record.skipped:  # search.screen: predicted dominated (or out of the constraints), never measured
+        for i in range(len(constraints)):  # infeasible to the sampler: TPE never counts a skip among its good
+            plan.trial.set_constraint(f"c{i}", 1e30)  # trials (its record keeps no constraint values)
         study.tell(plan.number, state=TrialState.PRUNED)
     else:
         study.tell(plan.number, state=TrialState.FAIL)

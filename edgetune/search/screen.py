@@ -180,12 +180,12 @@ class Screen:
         errs = LatencyModel.held_out_errors(rows, ys)
         return LatencyModel(rows, ys), max(LAT_MARGIN_MIN, _quantile(errs, 0.9)), len(pts)
 
-    def accuracy_margin(self, key: str, records) -> tuple[float | None, int]:
-        """How far a measured trial's accuracy exceeded its rung, at most (plus ``ACC_MARGIN_MIN``); None
-        below ``min_trials``."""
+    def accuracy_margin(self, key: str, runtime: str | None, records) -> tuple[float | None, int]:
+        """How far a trial measured on ``runtime`` exceeded its rung in accuracy, at most (plus
+        ``ACC_MARGIN_MIN``); None below ``min_trials``."""
         metric = key.split("@")[0]
         res = [r.values[key] - r.screen["rung"][metric] for _, r in self._measured(records)
-               if r.values.get(key) is not None and metric in (r.screen.get("rung") or {})]
+               if r.runtime == runtime and r.values.get(key) is not None and metric in (r.screen.get("rung") or {})]
         if len(res) < self.min_trials:
             return None, len(res)
         return max(0.0, max(res)) + ACC_MARGIN_MIN, len(res)
@@ -216,7 +216,7 @@ class Screen:
                 out["predicted"][key] = round(pred, 4)
                 optimistic[key] = pred * (1 - margin)
             elif device and metric in out["rung"] and METRICS.get(metric) is not None and METRICS[metric].goal == "max":
-                margin, n = self.accuracy_margin(key, records)
+                margin, n = self.accuracy_margin(key, runtime, records)
                 if margin is None:
                     unknown.append(f"{key} (rung: {n} of {self.min_trials} trials measured)")
                     continue
@@ -225,6 +225,8 @@ class Screen:
                 unknown.append(key)
         out["optimistic"] = {k: round(v, 6) for k, v in optimistic.items() if k in self.keys}
         for c in self.constraints:  # a constraint even the optimistic point misses
+            if sum(k not in known for k in c.keys) > 1:
+                continue  # two estimated values (latency@a <= 1.2 * latency@b): their bounds do not bound it
             try:
                 v = float(c.violation(optimistic, baseline or {}))
             except KeyError:

@@ -121,7 +121,7 @@ class _Hooks:
         from edgetune.search.runner import SweepHooks
 
         self.left = list(measurements)
-        for name in ("quiet_reference", "note_quiet", "throttle_policy", "recover_device"):
+        for name in ("quiet_reference", "note_quiet", "throttle_policy", "recover_device", "pool_size"):
             setattr(self, name, getattr(SweepHooks, name).__get__(self))
 
     def paired_policy(self):

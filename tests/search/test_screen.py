@@ -110,9 +110,20 @@ def test_no_skip_before_the_margins_are_calibrated_on_that_runtime_and_constrain
     assert out["skip"] is None and out["unknown"]
     c = parse_constraint("map50_95 >= 0.95 * baseline.map50_95", devices=["dev"], where="constraints.0")
     screen = Screen(mode="on", keys=KEYS, goals=GOALS, constraints=[c], devices=["dev"], min_trials=8)
-    out = screen.judge({"features": slow, "rung": {"map50_95": 0.70}}, runtime="openvino",
+    out = screen.judge({"features": slow, "rung": {"map50_95": 0.70}}, runtime="ort",
                        known={"size_bytes": 5000.0}, records=history, baseline={"map50_95@dev": 0.82})
     assert out["skip"].startswith("cannot meet `map50_95 >= 0.95 * baseline.map50_95`")
+    # the accuracy margin is calibrated per runtime too: none measured on openvino, no skip there
+    out = screen.judge({"features": slow, "rung": {"map50_95": 0.70}}, runtime="openvino",
+                       known={"size_bytes": 5000.0}, records=history, baseline={"map50_95@dev": 0.82})
+    assert out["skip"] is None
+    # two estimated values in one constraint: their optimistic bounds do not bound it, so it never skips
+    two = parse_constraint("latency_p50_ms@dev <= 0.001 * map50_95@dev", devices=["dev"], where="constraints.1")
+    screen = Screen(mode="on", keys=KEYS, goals=GOALS, constraints=[two], devices=["dev"], min_trials=8)
+    fast = {"gmacs_fp32": 0.0, "gmacs_int8": 0.01, "gmacs_fp16": 0.0, "mpixels": 0.05}
+    out = screen.judge({"features": fast, "rung": {"map50_95": 0.5}}, runtime="ort", known={"size_bytes": 10.0},
+                       records=history, baseline=None)
+    assert out["skip"] is None
 
 
 def test_the_report_counts_skips_and_the_shadow_mode_false_skips():
