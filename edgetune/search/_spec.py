@@ -114,6 +114,12 @@ class SearchSpec(Strict):
     screen_min_trials: int = Field(default=8, ge=3, le=10000, description="measured trials (per device and runtime) "
                                    "before the screen may skip a candidate: they calibrate its margins")
 
+    @field_validator("overlap", "screen", mode="before")
+    @classmethod
+    def _on_off(cls, v):
+        """YAML reads a bare ``on`` / ``off`` as true / false: take them as the words they were."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, v: str) -> str:

@@ -128,3 +128,12 @@ def test_missing_paths_fail_before_any_device_is_contacted(tmp_path, monkeypatch
     msg = str(err.value)
     assert "`model.weights`: file 'w.pt' does not exist" in msg and "`data.path`: path 'no/such/folder'" in msg
     assert "127.0.0.1:9" not in msg and "unreachable" not in msg
+
+
+def test_bare_on_and_off_are_the_words_not_booleans(tmp_path):
+    """YAML 1.1 reads ``on`` / ``off`` as true / false; ``search.overlap`` and ``search.screen`` take them as written."""
+    base = "name: x\nmodel: {source: builtin, name: det-s}\ndata: {source: builtin, name: shapes}\n"
+    cfg = load_sweep_config(write(tmp_path, base + "search: {overlap: on, screen: off}\n"))
+    assert (cfg.search.overlap, cfg.search.screen) == ("on", "off")
+    with pytest.raises(ConfigError, match=r"`search.screen`"):
+        load_sweep_config(write(tmp_path, base + "search: {screen: sometimes}\n"))
