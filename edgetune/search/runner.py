@@ -244,7 +244,7 @@ def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | _InTur
     devices = hooks.devices_for_objectives()
     t_measure = time.time()
     measured, attempts = measure_devices(hooks, artifact, devices, plan.runtime)
-    timing = {"compress_s": round(compress_s, 3), "screen_s": screen_s,
+    timing = {"compress_s": round(compress_s, 3), "screen_s": screen_s, "retake_s": round(attempts.retake_s, 3),
               "measure_s": round(time.time() - t_measure, 3),
               "device_s": round(max((m.wall_s for m in measured.values() if not isinstance(m, BaseException)),
                                     default=0.0), 3)}
@@ -345,6 +345,7 @@ class MeasureAttempts:
     throttled: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     paired_retakes: int = 0  # paired timings taken again because the device was busy (``measure_quiet``)
+    retake_s: float = 0.0  # what those retakes cost: the waits and the measurements not kept
 
     def add(self, other: MeasureAttempts) -> None:
         """Count ``other`` (another device's attempts in the same trial) in these; waits are summed."""
@@ -355,6 +356,7 @@ class MeasureAttempts:
         self.throttled.update(other.throttled)
         self.notes += other.notes
         self.paired_retakes += other.paired_retakes
+        self.retake_s += other.retake_s
 
     def on(self, record: TrialRecord) -> TrialRecord:
         """``record`` with the wait, the retries and the throttling (unchanged when there were none)."""
@@ -444,6 +446,7 @@ def measure_quiet(hooks: SweepHooks, artifact: Artifact, device: str, runtime: s
     busy[0], busy[1] = busy[0] + (noise(best) is not None), busy[1] + 1
     if busy[1] >= 4 and busy[0] > busy[1] / 2:
         retakes = 0  # busy most of the time: no quiet phase to wait for (the noise warning says so)
+    t_retakes, first_s = time.time(), getattr(best, "wall_s", 0.0) or 0.0
     for _ in range(retakes):
         why = noise(best)
         if why is None:
@@ -454,6 +457,8 @@ def measure_quiet(hooks: SweepHooks, artifact: Artifact, device: str, runtime: s
         m = measure_unthrottled(hooks, artifact, device, runtime, attempts, sleep=sleep)
         hooks.note_quiet(qkey(m), m)
         best = min((best, m), key=key)
+    if attempts.paired_retakes:  # the waits and the takes not kept (the kept one's job counts as the device's)
+        attempts.retake_s += max(0.0, time.time() - t_retakes + first_s - (getattr(best, "wall_s", 0.0) or 0.0))
     if (why := noise(best)) is not None:
         attempts.notes.append(f"device '{device}' was busy: {why}; kept after {attempts.paired_retakes} retake(s)")
     return best

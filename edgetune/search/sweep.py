@@ -418,14 +418,16 @@ class Sweep:
             if timing:
                 self._time_split.append({"wall": result.wall_s + time.time() - t0, "compress": timing["compress_s"],
                                          "device": timing["device_s"], "screen": timing.get("screen_s", 0.0),
+                                         "retake": timing.get("retake_s", 0.0),
                                          "mlflow": self._mirror_s})
 
     def time_split(self) -> dict[str, float] | None:
         """Where this run's trial time went, summed over its trials: ``compress_pct`` (getting the artifact:
         compressing, or waiting for the overlapped compression), ``device_pct`` (the agents' own measurement
-        jobs), ``screen_pct`` (``search.screen``'s rung and features) and ``framework_pct``, the rest (HTTP
-        and uploads, measurements taken again, Optuna, MLflow, the front; ``mlflow_pct``: the MLflow part of
-        it, logging the trial and refreshing the front): None before a trial finished."""
+        jobs), ``screen_pct`` (``search.screen``'s rung and features), ``retake_pct`` (paired timings taken
+        again because the device was busy: the waits and the takes not kept) and ``framework_pct``, the rest
+        (HTTP and uploads, outage waits, Optuna, MLflow, the front; ``mlflow_pct``: the MLflow part of it,
+        logging the trial and refreshing the front): None before a trial finished."""
         if not self._time_split:
             return None
         wall = sum(r["wall"] for r in self._time_split)
@@ -433,10 +435,11 @@ class Sweep:
         dev = sum(r["device"] for r in self._time_split)
         scr = sum(r.get("screen", 0.0) for r in self._time_split)
         mlf = sum(r.get("mlflow", 0.0) for r in self._time_split)
+        ret = sum(r.get("retake", 0.0) for r in self._time_split)
         return {"trials": len(self._time_split), "wall_s": round(wall, 1), "mlflow_pct": round(100 * mlf / wall, 1),
                 "compress_pct": round(100 * comp / wall, 1), "device_pct": round(100 * dev / wall, 1),
-                "screen_pct": round(100 * scr / wall, 1),
-                "framework_pct": round(100 * max(0.0, wall - comp - dev - scr) / wall, 1)}
+                "screen_pct": round(100 * scr / wall, 1), "retake_pct": round(100 * ret / wall, 1),
+                "framework_pct": round(100 * max(0.0, wall - comp - dev - scr - ret) / wall, 1)}
 
     def _record_result(self, plan: TrialPlan, result) -> None:
         """Tell Optuna, log the trial to MLflow, refresh the front and the progress (under ``_lock``)."""
@@ -596,9 +599,9 @@ class Sweep:
         split = self.time_split()
         if split is not None:
             line = (f"trial time ({split['trials']} trials, {split['wall_s']:.0f} s): compression "
-                    f"{split['compress_pct']:.0f}%, device measurement {split['device_pct']:.0f}%, screening "
-                    f"{split['screen_pct']:.0f}%, framework {split['framework_pct']:.0f}% (HTTP and uploads, "
-                    f"retakes, Optuna, MLflow: {split['mlflow_pct']:.0f}%)")
+                    f"{split['compress_pct']:.0f}%, device measurement {split['device_pct']:.0f}%, busy-device "
+                    f"retakes {split['retake_pct']:.0f}%, screening {split['screen_pct']:.0f}%, framework "
+                    f"{split['framework_pct']:.0f}% (HTTP and uploads, Optuna, MLflow: {split['mlflow_pct']:.0f}%)")
             log.info("%s", line)
             notes.append(line)
             self.tracker.log_sweep_metrics(self.progress.done, {f"time_{k}": v for k, v in split.items()
