@@ -46,7 +46,9 @@ def write_sweep(tmp_path: Path, *, name: str, trials: int, url: str = "http://12
                    "side_by_side_runs": sbs_runs,
                    # the agent shares 2 cores with the test workers: never quiet, so no retakes (measure_quiet is
                    # tested on its own, tests/search/test_paired.py)
-                   "paired_retakes": 0, "latency_min_seconds": 0},
+                   "paired_retakes": 0, "latency_min_seconds": 0,
+                   # screening (evidence on every trial) is tested in test_sweep_e2e / test_screen; off elsewhere
+                   "screen": "off"},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": name},
     }
     cfg["search"].update(search or {})

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # they share one real 4-trial sweep (~1 min to bu
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory, local_agent, sweep_workdir, make_sweep):
     tmp = tmp_path_factory.mktemp("sweep")
-    path = make_sweep(tmp, name="e2e", trials=TRIALS, sbs_runs=SBS_RUNS)
+    path = make_sweep(tmp, name="e2e", trials=TRIALS, sbs_runs=SBS_RUNS, search={"screen": "shadow"})
     sweep, space, cfg = prepare_sweep(path, workdir=sweep_workdir, local_agents=local_agent)
     sweep.run(space)
     sweep.test_space = space  # for the last test, which runs one trial more
