@@ -71,6 +71,13 @@ def _record(features, *, latency, acc, size, rung=None, runtime="ort", feasible=
 
 
 KEYS, GOALS = ["map50_95@dev", "latency_p50_ms@dev", "size_bytes"], ["max", "min", "min"]
+SLOW = {"gmacs_fp32": 5.0, "gmacs_int8": 0.0, "gmacs_fp16": 0.0, "mpixels": 0.065}  # far slower than all measured
+FAST = {"gmacs_fp32": 0.0, "gmacs_int8": 0.01, "gmacs_fp16": 0.0, "mpixels": 0.05}  # faster than all measured
+
+
+def _judge(screen, features, acc, *, runtime="ort", size=5000.0, records, baseline=None):
+    return screen.judge({"features": features, "rung": {"map50_95": acc}}, runtime=runtime,
+                        known={"size_bytes": size}, records=records, baseline=baseline)
 
 
 def _history(n=10):
@@ -85,45 +92,32 @@ def test_a_candidate_dominated_even_at_its_optimistic_values_is_skipped_and_one_
     history = _history()
     screen = Screen(mode="on", keys=KEYS, goals=GOALS, constraints=[], devices=["dev"], min_trials=8)
     # far slower (all fp32, many MACs), no more accurate, larger than everything measured
-    slow = {"gmacs_fp32": 5.0, "gmacs_int8": 0.0, "gmacs_fp16": 0.0, "mpixels": 0.065}
-    out = screen.judge({"features": slow, "rung": {"map50_95": 0.79}}, runtime="ort", known={"size_bytes": 5000.0},
-                       records=history, baseline=None)
+    out = _judge(screen, SLOW, 0.79, records=history)
     assert out["skip"].startswith("dominated by trial") and out["applied"] and out["predicted"]["latency_p50_ms@dev"] > 40
     # optimistic: latency lowered by the held-out error, accuracy raised by the largest rung residual (+0.01 here)
     assert out["optimistic"]["map50_95@dev"] == pytest.approx(0.79 + 0.01 + 0.005)
     # the smallest model: nothing measured dominates it, whatever its accuracy
-    fast = {"gmacs_fp32": 0.0, "gmacs_int8": 0.01, "gmacs_fp16": 0.0, "mpixels": 0.05}
-    out = screen.judge({"features": fast, "rung": {"map50_95": 0.5}}, runtime="ort", known={"size_bytes": 10.0},
-                       records=history, baseline=None)
-    assert out["skip"] is None
+    assert _judge(screen, FAST, 0.5, size=10.0, records=history)["skip"] is None
 
 
 def test_no_skip_before_the_margins_are_calibrated_on_that_runtime_and_constraints_skip_with_their_text():
     history = _history()
     screen = Screen(mode="on", keys=KEYS, goals=GOALS, constraints=[], devices=["dev"], min_trials=8)
-    slow = {"gmacs_fp32": 5.0, "gmacs_int8": 0.0, "gmacs_fp16": 0.0, "mpixels": 0.065}
-    out = screen.judge({"features": slow, "rung": {"map50_95": 0.79}}, runtime="openvino",
-                       known={"size_bytes": 5000.0}, records=history, baseline=None)
+    out = _judge(screen, SLOW, 0.79, runtime="openvino", records=history)
     assert out["skip"] is None and any("predictor: 0 of 8" in u for u in out["unknown"])
-    out = screen.judge({"features": slow, "rung": {"map50_95": 0.79}}, runtime="ort", known={"size_bytes": 5000.0},
-                       records=history[:5], baseline=None)
+    out = _judge(screen, SLOW, 0.79, records=history[:5])
     assert out["skip"] is None and out["unknown"]
     c = parse_constraint("map50_95 >= 0.95 * baseline.map50_95", devices=["dev"], where="constraints.0")
     screen = Screen(mode="on", keys=KEYS, goals=GOALS, constraints=[c], devices=["dev"], min_trials=8)
-    out = screen.judge({"features": slow, "rung": {"map50_95": 0.70}}, runtime="ort",
-                       known={"size_bytes": 5000.0}, records=history, baseline={"map50_95@dev": 0.82})
+    out = _judge(screen, SLOW, 0.70, records=history, baseline={"map50_95@dev": 0.82})
     assert out["skip"].startswith("cannot meet `map50_95 >= 0.95 * baseline.map50_95`")
     # the accuracy margin is calibrated per runtime too: none measured on openvino, no skip there
-    out = screen.judge({"features": slow, "rung": {"map50_95": 0.70}}, runtime="openvino",
-                       known={"size_bytes": 5000.0}, records=history, baseline={"map50_95@dev": 0.82})
-    assert out["skip"] is None
+    assert _judge(screen, SLOW, 0.70, runtime="openvino", records=history,
+                  baseline={"map50_95@dev": 0.82})["skip"] is None
     # two estimated values in one constraint: their optimistic bounds do not bound it, so it never skips
     two = parse_constraint("latency_p50_ms@dev <= 0.001 * map50_95@dev", devices=["dev"], where="constraints.1")
     screen = Screen(mode="on", keys=KEYS, goals=GOALS, constraints=[two], devices=["dev"], min_trials=8)
-    fast = {"gmacs_fp32": 0.0, "gmacs_int8": 0.01, "gmacs_fp16": 0.0, "mpixels": 0.05}
-    out = screen.judge({"features": fast, "rung": {"map50_95": 0.5}}, runtime="ort", known={"size_bytes": 10.0},
-                       records=history, baseline=None)
-    assert out["skip"] is None
+    assert _judge(screen, FAST, 0.5, size=10.0, records=history)["skip"] is None
 
 
 def test_the_report_counts_skips_and_the_shadow_mode_false_skips():
