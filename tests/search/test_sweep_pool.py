@@ -15,7 +15,7 @@ from edgetune.search.wiring import agents_needed, prepare_sweep
 pytestmark = pytest.mark.slow
 
 MEMBERS = 8
-TRIALS = 10
+TRIALS = 8
 
 
 def test_pool_members_are_named_after_the_device_and_bad_urls_are_refused():
