@@ -13,7 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from edgetune.errors import ConfigError
-from edgetune.search.runner import SweepHooks, TrialPlan, TrialResult, execute_trials
+from edgetune.search.execution import execute_trials
+from edgetune.search.runner import SweepHooks, TrialPlan, TrialResult
 
 __all__ = ["Backend", "register_backend", "available_backends", "get_backend", "LocalBackend"]
 

@@ -17,11 +17,10 @@ under-voltage (``Measurement.throttled``) is taken again once, after ``search.th
 
 from __future__ import annotations
 
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-__all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "execute_trials", "run_one",
+__all__ = ["TrialPlan", "TrialResult", "SweepHooks", "RemoteContext", "run_one",
            "measure_through_outages", "measure_unthrottled", "measure_quiet", "measure_devices", "paired_noise", "MeasureAttempts", "recovery_cut", "device_fingerprint"]
 
 # agent errors that mean "restarted without what was uploaded to it": measured again once, after re-uploading
@@ -189,7 +188,7 @@ class SweepHooks(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot be shipped to remote workers")
 
 
-def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | _InTurn | None = None) -> TrialResult:
+def run_one(plan: TrialPlan, hooks: SweepHooks, artifact_future: Future | None = None) -> TrialResult:
     """Compress (or take the overlapped result) and measure one trial; never raises for trial failures."""
     t0 = time.time()
     record = TrialRecord(baseline=plan.baseline, params=plan.params, runtime=plan.runtime,
@@ -537,69 +536,6 @@ def device_fingerprint(d: dict) -> dict:
             "paired_runs": paired.get("runs"),
             "paired_ratio_ci95": [paired.get("ratio_ci95_low"), paired.get("ratio_ci95_high")]} if paired else {}),
     }
-
-
-def execute_trials(plans: Callable[[], TrialPlan | None], hooks: SweepHooks, *, overlap: bool,
-                   on_result: Callable[[TrialPlan, TrialResult], None], workers: int = 1) -> None:
-    """Run plans until ``plans()`` returns None. With ``overlap``, the next trial's compression runs in a
-    worker thread while the current one is measured (the next trial is asked before the current one is
-    told, as with any parallel sampler). ``workers`` > 1 (a pool of devices): that many trials at once, each
-    compressed in turn (one compression at a time in this process) and measured on a free member."""
-    if workers > 1:
-        _execute_parallel(plans, hooks, on_result, workers)
-        return
-    if not overlap:
-        while (plan := plans()) is not None:
-            on_result(plan, run_one(plan, hooks))
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetune-compress") as pool:
-        current = plans()
-        fut = pool.submit(hooks.compress, current) if current else None
-        while current is not None:
-            nxt = plans()
-            wait([fut])  # current compressed (or failed): start the next compression, then measure
-            nfut = pool.submit(hooks.compress, nxt) if nxt is not None else None
-            on_result(current, run_one(current, hooks, fut))
-            current, fut = nxt, nfut
-
-
-class _InTurn:
-    """A plan's compression run when the trial asks for its artifact (``run_one``'s future), one at a time
-    across the parallel trials (they share this process's cores); waiting for the turn counts as getting the
-    artifact."""
-
-    def __init__(self, hooks: SweepHooks, plan: TrialPlan, lock: threading.Lock):
-        self.hooks, self.plan, self.lock = hooks, plan, lock
-
-    def result(self) -> Artifact:
-        with self.lock:
-            return self.hooks.compress(self.plan)
-
-
-def _execute_parallel(plans, hooks: SweepHooks, on_result, workers: int) -> None:
-    asking, compressing = threading.Lock(), threading.Lock()  # one ask (the sampler sees the others running)
-    stop = threading.Event()  # a worker that raised, or an interrupt: the others finish their trial and stop
-
-    def loop() -> None:
-        try:
-            while not stop.is_set():
-                with asking:
-                    plan = plans() if not stop.is_set() else None
-                if plan is None:
-                    return
-                on_result(plan, run_one(plan, hooks, _InTurn(hooks, plan, compressing)))
-        except BaseException:
-            stop.set()
-            raise
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgetune-trial") as pool:
-        futures = [pool.submit(loop) for _ in range(workers)]
-        try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-        finally:
-            stop.set()
-        for f in futures:
-            f.result()
 
 
 def tell(study, plan: TrialPlan, result: TrialResult, *, keys: list[str], constraints: list,

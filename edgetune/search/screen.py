@@ -35,7 +35,7 @@ from edgetune._logging import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["graph_features", "LatencyModel", "Screen", "FEATURES", "screen_report"]
+__all__ = ["graph_features", "LatencyModel", "Screen", "FEATURES", "screen_report", "summary_lines"]
 
 #: the features of :func:`graph_features`, in the order the predictor uses them (plus a constant)
 FEATURES = ("gmacs_fp32", "gmacs_int8", "gmacs_fp16", "mpixels")
@@ -291,3 +291,24 @@ def screen_report(records: Sequence[tuple[int, Any]], *, keys: Sequence[str], ra
         else:
             report["skipped"].append(number)
     return report
+
+
+def summary_lines(rep: dict, *, shadow: bool) -> tuple[list[str], dict[str, float]]:
+    """(lines for the log and the sweep's note, parent-run metrics) of a :func:`screen_report`."""
+    from edgetune.search.records import mlflow_key
+
+    lines, metrics = [], {"screen_skipped": len(rep["skipped"]), "screen_would_skip": len(rep["would_skip"]),
+                          "screen_false_skips": len(rep["false_skips"])}
+    for key, e in rep["predictor"].items():
+        lines.append(f"latency predictor {key}: held-out error median {e['median_pct']:.1f}%, p90 "
+                     f"{e['p90_pct']:.1f}% ({e['trials']} trials, leave-one-out; predictions only steer the search)")
+        metrics[f"predictor_err_p50_pct.{mlflow_key(key)}"] = e["median_pct"]
+        metrics[f"predictor_err_p90_pct.{mlflow_key(key)}"] = e["p90_pct"]
+    if rep["skipped"]:
+        lines.append(f"screen: {len(rep['skipped'])} candidate(s) skipped, not measured (trials "
+                     f"{', '.join(map(str, rep['skipped']))}: MLflow status skipped, skip_reason)")
+    if shadow:
+        lines.append(f"screen (shadow): would have skipped {len(rep['would_skip'])} measured trial(s); "
+                     f"{len(rep['false_skips'])} of them on the front"
+                     + (f" ({', '.join(map(str, rep['false_skips']))})" if rep["false_skips"] else ""))
+    return lines, metrics

@@ -30,7 +30,7 @@ from edgetune.search.mirror import MlflowMirror
 from edgetune.search.paired import ANCHOR_ATTR, anchor_values, timing_lines
 from edgetune.search.records import RECORD_ATTR, TrialRecord, mlflow_key, trials_frame
 from edgetune.search.runner import SweepHooks, TrialPlan, tell
-from edgetune.search.screen import Screen, screen_report
+from edgetune.search.screen import Screen, screen_report, summary_lines
 from edgetune.search.side_by_side import PREFIX, SBS_ATTR, latency_keys, run_side_by_side
 from edgetune.search.study import (
     BASELINE_ATTR,
@@ -511,23 +511,9 @@ class Sweep:
         return screen_report(records, keys=self.keys, ranks=front_ranks(trials, self.keys, self.goals))
 
     def _screen_lines(self) -> list[str]:
-        """Log the screen's summary (the MLflow parent run gets ``predictor_err_*`` / ``screen_*`` metrics)
-        and return its lines for the sweep's note."""
-        rep = self.screen_summary()
-        lines, metrics = [], {"screen_skipped": len(rep["skipped"]), "screen_would_skip": len(rep["would_skip"]),
-                              "screen_false_skips": len(rep["false_skips"])}
-        for key, e in rep["predictor"].items():
-            lines.append(f"latency predictor {key}: held-out error median {e['median_pct']:.1f}%, p90 "
-                         f"{e['p90_pct']:.1f}% ({e['trials']} trials, leave-one-out; predictions only steer the search)")
-            metrics[f"predictor_err_p50_pct.{mlflow_key(key)}"] = e["median_pct"]
-            metrics[f"predictor_err_p90_pct.{mlflow_key(key)}"] = e["p90_pct"]
-        if rep["skipped"]:
-            lines.append(f"screen: {len(rep['skipped'])} candidate(s) skipped, not measured (trials "
-                         f"{', '.join(map(str, rep['skipped']))}: MLflow status skipped, skip_reason)")
-        if self.cfg.search.screen == "shadow":
-            lines.append(f"screen (shadow): would have skipped {len(rep['would_skip'])} measured trial(s); "
-                         f"{len(rep['false_skips'])} of them on the front"
-                         + (f" ({', '.join(map(str, rep['false_skips']))})" if rep["false_skips"] else ""))
+        """Log the screen's summary (``screen.summary_lines``; the parent run gets its metrics) and return
+        its lines for the sweep's note."""
+        lines, metrics = summary_lines(self.screen_summary(), shadow=self.cfg.search.screen == "shadow")
         for line in lines:
             log.info("%s", line)
         self.tracker.log_sweep_metrics(self.progress.done, metrics)
