@@ -222,19 +222,43 @@ def _prune_and_recover(student, teacher, config, importance, size, train, recove
             "kept": {k: v[2] for k, v in changed.items()}, "recovery": rec}
 
 
-def _from_elastic(student, teacher, dg, groups, config, plan, importance, size, train, recovery, adapter, *, space,
-                  workdir, source_hash, timings) -> tuple[dict, dict]:
-    """The config cut from the elastic weights (trained on the first call, cached after): (changed, rec)."""
-    from edgetune.compress._elastic import cut_elastic, elastic_choices, elastic_key, ensure_elastic
-    from edgetune.compress._importance import accumulate_gradients, make_importance, needs_gradients
+def _elastic_identity(groups, space, config, size, importance, recovery, train, adapter, source_hash):
+    """(group -> offered widths, the input sizes, the elastic key) of the elastic fine-tune a config needs."""
+    from edgetune.compress._elastic import elastic_choices, elastic_key
 
-    t = time.time()
     choices = elastic_choices(groups, space, config, config.round_to)
     sizes = tuple(dict.fromkeys([int(s) for s in (getattr(space, "input_size_choices", ()) or ())] or [size]))
     if size not in sizes:
         sizes = (*sizes, size)
     key = elastic_key(source_hash=source_hash, choices=choices, sizes=sizes, importance=importance, recovery=recovery,
                       train_id=_dataset_id(train), adapter=_adapter_id(adapter))
+    return choices, sizes, key
+
+
+def elastic_key_for(model, space, recovery: RecoverySpec, train) -> str:
+    """The key of the elastic weights a sweep of ``space`` on ``model`` (a LoadedModel with its torch module)
+    trains with ``recovery`` on ``train``: where ``ensure_elastic`` looks for them (the shipped weights'
+    test checks the demo's)."""
+    from edgetune.spaces import dependency_graph, discover_groups, discover_layers
+
+    size = int(model.input_size)
+    dg = dependency_graph(model.module, size)
+    groups = discover_groups(model.module, size, discover_layers(model.module, size, dg=dg), dg=dg)
+    config = space.baseline("fp32")
+    importance = resolve_importance(config.importance, train, model.adapter)
+    return _elastic_identity(groups, space, config, size, importance, recovery, train, model.adapter,
+                             model.source_hash)[2]
+
+
+def _from_elastic(student, teacher, dg, groups, config, plan, importance, size, train, recovery, adapter, *, space,
+                  workdir, source_hash, timings) -> tuple[dict, dict]:
+    """The config cut from the elastic weights (trained on the first call, cached after): (changed, rec)."""
+    from edgetune.compress._elastic import cut_elastic, ensure_elastic
+    from edgetune.compress._importance import accumulate_gradients, make_importance, needs_gradients
+
+    t = time.time()
+    choices, sizes, key = _elastic_identity(groups, space, config, size, importance, recovery, train, adapter,
+                                            source_hash)
 
     def gradients() -> None:  # taylor scores need them; only when the elastic weights are trained
         if not needs_gradients(importance):
@@ -275,24 +299,30 @@ def pruned_key(*, source_hash: str, input_size: int, config: CompressionConfig, 
 
 
 def _apply_precision(src: Path, src_proto, names, precision, config, calib_arr, tmp: Path, timings: dict,
-                     node_map) -> Path:
+                     node_map, workdir: Path | None) -> Path:
     """fp32 graph -> (pre-process -> int8 QDQ -> fp16) -> compacted ``tmp/model.onnx``. ``node_map(pre_proto)``
-    gives layer -> ONNX node name on the pre-processed graph."""
+    gives layer -> ONNX node name on the pre-processed graph. The pre-processed graph and the calibrated
+    ranges of ``src`` are kept in ``<workdir>/quant`` for the next config of the same fp32 graph (None: not
+    kept, ``compress(use_cache=False)``)."""
     import onnx
 
     from edgetune.compress._onnx_map import tail_nodes
-    from edgetune.compress._quantize import preprocess, quantize_qdq
+    from edgetune.compress._quantize import QuantCache, preprocess, quantize_qdq
 
     int8 = any(p == "int8" for p in precision.values())
     fp16 = [n for n in names if precision[n] == "fp16"]
     t = time.time()
-    final = pre = preprocess(src, tmp / "pre.onnx") if (int8 or fp16) else src
+    cache = QuantCache(workdir / "quant", src) if (int8 or fp16) and workdir is not None else None
+    if not (int8 or fp16):
+        final = pre = src
+    else:
+        final = pre = cache.preprocess(src, tmp / "pre.onnx", timings) if cache else preprocess(src, tmp / "pre.onnx")
     pre_proto = onnx.load(str(pre)) if pre != src else src_proto
     nodes = node_map(pre_proto)
     if int8:
         exclude = [nodes[n] for n in names if precision[n] != "int8"] + tail_nodes(pre_proto)
         final = quantize_qdq(pre, tmp / "int8.onnx", calib=calib_arr, settings=config.quant,
-                             input_name=pre_proto.graph.input[0].name, exclude=exclude)
+                             input_name=pre_proto.graph.input[0].name, exclude=exclude, cache=cache, timings=timings)
     proto = onnx.load(str(final))
     if fp16:
         from edgetune.compress._fp16 import convert_nodes_fp16
@@ -315,7 +345,7 @@ def _scratch(workdir: Path, key: str) -> Path:
 
 
 def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: int, timings: dict,
-                export_cache: Path | None = None, shared: bool = False):
+                workdir: Path | None, export_cache: Path | None = None, shared: bool = False):
     """Export -> (pre-process -> layer map -> int8 QDQ -> fp16) -> compact; returns (path, params,
     non-zero params, max |ORT - torch|). ``export_cache``: where the fp32 export of this (pruned) model is
     kept, so that other precisions of the same weights skip the exporter (5-9 s for det-s); ``shared``: look
@@ -343,7 +373,7 @@ def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: i
     exported = onnx.load(str(exported_path))
     params, nonzero = onnx_sizes(exported)
     final = _apply_precision(exported_path, exported, names, precision, config, calib_arr, tmp, timings,
-                             lambda pre_proto: _node_map(pre_proto, names, exported, student, size))
+                             lambda pre_proto: _node_map(pre_proto, names, exported, student, size), workdir)
     diff, tol = parity(student, final, input_size=size)
     if not (int8 or fp16) and not diff <= tol:
         raise CompressionError(f"the compacted fp32 graph differs from torch by {diff:.3g} (> {tol:.3g}); this is a "
@@ -423,7 +453,7 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     tmp = _scratch(workdir, key)
     shutil.rmtree(tmp, ignore_errors=True)
     final, params, nonzero, diff = _build_onnx(student, names, precision, config, calib_arr, tmp, size, timings,
-                                               export_cache=pruned_dir(workdir, pkey) / export_name
+                                               workdir if use_cache else None, export_cache=pruned_dir(workdir, pkey) / export_name
                                                if use_cache else None, shared=use_cache and pruned is None)
     macs, _ = measure_macs(student, size)
     layer_params = {n: int(m.weight.numel()) for n, m in layer_modules(student).items()}
@@ -521,7 +551,8 @@ def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, us
                                    f"({', '.join(lost[:3])}); re-export the model with constant folding on.")
         return {n: n for n in names}
 
-    final = _apply_precision(named, proto, names, precision, config, calib_arr, tmp, timings, node_map)
+    final = _apply_precision(named, proto, names, precision, config, calib_arr, tmp, timings, node_map,
+                             workdir if use_cache else None)
     diff = _onnx_parity(named, final, size)
     macs = {lay.name: lay.macs for lay in layers}
     data = final.read_bytes()

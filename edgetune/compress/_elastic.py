@@ -15,7 +15,10 @@ channel widths (and input size) are cut from it with a BatchNorm re-estimation o
 
 The elastic weights and the orders are cached in ``<workdir>/elastic/<key>`` under the hash of
 everything that changes them (source weights, offered widths, sizes, importance, recovery settings,
-train split, task adapter).
+train split, task adapter). A key not there is looked up among the entries shipped with the package
+(:data:`SHIPPED`: the demo's, ``configs/demo.yaml`` on the builtin det-s, so that a fresh machine's
+``make demo`` does not spend 3.4 min training them; ``tests/compress/test_elastic.py`` checks that the
+demo config still asks for that key, and docs/models.md has the command that trains it again).
 """
 
 from __future__ import annotations
@@ -149,6 +152,9 @@ def _sampler(choices: dict[str, list[int]], seed: int):
     return widths
 
 
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "weights" / "elastic"
+
+
 def _dir(workdir: Path, key: str) -> Path:
     return Path(workdir) / "elastic" / key
 
@@ -168,12 +174,15 @@ def ensure_elastic(student, teacher, dg, *, choices, sizes, importance, imp, tra
     from edgetune.compress._recover import recover
 
     d = _dir(workdir, key)
-    if (d / "elastic.json").is_file():
+    for where, entry in (("workdir", d), ("shipped", SHIPPED / key)):
+        if not (entry / "elastic.json").is_file():
+            continue
         try:
-            meta = json.loads((d / "elastic.json").read_text())
-            student.load_state_dict(torch.load(d / "weights.pt", map_location="cpu", weights_only=True))
-            timings["elastic_from_cache"] = True
-            log.info("elastic weights %s served from the cache", key[:12])
+            meta = json.loads((entry / "elastic.json").read_text())
+            student.load_state_dict(torch.load(entry / "weights.pt", map_location="cpu", weights_only=True))
+            timings["elastic_from_cache"] = True if where == "workdir" else where
+            log.info("elastic weights %s served from the %s", key[:12],
+                     "cache" if where == "workdir" else "package (shipped with the builtin model)")
             rec = meta.get("recovery")
             if (rec or {}).get("stopped") == "budget_s":  # every config cut from them inherits the cut
                 log.warning("the cached elastic weights %s were trained %d of %d steps (cut by `recovery.budget_s`)",

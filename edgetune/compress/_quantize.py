@@ -3,13 +3,23 @@
 ``quant_pre_process`` first (shape inference + graph optimisation), then ``quantize_static`` with a
 FRESH calibration reader per run (a reader is consumed once), per-channel weights, the op types and the
 activation type of the device kinds' recipe, and the float layers in ``nodes_to_exclude``.
+
+Both steps depend on the fp32 graph, not on which layers a config keeps float: a sweep quantizes each
+pruned model many times (one per precision config), so the pre-processed graph and the calibrated tensor
+ranges (``quantize_static``'s ``calibration_cache_path``, onnxruntime >= 1.32) are kept per fp32 graph in a
+:class:`QuantCache` and reused. The ranges are keyed by everything the calibrator reads: the graph, the
+calibration images, the method and its settings, and the op types whose tensors it collects.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import io
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +30,7 @@ from edgetune.spaces import QuantSettings
 
 log = get_logger(__name__)
 
-__all__ = ["preprocess", "quantize_qdq", "calibration_arrays"]
+__all__ = ["preprocess", "quantize_qdq", "calibration_arrays", "QuantCache"]
 
 # placement "openvino": the op types whose outputs get no Q/DQ (OpenVINO fuses the activation that follows a
 # Conv into it, and a Q/DQ in between splits the fusion: 104 separate SiLU+FakeQuantize kernels on yolo11n),
@@ -54,6 +64,46 @@ def preprocess(src: Path, dst: Path) -> Path:
     return dst
 
 
+class QuantCache:
+    """Per fp32 graph (by content): its pre-processed graph and its calibrated tensor ranges, under ``root``
+    (``<workdir>/quant``). Files are written whole (temp file + rename), so processes sharing a workdir may
+    race; a torn or foreign entry is ignored and computed again."""
+
+    def __init__(self, root: Path, src: Path):
+        self.dir = Path(root) / hashlib.sha256(Path(src).read_bytes()).hexdigest()[:32]
+
+    def preprocess(self, src: Path, dst: Path, timings: dict | None = None) -> Path:
+        """``dst`` holds ``preprocess(src)``: copied from the cache, or computed and added to it."""
+        from edgetune._paths import atomic_write_bytes
+
+        kept = self.dir / "pre.onnx"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if kept.is_file():
+            shutil.copyfile(kept, dst)
+            if timings is not None:
+                timings["preprocess_from_cache"] = True
+            return dst
+        preprocess(src, dst)
+        atomic_write_bytes(kept, dst.read_bytes())
+        return dst
+
+    def ranges(self, *, calib: np.ndarray, settings: QuantSettings, op_types: list[str], extra: dict) -> Path:
+        """The file that holds (or will hold) the calibrated ranges for these inputs."""
+        ident = {"v": 1, "calib": hashlib.sha256(np.ascontiguousarray(calib).tobytes()).hexdigest(),
+                 "shape": list(calib.shape), "method": settings.calibration,
+                 "percentile": settings.percentile if settings.calibration == "percentile" else None,
+                 "op_types": sorted(op_types), "extra": {k: extra[k] for k in sorted(extra)}}
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+        return self.dir / f"ranges-{key}.json"
+
+
+def _ranges_supported() -> bool:
+    """Whether this onnxruntime's ``quantize_static`` takes ``calibration_cache_path`` (added in 1.32)."""
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 def _reader(arrays: np.ndarray, input_name: str):
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -76,9 +126,12 @@ def _reader(arrays: np.ndarray, input_name: str):
 
 
 def quantize_qdq(src: Path, dst: Path, *, calib: np.ndarray, settings: QuantSettings, exclude: list[str],
-                 input_name: str) -> Path:
-    """Quantize the pre-processed model ``src`` to ``dst`` (QDQ); ``exclude`` nodes stay float."""
+                 input_name: str, cache: QuantCache | None = None, timings: dict | None = None) -> Path:
+    """Quantize the pre-processed model ``src`` to ``dst`` (QDQ); ``exclude`` nodes stay float. With
+    ``cache``, the calibrated ranges of ``src`` are taken from it (or added to it)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgetune._paths import atomic_write_bytes
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[settings.calibration]
@@ -89,6 +142,16 @@ def quantize_qdq(src: Path, dst: Path, *, calib: np.ndarray, settings: QuantSett
         op_types = [t for t in op_types if t not in OPENVINO_FLOAT_OPS]
     if settings.calibration == "percentile":
         extra["CalibPercentile"] = settings.percentile
+    ranges = kept = None
+    if cache is not None and _ranges_supported():
+        kept = cache.ranges(calib=calib, settings=settings, op_types=op_types, extra=extra)
+        ranges = dst.with_name(dst.stem + ".ranges.json")  # onnxruntime writes it in place: a private copy
+        ranges.unlink(missing_ok=True)
+        if kept.is_file():
+            shutil.copyfile(kept, ranges)
+            if timings is not None:
+                timings["calibration_from_cache"] = True
+    cached = {"calibration_cache_path": str(ranges)} if ranges is not None else {}
     ort_log = logging.getLogger("root")
     level = ort_log.level
     try:
@@ -99,11 +162,13 @@ def quantize_qdq(src: Path, dst: Path, *, calib: np.ndarray, settings: QuantSett
             reduce_range=settings.reduce_range,
             activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=method,
-            extra_options=extra,
+            extra_options=extra, **cached,
         )
     except Exception as exc:  # onnxruntime raises plain exceptions of many types
         raise CompressionError(f"onnxruntime quantization failed ({type(exc).__name__}: {exc}). Try "
                                "`space.calibration: minmax` or keep the failing layer fp32.") from exc
     finally:
         ort_log.setLevel(level)
+    if ranges is not None and kept is not None and ranges.is_file() and not kept.is_file():
+        atomic_write_bytes(kept, ranges.read_bytes())
     return dst

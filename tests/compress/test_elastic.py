@@ -72,3 +72,28 @@ def test_elastic_recovery_also_serves_unpruned_configs_at_another_size(elastic_s
     assert not dense_192.prunes and needs_train(ELASTIC, dense_192)  # the elastic weights were trained at 192 too
     assert not needs_train(RecoverySpec(), dense_192)  # per-config recovery fine-tunes pruned configs only
     assert not needs_train(ELASTIC, _point(elastic_space, "dense", "256"))  # the model itself
+
+
+def test_the_shipped_elastic_weights_are_the_ones_the_demo_asks_for(tmp_path):
+    """``make demo`` takes its elastic fine-tune from the package (edgetune/models/weights/elastic): the demo
+    config must still ask for that key, or a fresh machine trains for minutes again. When this fails after a
+    change to the demo's space, recovery, data or model, train the entry again (docs/models.md)."""
+    from pathlib import Path
+
+    import torch
+
+    from edgetune.assembly import assemble
+    from edgetune.compress._compress import elastic_key_for
+    from edgetune.compress._elastic import SHIPPED
+    from edgetune.search.wiring import _load_cfg
+
+    cfg, _ = _load_cfg(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+    parts = assemble(cfg, kinds=["local-cpu"], workdir=tmp_path)
+    key = elastic_key_for(parts.model, parts.space, cfg.recovery, parts.splits.train)
+    entry = SHIPPED / key
+    assert (entry / "elastic.json").is_file(), (key, sorted(p.name for p in SHIPPED.iterdir()))
+    assert sorted(p.name for p in SHIPPED.iterdir()) == [key], "an entry no config asks for is dead weight in git"
+    meta = json.loads((entry / "elastic.json").read_text())
+    assert meta["recovery"]["steps"] == cfg.recovery.steps and meta["sizes"] == [256, 224]
+    state = torch.load(entry / "weights.pt", map_location="cpu", weights_only=True)
+    assert state.keys() == parts.model.module.state_dict().keys()

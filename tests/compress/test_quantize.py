@@ -94,3 +94,35 @@ def test_openvino_placement_quantizes_conv_inputs_only(compressed, ort_map):
     n_q = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8.onnx_path)).graph.node)
     assert sum(n.op_type == "QuantizeLinear" for n in g.node) < n_q
     assert ort_map(ov8.onnx_path) >= ort_map(fp32.onnx_path) - 0.01
+
+
+def test_configs_of_one_graph_share_its_preprocessing_and_calibrated_ranges(compressed, shapes_calib, tmp_path):
+    """A sweep quantizes each fp32 graph once per precision config: the second config takes the pre-processed
+    graph and the calibrated ranges from the cache and builds the same bytes as a run without the cache; other
+    calibration images are calibrated again."""
+    from edgetune.compress._quantize import QuantCache, calibration_arrays, quantize_qdq
+    from edgetune.spaces import QuantSettings
+
+    src = compressed("fp32").onnx_path
+    arr = calibration_arrays(shapes_calib, size=256)
+    cache = QuantCache(tmp_path / "quant", src)
+    pre = cache.preprocess(src, tmp_path / "a" / "pre.onnx", first := {})
+    assert not first and (cache.dir / "pre.onnx").is_file()
+    name = onnx.load(str(pre)).graph.input[0].name
+    convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+
+    def build(out, exclude, *, use, calib=arr):
+        timings: dict = {}
+        path = quantize_qdq(pre, tmp_path / out, calib=calib, settings=QuantSettings(), exclude=exclude,
+                            input_name=name, cache=cache if use else None, timings=timings)
+        return path.read_bytes(), timings
+
+    build("all.onnx", [], use=True)
+    assert len(list(cache.dir.glob("ranges-*.json"))) == 1
+    mixed, timings = build("mixed.onnx", convs[:10], use=True)
+    assert timings.get("calibration_from_cache") is True
+    assert mixed == build("fresh.onnx", convs[:10], use=False)[0]
+    assert cache.preprocess(src, tmp_path / "b" / "pre.onnx", again := {}).read_bytes() == pre.read_bytes()
+    assert again.get("preprocess_from_cache") is True
+    _, other = build("other.onnx", [], use=True, calib=arr[:8])
+    assert "calibration_from_cache" not in other and len(list(cache.dir.glob("ranges-*.json"))) == 2
