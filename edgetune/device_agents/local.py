@@ -64,6 +64,21 @@ class LocalAgents:
     def fleet(self, **client_options) -> Fleet:
         return Fleet(self.specs(), **client_options)
 
+    def isolate_controller(self) -> tuple[int, ...] | None:
+        """Pin this process (the controller: compression, the screen's rung) to the allowed CPUs none of
+        these agents measures on, so that what it does while an agent measures (``search.overlap``) stays
+        off that agent's core; returns the CPUs kept, or None (nothing pinned) when the agents take every
+        core. Threads started later inherit the pin; torch's and onnxruntime's pools size themselves by it."""
+        try:
+            allowed = set(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return None
+        rest = allowed - {c for a in self.agents for c in a.cpus}
+        if not rest:
+            return None
+        os.sched_setaffinity(0, rest)
+        return tuple(sorted(rest))
+
     def write_fleet(self, path: str | Path) -> Path:
         """Write a fleet YAML for these agents (tokens by ``token_file``)."""
         import yaml

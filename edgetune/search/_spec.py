@@ -50,7 +50,8 @@ class SearchSpec(Strict):
     concurrency: int = Field(default=1, ge=1, le=256, description="trials compressed at once (Ray workers)")
     overlap: Literal["auto", "on", "off"] = Field(
         default="auto", description="compress the next trial while the current one is measured; 'auto' turns it "
-        "off when a device runs on this host (compression would disturb its timings)")
+        "off when a device runs on this host (compression would disturb its timings); 'on' with --local pins the "
+        "controller to the cores the local agents do not measure on")
     keep_artifacts: Literal["front", "all"] = "front"
     start_points: Literal["none", "uniform"] = Field(
         default="none", description="'uniform': before the sampler's own, measure the uniform corners of the space: "

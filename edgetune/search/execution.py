@@ -3,6 +3,7 @@ with the current measurement (``search.overlap``), or several at once for a pool
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -18,8 +19,8 @@ __all__ = ["execute_trials"]
 
 def execute_trials(plans: Callable[[], TrialPlan | None], hooks: SweepHooks, *, overlap: bool,
                    on_result: Callable[[TrialPlan, TrialResult], None], workers: int = 1) -> None:
-    """Run plans until ``plans()`` returns None. With ``overlap``, the next trial's compression runs in a
-    worker thread while the current one is measured (the next trial is asked before the current one is
+    """Run plans until ``plans()`` returns None. With ``overlap``, the next trial's compression (and the
+    screen's evidence on it) runs in a worker thread while the current one is measured (the next trial is asked before the current one is
     told, as with any parallel sampler). ``workers`` > 1 (a pool of devices): that many trials at once, each
     compressed in turn (one compression at a time in this process) and measured on a free member."""
     if workers > 1:
@@ -31,13 +32,23 @@ def execute_trials(plans: Callable[[], TrialPlan | None], hooks: SweepHooks, *, 
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetune-compress") as pool:
         current = plans()
-        fut = pool.submit(hooks.compress, current) if current else None
+        fut = pool.submit(_prepared, hooks, current) if current else None
         while current is not None:
             nxt = plans()
             wait([fut])  # current compressed (or failed): start the next compression, then measure
-            nfut = pool.submit(hooks.compress, nxt) if nxt is not None else None
+            nfut = pool.submit(_prepared, hooks, nxt) if nxt is not None else None
             on_result(current, run_one(current, hooks, fut))
             current, fut = nxt, nfut
+
+
+def _prepared(hooks: SweepHooks, plan: TrialPlan) -> Artifact:
+    """The plan compressed, with the screen's evidence on it computed too (``hooks.evidence`` keeps it by
+    artifact), so that overlap hides both behind the current measurement. An evidence error is left for the
+    trial's own screen step, which reports it."""
+    artifact = hooks.compress(plan)
+    with contextlib.suppress(Exception):  # reported by run_one's screen step, which asks again
+        hooks.evidence(artifact)
+    return artifact
 
 
 class _InTurn:

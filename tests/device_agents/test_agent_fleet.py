@@ -156,3 +156,27 @@ def test_tls_through_uvicorn_certificate_options(tmp_path):
             c.health()
     finally:
         agent.stop()
+
+
+def test_the_controller_is_pinned_off_the_cores_its_local_agents_measure_on(tmp_path):
+    """``search.overlap: on`` with --local: the controller keeps the allowed cores no agent measures on; with
+    no core left it pins nothing."""
+    import os
+    import subprocess
+
+    from edgetune.device_agents.local import LocalAgent, LocalAgents
+
+    before = os.sched_getaffinity(0)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    try:
+        last = max(before)
+        one = LocalAgents([LocalAgent("a", "", (last,), tmp_path, proc)], "t", tmp_path / "t", tmp_path)
+        if len(before) > 1:
+            assert one.isolate_controller() == tuple(sorted(before - {last}))
+            assert os.sched_getaffinity(0) == before - {last}
+        os.sched_setaffinity(0, before)
+        every = LocalAgents([LocalAgent("b", "", tuple(sorted(before)), tmp_path, proc)], "t", tmp_path / "t", tmp_path)
+        assert every.isolate_controller() is None and os.sched_getaffinity(0) == before
+    finally:
+        os.sched_setaffinity(0, before)

@@ -24,13 +24,13 @@ def _timing(key: str) -> bool:
     return "latency" in key or key.startswith(("peak_mem", "model_mem", "run_mem", "energy", "power"))
 
 
-def run_backend(backend: str, tmp_path, make_sweep, local_agent, workdir, monkeypatch) -> dict:
+def run_backend(backend: str, tmp_path, make_sweep, local_agent, workdir, monkeypatch, search=None) -> dict:
     if backend == "ray":
         import tempfile
 
         monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
         monkeypatch.setenv("EDGETUNE_RAY_TMP", tempfile.mkdtemp(prefix="etray", dir="/tmp"))  # sockets: < 108 bytes
-    path = make_sweep(tmp_path, name=f"conf-{backend}", trials=TRIALS, backend=backend)
+    path = make_sweep(tmp_path, name=f"conf-{backend}", trials=TRIALS, backend=backend, search=search)
     if backend == "ray":
         path.write_text(path.read_text().replace("storage:", "concurrency: 2\n  storage:"))
     sweep, space, cfg = prepare_sweep(path, workdir=workdir, local_agents=local_agent)
@@ -41,7 +41,7 @@ def run_backend(backend: str, tmp_path, make_sweep, local_agent, workdir, monkey
             import ray
 
             ray.shutdown()
-    records = {}
+    records, screened = {}, {}
     for t in sweep.study.get_trials():
         rec = t.user_attrs.get(RECORD_ATTR) or {}
         records[t.number] = {"state": t.state.name, "params": t.params, "baseline": rec.get("baseline"),
@@ -49,8 +49,9 @@ def run_backend(backend: str, tmp_path, make_sweep, local_agent, workdir, monkey
                              "values": {k: v for k, v in (rec.get("values") or {}).items() if not _timing(k)},
                              "timed": sorted(k for k in rec.get("values") or {} if _timing(k)),
                              "kind": (rec.get("fingerprints") or {}).get("local", {}).get("kind")}
+        screened[t.number] = bool((rec.get("screen") or {}).get("rung"))
     runs = Tracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment, sweep=cfg.name, readonly=True).child_runs()
-    return {"records": records, "runs": {n: r.info.status for n, r in runs.items()}}
+    return {"records": records, "runs": {n: r.info.status for n, r in runs.items()}, "screened": screened}
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,14 @@ def test_backend_gives_the_same_records(backend, reference, tmp_path, make_sweep
     assert all(r["kind"] == "local-cpu" and "latency_p50_ms@local" in r["timed"] for r in records.values())
     assert records == reference["records"]  # params, artifacts, accuracy and size values: identical
     assert got["runs"] == {n: "FINISHED" for n in range(TRIALS)}  # one MLflow child run per trial
+
+
+def test_overlapped_trials_give_the_same_records(reference, tmp_path, make_sweep, local_agent, sweep_workdir,
+                                                 monkeypatch):
+    """``search.overlap: on`` (the demo's: the next trial compressed, and its screen evidence computed, while
+    the current one is measured) runs the same trials to the same records, each with its evidence."""
+    got = run_backend("local", tmp_path, make_sweep, local_agent, sweep_workdir, monkeypatch,
+                      search={"overlap": "on", "screen": "shadow"})
+    assert got["records"] == reference["records"]
+    assert got["screened"] == dict.fromkeys(range(TRIALS), True) and not any(reference["screened"].values())
+    assert got["runs"] == {n: "FINISHED" for n in range(TRIALS)}

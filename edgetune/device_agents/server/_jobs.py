@@ -150,9 +150,10 @@ class MeasureScheduler:
 
 # What the fork server imports once, so that a measurement process starts without importing them again
 # (numpy + onnxruntime + the worker: ~0.65 s of CPU per measurement on the 2-core EPYC VM, seconds on a
-# Pi). A module that is not installed is skipped. OpenVINO and NCNN are left out: their thread pools start
-# at import, and a process must not fork after that.
-_PRELOAD = ["numpy", "onnxruntime", "edgetune.device_agents._worker", "edgetune.device_agents._stats",
+# Pi; onnx, which reading the realised precision per layer needs after the timed loops: another 0.6 s and
+# 16 MB of the baseline RSS a measurement reports). A module that is not installed is skipped. OpenVINO
+# and NCNN are left out: their thread pools start at import, and a process must not fork after that.
+_PRELOAD = ["numpy", "onnxruntime", "onnx", "edgetune.device_agents._worker", "edgetune.device_agents._stats",
             "edgetune.device_agents._timing", "edgetune.device_agents.protocol", "edgetune.device_agents.runtimes"]
 _FORK_SERVER: list = []
 
