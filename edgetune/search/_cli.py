@@ -317,10 +317,9 @@ def run_search(config: Path, *, trials: int | None, workdir: Path, local: bool, 
             agents = stack.enter_context(start_local_agents(n, threads=1, runtime=",".join(cfg.space.runtime) or "ort"))
         console.print("local agent(s): " + ", ".join(f"{a.name} {a.url} (cpus {a.cpus})" for a in agents.agents))
         if cfg.search.overlap == "on":  # compression beside measurement: keep it off the agents' cores
-            if (kept := agents.isolate_controller()) is not None:
-                import torch
+            from edgetune.search.wiring import isolate_for_overlap
 
-                torch.set_num_threads(len(kept))
+            if (kept := isolate_for_overlap(cfg, agents)) is not None:
                 console.print(f"controller pinned to cpus {kept}: it compresses there while the agents measure")
             else:
                 console.print("[yellow]search.overlap is on, but the local agents take every core: compression "

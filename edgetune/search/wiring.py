@@ -39,6 +39,18 @@ def with_devices(cfg, specs):
     return cfg.model_copy(update={"devices": devices})
 
 
+def isolate_for_overlap(cfg, agents) -> tuple[int, ...] | None:
+    """With ``search.overlap: on``, pin this process (and torch's threads) to the cores the local ``agents``
+    do not measure on (``LocalAgents.isolate_controller``); the cores kept, or None (overlap off, or no core
+    left)."""
+    if cfg.search.overlap != "on" or (kept := agents.isolate_controller()) is None:
+        return None
+    import torch
+
+    torch.set_num_threads(len(kept))
+    return kept
+
+
 def prepare_sweep(config_path: Path, *, workdir: Path, tokens: dict[str, str] | None = None, local_agents=None,
                   force_resume: bool = False):
     """Validate everything before any expensive work, then build the Sweep (study + tracker) and space.
