@@ -120,3 +120,20 @@ def test_tensorrt_cache_key_and_install_hint(det_s_onnx):
     assert "tensorrt is not importable" in rt.info().error
     with pytest.raises(MissingDependency, match=r"system-site-packages.*edgetune\[tensorrt\]"):
         rt.load(det_s_onnx, threads=1)
+
+
+def test_tensorrt_realised_precision_reads_a_recorded_engine_inspector_output():
+    """What each layer ran in, from an engine inspector JSON NVIDIA recorded (fixtures/README.md): fused
+    names resolve to their ONNX nodes, layers without weights and nodes the engine does not name are left
+    out; TensorRT >= 10's ``Metadata`` names nodes too, and fp16 weights read as fp16."""
+    import json
+    from pathlib import Path
+
+    from edgetune.device_agents.runtimes.tensorrt import realised_from_inspector
+
+    text = (Path(__file__).parent / "fixtures" / "trt_inspector_mobilenet_qat.json").read_text()
+    got = realised_from_inspector(text, ["Conv_12", "Conv_29", "Conv_94", "Gemm_864", "Conv_999", "GlobalAveragePool_843"])
+    assert got == {"Conv_12": "int8", "Conv_29": "int8", "Conv_94": "int8", "Gemm_864": "int8"}
+    layer = {"Name": "node_Conv_292 + node_relu", "Metadata": "[ONNX Layer: /dense/Conv]\x1f[ONNX Layer: /dense/Relu]",
+             "Weights": {"Type": "Half", "Count": 9408}}
+    assert realised_from_inspector(json.dumps({"Layers": [layer, "a name only"]}), ["/dense/Conv"]) == {"/dense/Conv": "fp16"}

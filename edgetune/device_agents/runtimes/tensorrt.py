@@ -12,11 +12,20 @@ v10.16 and v11.1, ``samples/python/common_runtime.py``) and the cuda-python runt
 NOT run on real hardware here: the development machine has no GPU and no TensorRT, so its conformance
 tests skip. What the tests do run without a GPU: the engine cache key and the MissingDependency errors.
 Model-only latency with this runtime includes the host-to-device and device-to-host copies.
+
+Builder settings: ``SPARSE_WEIGHTS`` is always set (TensorRT then picks sparse tensor-core tactics for the
+layers whose weights are 2:4 structured, as edgetune's ``2:4`` configs are, on GPUs that have them, and
+dense ones elsewhere), and ``ProfilingVerbosity.DETAILED``, so that the engine inspector can say per layer
+what ran (:func:`realised_from_inspector`: the precision of each engine layer's weights, mapped back to the
+ONNX nodes fused into it). That reader is tested on an engine inspector JSON NVIDIA recorded (a QAT
+MobileNet engine, tests/device_agents/fixtures); it has not read one of edgetune's own engines.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,17 +38,51 @@ from edgetune.device_agents.protocol import RuntimeInfo
 from edgetune.device_agents.runtimes._base import ModelSession, Runtime, register_runtime
 from edgetune.errors import MeasurementFailed, MissingDependency
 
-__all__ = ["TensorRTRuntime", "engine_cache_key"]
+__all__ = ["TensorRTRuntime", "engine_cache_key", "realised_from_inspector"]
 
 log = get_logger(__name__)
 _TRT_PURPOSE = ("The TensorRT device runtime (on a Jetson, TensorRT comes with JetPack: create the venv with "
                 "`python3 -m venv --system-site-packages` so it can see it)")
 
 
+_BUILD = "sparse+detailed"  # the builder settings of _build: an engine cached under other settings is built again
+
+
 def engine_cache_key(*, artifact_sha256: str, trt_version: str, gpu: str, compute_capability: str, batch: int) -> str:
-    """Name of a cached engine: it is only valid for this artifact, TensorRT version, GPU and batch."""
-    text = f"{artifact_sha256}|trt{trt_version}|{gpu}|sm{compute_capability}|b{batch}"
+    """Name of a cached engine: it is only valid for this artifact, TensorRT version, GPU, batch and the
+    builder settings this module uses."""
+    text = f"{artifact_sha256}|trt{trt_version}|{gpu}|sm{compute_capability}|b{batch}|{_BUILD}"
     return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+# the engine inspector's names of weight types (``nvinfer1::DataType`` as it prints them) -> edgetune's
+_WEIGHT_TYPES = {"int8": "int8", "half": "fp16", "float": "fp32", "bf16": "bf16", "bfloat16": "bf16", "fp8": "fp8",
+                 "int4": "int4"}
+
+
+def _onnx_nodes(layer: dict) -> set[str]:
+    """The ONNX node names an engine layer was built from: its ``Metadata`` (``[ONNX Layer: NAME]`` per fused
+    node, TensorRT >= 10) and the parts of its ``Name`` (``a + b + PWN(c, d)`` when layers were fused)."""
+    names = set(re.findall(r"\[ONNX Layer: ([^\]]+)\]", str(layer.get("Metadata") or "")))
+    names |= {t.strip() for t in re.split(r" \+ |PWN\(|\)|, ", str(layer.get("Name") or ""))}
+    return {n for n in names if n}
+
+
+def realised_from_inspector(info: str | dict, layers: Sequence[str]) -> dict[str, str]:
+    """ONNX node name -> the precision of the weights TensorRT ran it with, for each of ``layers`` found in
+    the engine inspector's JSON (``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)`` of
+    an engine built with ``ProfilingVerbosity.DETAILED``); layers the engine does not name are left out."""
+    data = json.loads(info) if isinstance(info, str) else info
+    wanted, out = set(layers), {}
+    for layer in data.get("Layers") or []:
+        if not isinstance(layer, dict):  # a less detailed build lists names only
+            continue
+        kind = str((layer.get("Weights") or {}).get("Type") or "").lower()
+        if not kind:
+            continue
+        for name in _onnx_nodes(layer) & wanted:
+            out[name] = _WEIGHT_TYPES.get(kind, kind)
+    return out
 
 
 def _cudart():
@@ -108,6 +151,12 @@ class TensorRTSession(ModelSession):
                                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream), "cudaMemcpyAsync")
         _call(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return self._host_out[self._first_output].copy()
+
+    def realised_precision(self, layers: Sequence[str]) -> dict[str, str] | None:
+        """From the engine inspector (see :func:`realised_from_inspector`); None when it names none of them."""
+        inspector = self._engine.create_engine_inspector()
+        info = inspector.get_engine_information(self._trt.LayerInformationFormat.JSON)
+        return realised_from_inspector(info, layers) or None
 
     def close(self) -> None:
         for ptr in self._buffers.values():
@@ -197,6 +246,9 @@ def _build(trt, logger, data: bytes, *, batch: int) -> bytes:
         raise MeasurementFailed(f"TensorRT {trt.__version__} could not parse the ONNX: " + "; ".join(errors))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
+    if hasattr(trt.BuilderFlag, "SPARSE_WEIGHTS"):  # 2:4 weights may take sparse tactics; others stay dense
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # what ran per layer (realised_precision)
     for i in range(network.num_inputs):
         inp = network.get_input(i)
         if -1 in tuple(inp.shape):
