@@ -19,8 +19,8 @@ Variants (``--variants``, comma separated):
   ``tpe`` / ``nsga2`` / ``random`` / ``gp``   that ``search.sampler`` (``+screen``: with ``search.screen: on``,
                  e.g. ``nsga2+screen``)
 
-``--reference N`` first runs the config with the random sampler for N trials (e.g. 400) as the reference
-front, then reports each variant's hypervolume as a share of the reference front's, and how many of the
+``--reference N`` first runs the config with the random sampler for N trials (e.g. 400; same seed as the
+config, so the ``random`` variant is its first trials) as the reference front, then reports each variant's hypervolume as a share of the reference front's, and how many of the
 reference's random trials (in their order) reach the variant's hypervolume. Hypervolumes are computed as the
 sweep computes its own: each run's objectives divided by its own fp32 baseline (latency: the paired ratio),
 reference point 0 for accuracy and 1.1 for latency and size; the feasible trials only.
@@ -187,6 +187,9 @@ def reference_table(results: list[dict]) -> None:
     ref = results[0]
     goals, n_ref = ref["goals"], max((p[0] for p in ref["points"]), default=0) + 1
     hv_ref = normalised_hv(ref["points"], goals)
+    if hv_ref <= 0:
+        print("\nreference: no feasible point beats fp32; no hypervolume to compare with")
+        return
     curve = [normalised_hv(ref["points"], goals, below=k) for k in range(1, n_ref + 1)]
     print(f"\nreference: {ref['complete']} random trials, hypervolume {hv_ref:.4g}")
     print("| variant | trials | hypervolume | share of the reference | random trials to match |")
@@ -195,7 +198,7 @@ def reference_table(results: list[dict]) -> None:
         hv = normalised_hv(r["points"], goals)
         n = r["complete"] + r["skipped"]
         k = next((i + 1 for i, h in enumerate(curve) if h >= hv), None)
-        match = f"{k} ({k / n:.1f}x)" if k else f"> {n_ref}"
+        match = f"{k} ({k / n:.1f}x)" if k else f"not within its {ref['complete'] + ref['skipped']}"
         print(f"| {r['variant']} | {n} | {hv:.4g} | {hv / hv_ref:.1%} | {match} |")
 
 

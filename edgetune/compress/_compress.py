@@ -41,9 +41,13 @@ def _sha(obj) -> str:
 
 
 def _dataset_id(ds) -> str | None:
+    """The train split's identity in cache keys: its images and their ground truth (another seed or
+    generator version of the builtin data names its files alike, but not its boxes)."""
     if ds is None:
         return None
-    return _sha([getattr(ds, "name", "?"), [(r.id, Path(r.file).name) for r in ds.records]])
+    anns = getattr(ds, "annotations", None) or {}
+    truth = _sha({str(k): anns[k] for k in sorted(anns)}) if anns else None
+    return _sha([getattr(ds, "name", "?"), [(r.id, Path(r.file).name, r.label) for r in ds.records], truth])
 
 
 def _adapter_id(adapter) -> str | None:

@@ -19,6 +19,7 @@ import inspect
 import io
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -65,12 +66,17 @@ def preprocess(src: Path, dst: Path) -> Path:
 
 
 class QuantCache:
-    """Per fp32 graph (by content): its pre-processed graph and its calibrated tensor ranges, under ``root``
-    (``<workdir>/quant``). Files are written whole (temp file + rename), so processes sharing a workdir may
-    race; a torn or foreign entry is ignored and computed again."""
+    """Per fp32 graph (by content and onnxruntime version): its pre-processed graph and its calibrated tensor
+    ranges, under ``root`` (``<workdir>/quant``). Files are written whole (temp file + rename), so processes
+    sharing a workdir may race (the worst case is work done twice); a range file onnxruntime cannot use is
+    deleted and calibrated again."""
 
     def __init__(self, root: Path, src: Path):
-        self.dir = Path(root) / hashlib.sha256(Path(src).read_bytes()).hexdigest()[:32]
+        from onnxruntime import __version__ as ort_version
+
+        digest = hashlib.sha256(Path(src).read_bytes())
+        digest.update(f"|onnxruntime {ort_version}".encode())  # another release may pre-process differently
+        self.dir = Path(root) / digest.hexdigest()[:32]
 
     def preprocess(self, src: Path, dst: Path, timings: dict | None = None) -> Path:
         """``dst`` holds ``preprocess(src)``: copied from the cache, or computed and added to it."""
@@ -95,6 +101,33 @@ class QuantCache:
                  "op_types": sorted(op_types), "extra": {k: extra[k] for k in sorted(extra)}}
         key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
         return self.dir / f"ranges-{key}.json"
+
+
+@contextlib.contextmanager
+def _pool_within_affinity():
+    """While it runs, ``onnxruntime.SessionOptions()`` starts with this process's allowed CPU count as its
+    thread count. A session given no count gets one worker per physical core, each pinned to its core
+    whatever the process's CPU mask, and ``quantize_static`` builds its calibration session that way: a
+    controller pinned off a local agent's core (``search.overlap``) would calibrate on that core."""
+    import onnxruntime
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no mask to keep to
+        yield
+        return
+    base = onnxruntime.SessionOptions
+
+    def options(*args, **kwargs):
+        so = base(*args, **kwargs)
+        so.intra_op_num_threads = n
+        return so
+
+    onnxruntime.SessionOptions = options
+    try:
+        yield
+    finally:
+        onnxruntime.SessionOptions = base
 
 
 def _ranges_supported() -> bool:
@@ -143,32 +176,47 @@ def quantize_qdq(src: Path, dst: Path, *, calib: np.ndarray, settings: QuantSett
     if settings.calibration == "percentile":
         extra["CalibPercentile"] = settings.percentile
     ranges = kept = None
+    hit = False
     if cache is not None and _ranges_supported():
         kept = cache.ranges(calib=calib, settings=settings, op_types=op_types, extra=extra)
         ranges = dst.with_name(dst.stem + ".ranges.json")  # onnxruntime writes it in place: a private copy
         ranges.unlink(missing_ok=True)
         if kept.is_file():
             shutil.copyfile(kept, ranges)
-            if timings is not None:
-                timings["calibration_from_cache"] = True
-    cached = {"calibration_cache_path": str(ranges)} if ranges is not None else {}
+            hit = True
+
+    def run() -> None:
+        with _pool_within_affinity():
+            quantize_static(
+                str(src), str(dst), _reader(calib, input_name), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types, per_channel=settings.per_channel,
+                reduce_range=settings.reduce_range,
+                activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=method,
+                extra_options=extra, **({"calibration_cache_path": str(ranges)} if ranges is not None else {}),
+            )
+
     ort_log = logging.getLogger("root")
     level = ort_log.level
     try:
         ort_log.setLevel(logging.ERROR)  # the quantizer logs its advice at WARNING on the root logger
-        quantize_static(
-            str(src), str(dst), _reader(calib, input_name), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types, per_channel=settings.per_channel,
-            reduce_range=settings.reduce_range,
-            activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=method,
-            extra_options=extra, **cached,
-        )
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 - a cached range file onnxruntime cannot use: calibrate again
+            if not hit:
+                raise
+            log.warning("calibration cache %s is unusable (%s: %s); calibrating again", kept, type(exc).__name__, exc)
+            kept.unlink(missing_ok=True)
+            ranges.unlink(missing_ok=True)
+            hit = False
+            run()
     except Exception as exc:  # onnxruntime raises plain exceptions of many types
         raise CompressionError(f"onnxruntime quantization failed ({type(exc).__name__}: {exc}). Try "
                                "`space.calibration: minmax` or keep the failing layer fp32.") from exc
     finally:
         ort_log.setLevel(level)
+    if hit and timings is not None:
+        timings["calibration_from_cache"] = True
     if ranges is not None and kept is not None and ranges.is_file() and not kept.is_file():
         atomic_write_bytes(kept, ranges.read_bytes())
     return dst

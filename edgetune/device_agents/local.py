@@ -13,6 +13,7 @@ with start_local_agents(n=1) as agents:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -68,7 +69,9 @@ class LocalAgents:
         """Pin this process (the controller: compression, the screen's rung) to the allowed CPUs none of
         these agents measures on, so that what it does while an agent measures (``search.overlap``) stays
         off that agent's core; returns the CPUs kept, or None (nothing pinned) when the agents take every
-        core. Threads started later inherit the pin; torch's and onnxruntime's pools size themselves by it."""
+        core. Every thread of the process is pinned (Linux pins per thread; numpy's BLAS workers exist
+        already) and threads started later inherit it. onnxruntime pins its own pool to every physical core
+        unless given a thread count: the controller's sessions set one (``compress._quantize``)."""
         try:
             allowed = set(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
@@ -76,6 +79,10 @@ class LocalAgents:
         rest = allowed - {c for a in self.agents for c in a.cpus}
         if not rest:
             return None
+        tasks = Path("/proc/self/task")
+        for tid in sorted(int(t.name) for t in tasks.iterdir()) if tasks.is_dir() else [0]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that just ended
+                os.sched_setaffinity(tid, rest)
         os.sched_setaffinity(0, rest)
         return tuple(sorted(rest))
 

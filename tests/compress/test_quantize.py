@@ -126,3 +126,23 @@ def test_configs_of_one_graph_share_its_preprocessing_and_calibrated_ranges(comp
     assert again.get("preprocess_from_cache") is True
     _, other = build("other.onnx", [], use=True, calib=arr[:8])
     assert "calibration_from_cache" not in other and len(list(cache.dir.glob("ranges-*.json"))) == 2
+    for f in cache.dir.glob("ranges-*.json"):  # an entry onnxruntime cannot read: calibrated again, replaced
+        f.write_text("{not json")
+    again_bytes, again_timings = build("again.onnx", convs[:10], use=True)
+    assert again_bytes == mixed and "calibration_from_cache" not in again_timings
+    assert build("third.onnx", convs[:10], use=True)[1].get("calibration_from_cache") is True
+
+
+def test_calibration_sessions_keep_to_the_cpus_this_process_may_use():
+    """onnxruntime pins a session without a thread count to every physical core; while quantize_static runs,
+    sessions get this process's CPU count (a controller pinned off a local agent's core stays off it)."""
+    import os
+
+    import onnxruntime
+
+    from edgetune.compress._quantize import _pool_within_affinity
+
+    base = onnxruntime.SessionOptions
+    with _pool_within_affinity():
+        assert onnxruntime.SessionOptions().intra_op_num_threads == len(os.sched_getaffinity(0))
+    assert onnxruntime.SessionOptions is base and base().intra_op_num_threads == 0

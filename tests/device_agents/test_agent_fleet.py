@@ -163,20 +163,29 @@ def test_the_controller_is_pinned_off_the_cores_its_local_agents_measure_on(tmp_
     no core left it pins nothing."""
     import os
     import subprocess
+    import threading
 
     from edgetune.device_agents.local import LocalAgent, LocalAgents
 
     before = os.sched_getaffinity(0)
     proc = subprocess.Popen(["true"])
     proc.wait()
+    stop = threading.Event()
+    older = threading.Thread(target=stop.wait)  # a thread started before the pin is pinned too
+    older.start()
     try:
         last = max(before)
         one = LocalAgents([LocalAgent("a", "", (last,), tmp_path, proc)], "t", tmp_path / "t", tmp_path)
         if len(before) > 1:
             assert one.isolate_controller() == tuple(sorted(before - {last}))
             assert os.sched_getaffinity(0) == before - {last}
-        os.sched_setaffinity(0, before)
+            assert os.sched_getaffinity(older.native_id) == before - {last}
+        for t in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(t), before)
         every = LocalAgents([LocalAgent("b", "", tuple(sorted(before)), tmp_path, proc)], "t", tmp_path / "t", tmp_path)
         assert every.isolate_controller() is None and os.sched_getaffinity(0) == before
     finally:
-        os.sched_setaffinity(0, before)
+        stop.set()
+        older.join()
+        for t in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(t), before)

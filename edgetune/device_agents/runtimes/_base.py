@@ -45,7 +45,8 @@ class ModelSession(ABC):
 
     def realised_precision(self, layers: Sequence[str]) -> dict[str, str] | None:
         """The precision the runtime executes each of ``layers`` (the ONNX graph's weighted node names) in:
-        ``int8``, ``fp16``, ``bf16``, ``fp32``, or ``float`` where the runtime does not say which float.
+        ``int8``, ``fp16``, ``bf16``, ``fp32`` (``fp8`` / ``int4`` where a runtime has them), or ``float``
+        where the runtime does not say which float.
         None where the runtime does not expose it (see each runtime's docstring). Called once, after the
         last run: a runtime may release the session to read it."""
         return None

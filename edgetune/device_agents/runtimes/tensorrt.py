@@ -81,7 +81,7 @@ def realised_from_inspector(info: str | dict, layers: Sequence[str]) -> dict[str
         if not kind:
             continue
         for name in _onnx_nodes(layer) & wanted:
-            out[name] = _WEIGHT_TYPES.get(kind, kind)
+            out[name] = _WEIGHT_TYPES.get(kind, "float")
     return out
 
 
