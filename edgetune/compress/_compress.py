@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -22,6 +21,7 @@ import numpy as np
 from edgetune._logging import get_logger
 from edgetune.compress._artifact import MANIFEST_VERSION, Artifact, load_cached, onnx_sizes, store, zstd_size
 from edgetune.compress._compact import compact
+from edgetune.compress._keys import COMPRESS_VERSION, _adapter_id, _dataset_id, artifact_key, pruned_key
 from edgetune.compress._pruned_cache import load_pruned, pruned_dir, store_pruned
 from edgetune.compress._spec import RecoverySpec
 from edgetune.errors import CompressionError, ConfigError, closest_names
@@ -31,45 +31,8 @@ log = get_logger(__name__)
 
 __all__ = ["compress", "needs_train", "artifact_key", "pruned_key", "resolve_importance", "COMPRESS_VERSION"]
 
-COMPRESS_VERSION = 1  # bump when compress() makes different bytes from the same inputs
 TAYLOR_BATCHES, TAYLOR_BATCH = 8, 16  # gradient estimate of the taylor importance (full-size train images)
 FADE_PART = 0.8  # progressive cut: the doomed channels reach zero after this part of the fading steps
-
-
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _dataset_id(ds) -> str | None:
-    """The train split's identity in cache keys: its images and their ground truth (another seed or
-    generator version of the builtin data names its files alike, but not its boxes)."""
-    if ds is None:
-        return None
-    anns = getattr(ds, "annotations", None) or {}
-    truth = _sha({str(k): anns[k] for k in sorted(anns)}) if anns else None
-    return _sha([getattr(ds, "name", "?"), [(r.id, Path(r.file).name, r.label) for r in ds.records], truth])
-
-
-def _adapter_id(adapter) -> str | None:
-    return None if adapter is None else f"{type(adapter).__module__}.{type(adapter).__qualname__}"
-
-
-def artifact_key(*, source_hash: str, input_size: int, precision: dict, config: CompressionConfig,
-                 calib_hash: str | None, recovery: RecoverySpec | None, train_id: str | None,
-                 importance: str | None = None, adapter: str | None = None) -> str:
-    """The artifact hash: everything that changes the bytes, and nothing else (``adapter``: the task
-    adapter's name, which decides the losses whenever the train split is used)."""
-    ident = {"v": COMPRESS_VERSION, "source": source_hash, "input_size": input_size,
-             "precision": dict(sorted(precision.items())), "sparsity": config.canonical()["sparsity"]}
-    if config.channel_prunes:
-        ident.update(importance=importance or config.importance, round_to=config.round_to)
-    if config.scales is not None:  # absent otherwise: every older key stays the same
-        ident.update(scales=list(config.scales))
-    if "int8" in precision.values():
-        ident.update(quant=config.quant.identity(), calib=calib_hash)
-    if recovery is not None or train_id is not None:
-        ident.update(recovery=None if recovery is None else recovery.identity(), train=train_id, task=adapter)
-    return _sha(ident)
 
 
 def _check_layers(config: CompressionConfig, names: list[str]) -> None:
@@ -291,19 +254,8 @@ def _from_elastic(student, teacher, dg, groups, config, plan, importance, size, 
     return changed, rec
 
 
-def pruned_key(*, source_hash: str, input_size: int, config: CompressionConfig, importance: str,
-               recovery: RecoverySpec | None, train_id: str | None, adapter: str | None = None) -> str:
-    """The key of a pruned (+ recovered) torch model: what changes its weights, and not the precision."""
-    ident = {"v": COMPRESS_VERSION, "source": source_hash, "input_size": input_size,
-             "sparsity": config.canonical()["sparsity"], "round_to": config.round_to,
-             "importance": importance if config.channel_prunes else None,
-             "recovery": None if recovery is None else recovery.identity(), "train": train_id,
-             "task": adapter if train_id is not None else None}
-    return _sha(ident)
-
-
 def _apply_precision(src: Path, src_proto, names, precision, config, calib_arr, tmp: Path, timings: dict,
-                     node_map, workdir: Path | None) -> Path:
+                     node_map, workdir: Path | None, calib_hash: str | None = None) -> Path:
     """fp32 graph -> (pre-process -> int8 QDQ -> fp16) -> compacted ``tmp/model.onnx``. ``node_map(pre_proto)``
     gives layer -> ONNX node name on the pre-processed graph. The pre-processed graph and the calibrated
     ranges of ``src`` are kept in ``<workdir>/quant`` for the next config of the same fp32 graph (None: not
@@ -326,7 +278,8 @@ def _apply_precision(src: Path, src_proto, names, precision, config, calib_arr, 
     if int8:
         exclude = [nodes[n] for n in names if precision[n] != "int8"] + tail_nodes(pre_proto)
         final = quantize_qdq(pre, tmp / "int8.onnx", calib=calib_arr, settings=config.quant,
-                             input_name=pre_proto.graph.input[0].name, exclude=exclude, cache=cache, timings=timings)
+                             input_name=pre_proto.graph.input[0].name, exclude=exclude, cache=cache,
+                             calib_hash=calib_hash, timings=timings)
     proto = onnx.load(str(final))
     if fp16:
         from edgetune.compress._fp16 import convert_nodes_fp16
@@ -349,7 +302,8 @@ def _scratch(workdir: Path, key: str) -> Path:
 
 
 def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: int, timings: dict,
-                workdir: Path | None, export_cache: Path | None = None, shared: bool = False):
+                workdir: Path | None, export_cache: Path | None = None, shared: bool = False,
+                calib_hash: str | None = None):
     """Export -> (pre-process -> layer map -> int8 QDQ -> fp16) -> compact; returns (path, params,
     non-zero params, max |ORT - torch|). ``export_cache``: where the fp32 export of this (pruned) model is
     kept, so that other precisions of the same weights skip the exporter (5-9 s for det-s); ``shared``: look
@@ -377,7 +331,8 @@ def _build_onnx(student, names, precision, config, calib_arr, tmp: Path, size: i
     exported = onnx.load(str(exported_path))
     params, nonzero = onnx_sizes(exported)
     final = _apply_precision(exported_path, exported, names, precision, config, calib_arr, tmp, timings,
-                             lambda pre_proto: _node_map(pre_proto, names, exported, student, size), workdir)
+                             lambda pre_proto: _node_map(pre_proto, names, exported, student, size), workdir,
+                             calib_hash)
     diff, tol = parity(student, final, input_size=size)
     if not (int8 or fp16) and not diff <= tol:
         raise CompressionError(f"the compacted fp32 graph differs from torch by {diff:.3g} (> {tol:.3g}); this is a "
@@ -458,7 +413,8 @@ def compress(model, config: CompressionConfig, *, calib, workdir: str | Path, tr
     shutil.rmtree(tmp, ignore_errors=True)
     final, params, nonzero, diff = _build_onnx(student, names, precision, config, calib_arr, tmp, size, timings,
                                                workdir if use_cache else None, export_cache=pruned_dir(workdir, pkey) / export_name
-                                               if use_cache else None, shared=use_cache and pruned is None)
+                                               if use_cache else None, shared=use_cache and pruned is None,
+                                               calib_hash=calib_hash)
     macs, _ = measure_macs(student, size)
     layer_params = {n: int(m.weight.numel()) for n, m in layer_modules(student).items()}
     data = final.read_bytes()
@@ -556,7 +512,7 @@ def _compress_onnx(model, config: CompressionConfig, *, calib, workdir: Path, us
         return {n: n for n in names}
 
     final = _apply_precision(named, proto, names, precision, config, calib_arr, tmp, timings, node_map,
-                             workdir if use_cache else None)
+                             workdir if use_cache else None, calib_hash)
     diff = _onnx_parity(named, final, size)
     macs = {lay.name: lay.macs for lay in layers}
     data = final.read_bytes()
